@@ -82,11 +82,9 @@ def base_scales(
 
     Images without usable objects take the median diameter of the others (METHOD.md section 1).
     """
-    diameters = [size.median_diameter(labels, min_area_px=min_object_area_px) for _, labels in pairs]
-    known = [d for d in diameters if d is not None]
-    fallback = float(np.median(known)) if known else float(target_diameter_px)
-    return np.array([size.scale_factor(fallback if d is None else d, target_diameter_px, min_scale, max_scale)
-                     for d in diameters])
+    diameters = size.fill_with_dataset_median(
+        [size.median_diameter(labels, min_area_px=min_object_area_px) for _, labels in pairs], target_diameter_px)
+    return np.array([size.scale_factor(d, target_diameter_px, min_scale, max_scale) for d in diameters])
 
 
 def _pad_to(image: np.ndarray, labels: np.ndarray, side: int, rng: np.random.Generator) -> Pair:
@@ -143,7 +141,8 @@ class CropDataset(Dataset):
         """One augmented crop_size x crop_size pair; retries crops without objects up to max_crop_tries times."""
         image, labels = self.pairs[source][index]
         synthetic = source == SYNTHETIC
-        for _ in range(self.max_crop_tries):
+        for attempt in range(max(self.max_crop_tries, 1)):
+            last = attempt >= self.max_crop_tries - 1
             scale = self.scales[source][index]
             if self.augment.rescale > 0:
                 scale *= 2.0 ** rng.uniform(-self.augment.rescale, self.augment.rescale)
@@ -153,7 +152,7 @@ class CropDataset(Dataset):
             top = int(rng.integers(0, window_labels.shape[0] - side + 1))
             left = int(rng.integers(0, window_labels.shape[1] - side + 1))
             window_labels = window_labels[top:top + side, left:left + side]
-            if not window_labels.any():
+            if not window_labels.any() and not last:
                 continue
             window_image = window_image[top:top + side, left:left + side]
             # ceil above makes the rescaled window at least crop_size on each side
@@ -162,10 +161,11 @@ class CropDataset(Dataset):
             crop_image = scaled_image[:self.crop_size, :self.crop_size]
             crop_labels = scaled_labels[:self.crop_size, :self.crop_size]
             crop_image, crop_labels = augment_pair(crop_image, crop_labels, self.augment, rng, synthetic)
-            if crop_labels.any():
-                return crop_image, crop_labels
-        log.debug("no object in %d crops of %s pair %d; using an empty crop", self.max_crop_tries,
-                  "synthetic" if synthetic else "real", index)
+            if crop_labels.any() or last:
+                break
+        if not crop_labels.any():
+            log.debug("no object in %d crops of %s pair %d; using an empty crop", self.max_crop_tries,
+                      "synthetic" if synthetic else "real", index)
         return crop_image, crop_labels
 
     def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
