@@ -43,6 +43,18 @@ def test_crops_bring_nuclei_to_the_target_diameter():
     assert 34 < np.median(diameters) < 46
 
 
+def test_random_rescaling_spreads_the_diameter_for_preseg():
+    pairs = [simulate.sample("fluorescence", 256, 20, 0.3, seed=0)]
+    fixed = CropDataset(pairs, crop_size=192, augment=AugmentParams.off())
+    jittered = CropDataset(pairs, crop_size=192, augment=AugmentParams.from_dict({"rescale": 1.0}))
+
+    def spread(dataset):  # std of log2 of the crops' median diameters
+        crops = [dataset.crop(REAL, 0, np.random.default_rng(s))[1] for s in range(16)]
+        return np.std(np.log2([size.median_diameter(c) or 40.0 for c in crops]))
+
+    assert spread(fixed) < 0.2 < 0.3 < spread(jittered)
+
+
 def test_small_images_are_padded_with_their_median():
     image, labels = simulate.sample("brightfield", 48, 30, 0.3, seed=1)
     dataset = CropDataset([(image, labels)], crop_size=128, augment=AugmentParams.off(), target_diameter_px=30)
