@@ -180,7 +180,8 @@ class MixedBatchSampler(Sampler[list[tuple[int, int, int]]]):
     Each batch holds ``synthetic_share * batch_size`` synthetic items, rounded up or down at random so the
     share holds on average when it is not a whole number of items; the rest are real. Items are drawn with
     replacement; ``batches_per_epoch`` batches per epoch and per process (DDP: give ``rank``/``world_size``,
-    each process draws its own stream). Deterministic for (seed, epoch, rank).
+    each process draws its own stream). Deterministic for (seed, epoch, rank); each pass over the sampler is
+    the next epoch.
     """
 
     def __init__(
@@ -208,14 +209,17 @@ class MixedBatchSampler(Sampler[list[tuple[int, int, int]]]):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at every epoch so each epoch draws new crops."""
+        """Start the next pass at ``epoch`` (passes otherwise count up by themselves)."""
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return self.batches_per_epoch
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        # every pass draws new crops: Lightning calls set_epoch on a batch sampler's inner sampler only, so
+        # the sampler counts its own passes (the same seed still gives the same sequence of epochs)
         rng = np.random.default_rng([self.seed, self.epoch, self.rank])
+        self.epoch += 1
         expected = self.synthetic_share * self.batch_size
         for _ in range(self.batches_per_epoch):
             n_synthetic = int(math.floor(expected)) + int(rng.random() < expected - math.floor(expected))

@@ -100,12 +100,14 @@ def test_whole_synthetic_share_holds_in_every_batch(share, batch, expected):
 
 def test_fractional_share_holds_on_average_and_streams_are_reproducible():
     sampler = MixedBatchSampler(10, 5, 2, 2000, 0.3, seed=1)
-    counts = [sum(s == SYNTHETIC for s, _, _ in keys) for keys in sampler]
-    assert set(counts) <= {0, 1} and abs(np.mean(counts) / 2 - 0.3) < 0.03
-    assert list(sampler) == list(MixedBatchSampler(10, 5, 2, 2000, 0.3, seed=1))
     first = list(sampler)
-    sampler.set_epoch(1)
-    assert list(sampler) != first
+    counts = [sum(s == SYNTHETIC for s, _, _ in keys) for keys in first]
+    assert set(counts) <= {0, 1} and abs(np.mean(counts) / 2 - 0.3) < 0.03
+    assert first == list(MixedBatchSampler(10, 5, 2, 2000, 0.3, seed=1))
+    second = list(sampler)  # the next epoch draws new items without anyone calling set_epoch
+    assert second != first
+    sampler.set_epoch(0)
+    assert list(sampler) == first
     other_rank = MixedBatchSampler(10, 5, 2, 2000, 0.3, seed=1, rank=1, world_size=2)
     assert list(other_rank) != first
 
