@@ -60,7 +60,7 @@ class ClusterSettings:
 
     # total variance of each feature family after standardisation (families: style_features.BLOCKS)
     block_weights: Mapping[str, float] = field(
-        default_factory=lambda: {"intensity": 1.0, "texture": 1.0, "lbp": 1.0, "size": 1.0}
+        default_factory=lambda: {"intensity": 1.0, "texture": 0.25, "lbp": 0.25, "size": 0.1}
     )
     pca_variance: float | None = 0.95  # keep the components explaining this share of variance; None = no PCA
     images_per_style_range: tuple[int, int] = (5, 10)
@@ -171,13 +171,14 @@ def choose_k(
 ) -> tuple[int, np.ndarray, dict[int, float]]:
     """Score every candidate k by silhouette and keep the largest within ``tolerance`` of the best.
 
-    ``points`` (N, D) must hold at least ``max(candidates) + 1`` distinct rows for a candidate to be scored
-    (a silhouette needs 2 <= k < distinct points). Returns (k, its labels (N,), silhouette per scored k).
+    Only candidates with 2 <= k < (distinct rows of ``points`` (N, D)) can be scored; when none can, the
+    largest candidate the distinct rows allow is taken unscored. Returns (k, labels (N,), silhouette per k).
     """
     n_distinct = len(np.unique(points, axis=0))
     scorable = [k for k in candidates if 2 <= k < n_distinct]
     if not scorable:
-        k = max(1, min(min(candidates), n_distinct))
+        # too few distinct images to compare partitions: take the finest candidate they allow
+        k = max(1, min(max(candidates), n_distinct))
         return k, _kmeans(points, k, seed, restarts), {}
     partitions, scores = {}, {}
     for k in tqdm(scorable, desc="choosing k", unit="k", leave=False, disable=len(scorable) < 4):
@@ -314,7 +315,7 @@ def write_style_outputs(
 ) -> None:
     """features.csv, clusters.csv, summary.json and style_<k>.png (stale montages of earlier runs removed)."""
     with atomic_write(out_dir / "features.csv") as tmp:
-        features.to_csv(tmp, float_format="%.6g")
+        features.to_csv(tmp, float_format="%.8g")
     with atomic_write(out_dir / "clusters.csv") as tmp:
         result.table().to_csv(tmp, index=False)
     with atomic_write(out_dir / "summary.json") as tmp:
