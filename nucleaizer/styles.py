@@ -93,8 +93,8 @@ class StyleClustering:
 
     ``labels``: int64 (N,), styles numbered 0..k-1 from the largest to the smallest. ``k_chosen``: the k the
     rule picked (or the one forced) before small clusters were merged; ``k`` is the final number of styles.
-    ``silhouette``: mean silhouette per candidate k that was scored. ``merges``: (images moved, from size)
-    per merge, for the log and the summary.
+    ``silhouette``: mean silhouette per candidate k that was scored. ``merges``: one dict per merge of a small
+    cluster (``images`` moved, ``into_size`` of the receiving cluster, centroid ``distance``).
     """
 
     names: list[str]

@@ -100,9 +100,12 @@ def test_feature_names_blocks_and_vector_agree():
     assert [names[i] for i in range(len(names))[blocks["size"]]] == ["log2_height", "log2_width"]
 
 
+def rng_image(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
 def test_intensity_statistics_match_numpy():
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    image = rng_image((40, 50, 3))
     named = dict(zip(feature_names(FeatureSettings()), image_features(image), strict=True))
     for i, channel in enumerate("RGB"):
         values = image[..., i].ravel()
@@ -116,17 +119,18 @@ def test_intensity_statistics_match_numpy():
 
 
 def test_grey_image_has_neutral_colour_and_flat_image_has_finite_features():
-    grey = np.repeat(np.random.default_rng(1).integers(0, 256, (32, 32, 1), dtype=np.uint8), 3, axis=2)
+    grey = np.repeat(rng_image((32, 32, 1), seed=1), 3, axis=2)
     named = dict(zip(feature_names(FeatureSettings()), image_features(grey), strict=True))
     assert named["a_std"] == 0 and named["b_std"] == 0 and named["a_mean"] == 128 and named["b_mean"] == 128
     assert named["R_mean"] == named["G_mean"] == named["B_mean"]
     flat = np.full((20, 20, 3), 7, dtype=np.uint8)
     assert np.isfinite(image_features(flat)).all()
+    for shape in ((1, 1, 3), (2, 3, 3)):  # smaller than the co-occurrence distances
+        assert np.isfinite(image_features(rng_image(shape))).all()
 
 
 def test_uniform_lbp_gives_skimage_codes():
-    rng = np.random.default_rng(3)
-    noise = rng.integers(0, 256, (40, 60), dtype=np.uint8)
+    noise = rng_image((40, 60), seed=3)
     tissue = simulate.sample("he", size=64, seed=3)[0][..., 1]
     for grey, radius in ((noise, 1), (noise, 2.5), (tissue, 1)):
         expected = local_binary_pattern(grey, 8, radius, method="uniform")
