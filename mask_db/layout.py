@@ -1,0 +1,319 @@
+"""Synthetic mask layouts that imitate a style: label images composed of database and simulated nuclei.
+
+For every mask a real image of the style is drawn as its reference (in a shuffled cycle, so all are used
+before any repeats): its density sets the object count, its whole nuclei are the objects to imitate (area
+with a little jitter, shape features), its nearest-neighbour distances the gaps and its touching fraction
+how many objects touch. Each object is a database nucleus near the reference in standardised shape space,
+rotated and scaled to the reference's area (square root of the area ratio), or a SIMCEP shape accepted
+within a tolerance of the reference (a database shape replaces one that was never accepted).
+
+Placement, largest object first, never overlaps: an object that must not touch keeps one free pixel to
+every other (8-neighbourhood); one that must touch is slid out from a neighbour until it just no longer
+overlaps. Most objects are placed at a gap drawn from the reference's nearest-neighbour distances from an
+object already placed (so clustered styles give clustered layouts); a share start anywhere; an object that
+finds no place by random tries gets an exact search of all free positions (cv2.matchTemplate), and is left
+out only when none exists. Everything is vectorised on bounding-box windows; the same seed gives the same
+masks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from mask_db.features import SHAPE_SPACE
+from mask_db.shapes import linear_scale, simulate_shapes, transform_mask
+from mask_db.stats import StyleStats
+from mask_db.store import MaskDatabase
+
+log = logging.getLogger(__name__)
+
+_EIGHT = np.ones((3, 3), dtype=np.uint8)
+
+
+@dataclass
+class _Canvas:
+    """A label image being filled, with the pixels no new non-touching object may cover."""
+
+    labels: np.ndarray
+    blocked: np.ndarray  # object pixels and their 8-neighbours
+    centres: list
+    radii: list  # half the diagonal of each object's box: no pixel lies farther from its centre
+    equivalent_radii: list  # radius of the disc of the object's area
+    touching: list
+
+    @classmethod
+    def empty(cls, shape: tuple[int, int]) -> _Canvas:
+        return cls(np.zeros(shape, dtype=np.int32), np.zeros(shape, dtype=bool), [], [], [], [])
+
+    def inside(self, mask: np.ndarray, y: int, x: int) -> bool:
+        return y >= 0 and x >= 0 and y + mask.shape[0] <= self.labels.shape[0] and x + mask.shape[1] <= self.labels.shape[1]
+
+    def free(self, mask: np.ndarray, y: int, x: int) -> bool:
+        """Fits without overlapping or touching anything."""
+        h, w = mask.shape
+        return self.inside(mask, y, x) and not np.any(self.blocked[y:y + h, x:x + w] & mask)
+
+    def overlaps(self, mask: np.ndarray, y: int, x: int) -> bool:
+        """Shares a pixel with a placed object (parts outside the canvas count as not overlapping)."""
+        h, w = mask.shape
+        y0, x0 = max(y, 0), max(x, 0)
+        window = self.labels[y0:y + h, x0:x + w]
+        return bool(np.any((window > 0) & mask[y0 - y:y0 - y + window.shape[0], x0 - x:x0 - x + window.shape[1]]))
+
+    def paint(self, mask: np.ndarray, y: int, x: int, centroid: np.ndarray) -> None:
+        """Add an object; records its centre and which objects now touch."""
+        h, w = mask.shape
+        label = len(self.centres) + 1
+        self.labels[y:y + h, x:x + w][mask] = label
+        # the 8-dilated object, one pixel beyond its box where the canvas allows
+        y0, x0 = max(y - 1, 0), max(x - 1, 0)
+        y1, x1 = min(y + h + 1, self.labels.shape[0]), min(x + w + 1, self.labels.shape[1])
+        ring = np.zeros((h + 2, w + 2), dtype=np.uint8)
+        ring[1:-1, 1:-1] = mask
+        ring = cv2.dilate(ring, _EIGHT)[y0 - y + 1:y1 - y + 1, x0 - x + 1:x1 - x + 1].astype(bool)
+        self.blocked[y0:y1, x0:x1] |= ring
+        neighbours = np.unique(self.labels[y0:y1, x0:x1][ring])
+        neighbours = neighbours[(neighbours > 0) & (neighbours != label)]
+        self.centres.append(np.array([y, x]) + centroid)
+        self.radii.append(np.hypot(h, w) / 2)
+        self.equivalent_radii.append(np.sqrt(mask.sum() / np.pi))
+        self.touching.append(neighbours.size > 0)
+        for other in neighbours:
+            self.touching[other - 1] = True
+
+
+class LayoutComposer:
+    """Composes label images that imitate a style (see the module docstring).
+
+    stats: the style's StyleStats. database: a MaskDatabase (may be None when ``simulated_share`` is 1).
+    simulated_share: share of objects drawn as SIMCEP shapes (0..1). touch_probability: the share of
+    objects that touch another; None takes each reference image's measured share (and
+    ``default_touch_probability`` when a style has too few objects to tell). neighbours: a database
+    nucleus is drawn from this many nearest in shape space. area_jitter: log-normal sigma on reference
+    areas. new_cluster_probability: share of objects placed anywhere rather than at a nearest-neighbour gap
+    from a placed one (lower: more clustered). area_range_factor: database nuclei whose area lies outside
+    the style's area range widened by this factor are not used (scaling them far blurs or pixelates them).
+    shape_tolerance, max_shape_tries, simcep_points, simcep_perturbation: simulated shapes
+    (shapes.simulate_shapes). placement_tries: random tries per object before the exact search.
+    """
+
+    def __init__(
+        self,
+        stats: StyleStats,
+        database: MaskDatabase | None = None,
+        simulated_share: float = 0.5,
+        touch_probability: float | None = None,
+        default_touch_probability: float = 0.05,
+        neighbours: int = 5,
+        area_jitter: float = 0.1,
+        new_cluster_probability: float = 0.2,
+        area_range_factor: float = 4.0,
+        shape_tolerance: float = 0.1,
+        max_shape_tries: int = 50,
+        simcep_points: int = 8,
+        simcep_perturbation: float = 0.15,
+        placement_tries: int = 30,
+    ):
+        for name, value in (("simulated_share", simulated_share), ("new_cluster_probability", new_cluster_probability),
+                            ("default_touch_probability", default_touch_probability)):
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        if touch_probability is not None and not 0 <= touch_probability <= 1:
+            raise ValueError(f"touch_probability must lie in [0, 1] or be None, got {touch_probability}")
+        if stats.objects["area"].size == 0:
+            raise ValueError("the style statistics hold no whole nucleus (every label image is empty, or all its "
+                             "objects touch the image border or are tiny): nothing to imitate")
+        if simulated_share < 1:
+            if database is None:
+                raise ValueError("no mask database given: pass one, or set simulated_share=1 to simulate every shape")
+            database.index  # noqa: B018  (raises a clear ValueError when the database is empty)
+        self.stats = stats
+        self.database = database
+        self.simulated_share = simulated_share
+        self.touch_probability = touch_probability
+        self.default_touch_probability = default_touch_probability
+        self.neighbours = neighbours
+        self.area_jitter = area_jitter
+        self.new_cluster_probability = new_cluster_probability
+        self.shape_options = dict(tolerance=shape_tolerance, max_tries=max_shape_tries, n_points=simcep_points,
+                                  perturbation=simcep_perturbation)
+        self.placement_tries = placement_tries
+        area = stats.objects["area"]
+        self.area_range = (float(area.min()) / area_range_factor, float(area.max()) * area_range_factor)
+        self.report: Counter = Counter()
+        pooled = stats.touching_fraction
+        self._style_touch = pooled if stats.counts.sum() >= 2 and np.isfinite(pooled) else default_touch_probability
+
+    def compose(self, n: int, size: int | tuple[int, int] = 512, seed: int = 0) -> list[np.ndarray]:
+        """``n`` label images (int32 (H, W), ids 1..N in placement order) of ``size`` pixels.
+
+        Raises ValueError when the style's typical nucleus does not fit the canvas. Counts of what was
+        asked, placed, left out and simulated are kept in ``self.report``.
+        """
+        shape = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+        if n < 0 or min(shape) < 1:
+            raise ValueError(f"need n >= 0 masks of a positive size, got n={n}, size={size}")
+        typical = float(np.median(self.stats.objects["major_axis"]))
+        if typical >= min(shape):
+            raise ValueError(f"nuclei of this style (median major axis {typical:.0f} px) do not fit a "
+                             f"{shape[0]}x{shape[1]} canvas; compose larger masks or rescale the style's images")
+        self.report = Counter()
+        order = np.random.default_rng([seed, 2**31]).permutation(self.stats.n_images)
+        masks = []
+        for index in tqdm(range(n), desc="composing masks", unit="mask", disable=n < 10, leave=False):
+            rng = np.random.default_rng([seed, index])
+            masks.append(self._compose_one(shape, int(order[index % order.size]), rng))
+        if self.report["left_out"] or self.report["too_big"]:
+            log.warning("%d of %d objects could not be placed (no free position) and %d were bigger than the "
+                        "%dx%d canvas", self.report["left_out"], self.report["asked"], self.report["too_big"], *shape)
+        return masks
+
+    def _reference_objects(self, reference: int, count: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """``count`` objects drawn (with replacement) from the reference image's whole nuclei, or from the
+        whole style when that image has none; areas jittered."""
+        objects = self.stats.objects
+        pool = np.flatnonzero(objects["image"] == reference)
+        if pool.size == 0:
+            pool = np.arange(objects["area"].size)
+        chosen = rng.choice(pool, size=count)
+        drawn = {name: values[chosen] for name, values in objects.items()}
+        drawn["area"] = drawn["area"] * rng.lognormal(0.0, self.area_jitter, count)
+        return drawn
+
+    def _shapes(self, wanted: dict[str, np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+        """One tight bool crop per wanted object: simulated for a ``simulated_share`` of them, from the
+        database for the rest and for simulated ones never accepted."""
+        count = wanted["area"].size
+        simulated = np.zeros(count, dtype=bool)
+        simulated[rng.permutation(count)[:int(round(count * self.simulated_share))]] = True
+        shapes: list[np.ndarray | None] = [None] * count
+        if simulated.any():
+            subset = {name: values[simulated] for name, values in wanted.items()}
+            drawn, accepted = simulate_shapes(subset, rng, **self.shape_options)
+            self.report["simulated"] += int(accepted.sum())
+            self.report["simulated_not_accepted"] += int((~accepted).sum())
+            for i, shape, ok in zip(np.flatnonzero(simulated), drawn, accepted, strict=True):
+                if ok or self.database is None:
+                    shapes[i] = shape
+        from_db = np.array([s is None for s in shapes])
+        if from_db.any():
+            shape_space = np.stack([wanted[name][from_db] for name in SHAPE_SPACE], axis=1)
+            try:
+                ids, _ = self.database.query(shape_space, k=self.neighbours, area_range=self.area_range)
+            except ValueError:
+                log.warning("no database nucleus within the area range %s; using the whole database", self.area_range)
+                ids, _ = self.database.query(shape_space, k=self.neighbours)
+            picked = ids[np.arange(len(ids)), rng.integers(0, ids.shape[1], len(ids))]
+            index = self.database.index
+            db_area = index.area[np.searchsorted(index.ids, picked)]
+            scales = linear_scale(wanted["area"][from_db], db_area)
+            angles = rng.uniform(0, 360, picked.size)
+            crops = self.database.crops(picked)
+            for i, crop, scale, angle in zip(np.flatnonzero(from_db), crops, scales, angles, strict=True):
+                shapes[i] = transform_mask(crop, scale, angle)
+            self.report["from_database"] += int(from_db.sum())
+        return shapes
+
+    def _compose_one(self, shape: tuple[int, int], reference: int, rng: np.random.Generator) -> np.ndarray:
+        expected = self.stats.densities[reference] * shape[0] * shape[1]
+        # stochastic rounding keeps the mean count equal to the density's
+        count = int(np.floor(expected) + (rng.random() < expected - np.floor(expected)))
+        self.report["asked"] += count
+        canvas = _Canvas.empty(shape)
+        if count == 0:
+            return canvas.labels
+        wanted = self._reference_objects(reference, count, rng)
+        shapes = [s for s in self._shapes(wanted, rng) if s.size]
+        fitting = [s for s in shapes if s.shape[0] <= shape[0] and s.shape[1] <= shape[1]]
+        self.report["too_big"] += len(shapes) - len(fitting)
+        fitting.sort(key=lambda s: -int(s.sum()))
+        gaps = self.stats.nn_distances[self.stats.nn_image == reference]
+        if gaps.size == 0:
+            gaps = self.stats.nn_distances
+        touch_target = self.touch_probability
+        if touch_target is None:
+            measured = self.stats.touching_fractions[reference]
+            touch_target = measured if self.stats.counts[reference] >= 2 else self._style_touch
+        for i, mask in enumerate(fitting):
+            # feedback: ask for touching at the rate that brings the touching share to its target
+            needed = touch_target * len(fitting) - sum(canvas.touching)
+            want_touch = bool(canvas.centres) and rng.random() < needed / (2 * (len(fitting) - i))
+            if self._place(canvas, mask, gaps, want_touch, rng):
+                self.report["placed"] += 1
+            else:
+                self.report["left_out"] += 1
+        self.report["touching"] += int(sum(canvas.touching))
+        return canvas.labels
+
+    def _place(self, canvas: _Canvas, mask: np.ndarray, gaps: np.ndarray, want_touch: bool,
+               rng: np.random.Generator) -> bool:
+        """Put one object on the canvas; False when no free position exists."""
+        centroid = np.argwhere(mask).mean(axis=0)
+        if want_touch and self._place_touching(canvas, mask, centroid, rng):
+            return True
+        can_go_near = bool(canvas.centres) and gaps.size > 0
+        near_first = can_go_near and rng.random() >= self.new_cluster_probability
+        modes = ("near", "anywhere") if near_first else ("anywhere", "near") if can_go_near else ("anywhere",)
+        height, width = canvas.labels.shape
+        tries = self.placement_tries
+        for mode in modes:
+            # all of this mode's candidate corners at once; checked in order, first free one wins
+            if mode == "near":
+                anchors = np.asarray(canvas.centres)[rng.integers(len(canvas.centres), size=tries)]
+                angle = rng.uniform(0, 2 * np.pi, tries)
+                offset = rng.choice(gaps, size=tries)[:, None] * np.stack([np.sin(angle), np.cos(angle)], axis=1)
+                corners = np.round(anchors + offset - centroid).astype(int)
+            else:
+                corners = np.stack([rng.integers(0, height - mask.shape[0] + 1, tries),
+                                    rng.integers(0, width - mask.shape[1] + 1, tries)], axis=1)
+            for y, x in corners.tolist():
+                if canvas.free(mask, y, x):
+                    canvas.paint(mask, y, x, centroid)
+                    return True
+        # exact search: every top-left position whose window misses all blocked pixels
+        hits = cv2.matchTemplate(canvas.blocked.astype(np.float32), mask.astype(np.float32), cv2.TM_CCORR)
+        free = np.argwhere(hits < 0.5)
+        if free.size == 0:
+            return False
+        y, x = free[rng.integers(len(free))]
+        canvas.paint(mask, int(y), int(x), centroid)
+        self.report["exact_search"] += 1
+        return True
+
+    def _place_touching(self, canvas: _Canvas, mask: np.ndarray, centroid: np.ndarray,
+                        rng: np.random.Generator) -> bool:
+        """Slide the object along a random direction from a placed one (preferably one not touching yet)
+        to the last position where it still overlaps, plus one step; accept it there if it touches."""
+        lonely = [i for i, touching in enumerate(canvas.touching) if not touching]
+        anchors = lonely or list(range(len(canvas.centres)))
+        own_radius = np.sqrt(mask.sum() / np.pi)
+        for _ in range(self.placement_tries):
+            anchor = anchors[rng.integers(len(anchors))]
+            direction = rng.uniform(0, 2 * np.pi)
+            step = np.array([np.sin(direction), np.cos(direction)])
+            start = canvas.centres[anchor] - centroid
+
+            def corner(distance: float) -> tuple[int, int]:
+                y, x = np.round(start + distance * step).astype(int)  # noqa: B023
+                return int(y), int(x)
+
+            # start near where the rims of two round objects would meet, then walk to the rim
+            distance = max(0.0, canvas.equivalent_radii[anchor] + own_radius - 2)
+            if not canvas.overlaps(mask, *corner(distance)):
+                while distance > 0 and not canvas.overlaps(mask, *corner(distance - 1)):
+                    distance -= 1
+            else:
+                limit = canvas.radii[anchor] + np.hypot(*mask.shape) / 2 + 2
+                while distance < limit and canvas.overlaps(mask, *corner(distance)):
+                    distance += 1
+            y, x = corner(distance)
+            if canvas.inside(mask, y, x) and not canvas.overlaps(mask, y, x) and not canvas.free(mask, y, x):
+                canvas.paint(mask, y, x, centroid)
+                return True
+        return False
