@@ -101,6 +101,19 @@ def _lattice_hull_counts(groups: list[np.ndarray]) -> np.ndarray:
     return twice_area / 2 + np.where(sizes > 1, boundary, 0) / 2 + 1
 
 
+def _compact_ids(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct positive ids of ``values`` and each value's index among them (like np.unique with
+    return_inverse, without sorting every pixel when the ids are small numbers, as label ids are)."""
+    largest = int(values.max())
+    if largest > 4 * values.size + 65536:
+        return np.unique(values, return_inverse=True)
+    present = np.bincount(values, minlength=largest + 1) > 0
+    ids = np.flatnonzero(present)
+    lookup = np.zeros(largest + 1, dtype=np.int64)
+    lookup[ids] = np.arange(ids.size)
+    return ids, lookup[values]
+
+
 def shape_features(labels: np.ndarray) -> dict[str, np.ndarray]:
     """Shape features of every object in a label image, all objects at once.
 
@@ -118,29 +131,26 @@ def shape_features(labels: np.ndarray) -> dict[str, np.ndarray]:
     foreground = np.flatnonzero(flat)
     if foreground.size == 0:
         return _empty_features()
-    ids, index = np.unique(flat[foreground], return_inverse=True)
+    ids, index = _compact_ids(flat[foreground])
     n = ids.size
     y, x = np.divmod(foreground, padded.shape[1])
-    y, x = y - 1.0, x - 1.0
     area = np.bincount(index, minlength=n).astype(np.float64)
-    mean_y, mean_x = np.bincount(index, y, n) / area, np.bincount(index, x, n) / area
-    dy, dx = y - mean_y[index], x - mean_x[index]
+    mean_y, mean_x = np.bincount(index, y, n) / area - 1, np.bincount(index, x, n) / area - 1
+    dy, dx = y - 1 - mean_y[index], x - 1 - mean_x[index]
     var_y, var_x = np.bincount(index, dy * dy, n) / area, np.bincount(index, dx * dx, n) / area
     cov = np.bincount(index, dy * dx, n) / area
     # eigenvalues of the inertia tensor, as skimage: axis length = 4 * sqrt(eigenvalue)
     half_trace, spread = (var_y + var_x) / 2, np.sqrt(((var_y - var_x) / 2) ** 2 + cov**2)
     big, small = half_trace + spread, np.maximum(half_trace - spread, 0.0)
     eccentricity = np.sqrt(1 - np.divide(small, big, out=np.ones(n), where=big > 0))
+    # ids renumbered 1..n, so find_objects' list has no gaps however large the ids are
+    compact = np.zeros(padded.shape, dtype=np.int32)
+    compact.ravel()[foreground] = index + 1
+    bbox = np.array([[b[0].start, b[1].start, b[0].stop, b[1].stop] for b in ndimage.find_objects(compact)],
+                    dtype=np.int64) - 1
 
-    # bounding boxes: group pixels by object (stable, so raster order is kept inside a group)
-    order = np.argsort(index, kind="stable")
-    starts = np.searchsorted(index[order], np.arange(n))
-    yo, xo = y[order].astype(np.int64), x[order].astype(np.int64)
-    bbox = np.stack([np.minimum.reduceat(yo, starts), np.minimum.reduceat(xo, starts),
-                     np.maximum.reduceat(yo, starts) + 1, np.maximum.reduceat(xo, starts) + 1], axis=1)
-
-    border, codes = _border_codes(padded)
-    border_index = np.searchsorted(ids, flat[border])
+    border, codes = _border_codes(compact)
+    border_index = compact.ravel()[border] - 1
     perimeter = np.bincount(border_index, _PERIMETER_WEIGHTS[codes], n)
     by, bx = np.divmod(border, padded.shape[1])
     points = np.stack([bx - 1, by - 1], axis=1).astype(np.int32)

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from mask_db.features import SHAPE_SPACE
+from mask_db.features import SHAPE_SPACE, touching_labels
 from mask_db.shapes import linear_scale, simulate_shapes, transform_mask
 from mask_db.stats import StyleStats
 from mask_db.store import MaskDatabase
@@ -36,38 +36,71 @@ log = logging.getLogger(__name__)
 _EIGHT = np.ones((3, 3), dtype=np.uint8)
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """A nucleus to place: its tight bool crop, the crop's centroid (y, x) and its area."""
+
+    mask: np.ndarray
+    centroid: np.ndarray
+    area: int
+
+    @classmethod
+    def of(cls, mask: np.ndarray) -> _Shape:
+        return cls(mask, np.argwhere(mask).mean(axis=0), int(mask.sum()))
+
+
 @dataclass
 class _Canvas:
-    """A label image being filled, with the pixels no new non-touching object may cover."""
+    """A label image being filled, with a margin around it: an object's centre must lie in the image, its
+    pixels may reach into the margin and are cut off at the end, as nuclei are cut by a real image's border.
+    Positions (y, x) are top-left corners of crops in the coordinates of the padded canvas."""
 
     labels: np.ndarray
     blocked: np.ndarray  # object pixels and their 8-neighbours
+    margin: int
     centres: list
     radii: list  # half the diagonal of each object's box: no pixel lies farther from its centre
     equivalent_radii: list  # radius of the disc of the object's area
     touching: list
 
     @classmethod
-    def empty(cls, shape: tuple[int, int]) -> _Canvas:
-        return cls(np.zeros(shape, dtype=np.int32), np.zeros(shape, dtype=bool), [], [], [], [])
+    def empty(cls, shape: tuple[int, int], margin: int) -> _Canvas:
+        padded = (shape[0] + 2 * margin, shape[1] + 2 * margin)
+        return cls(np.zeros(padded, dtype=np.int32), np.zeros(padded, dtype=bool), margin, [], [], [], [])
 
-    def inside(self, mask: np.ndarray, y: int, x: int) -> bool:
-        return y >= 0 and x >= 0 and y + mask.shape[0] <= self.labels.shape[0] and x + mask.shape[1] <= self.labels.shape[1]
+    @property
+    def image(self) -> np.ndarray:
+        """The label image without the margin, ids renumbered 1..N (int32 (H, W))."""
+        m = self.margin
+        visible = self.labels[m:self.labels.shape[0] - m, m:self.labels.shape[1] - m]
+        present = np.bincount(visible.ravel(), minlength=len(self.centres) + 1) > 0
+        present[0] = False
+        renumber = np.cumsum(present).astype(np.int32)
+        renumber[0] = 0
+        return renumber[visible]
 
-    def free(self, mask: np.ndarray, y: int, x: int) -> bool:
+    def inside(self, shape: _Shape, y: int, x: int) -> bool:
+        """The centre lies in the image and the crop within the padded canvas."""
+        h, w = shape.mask.shape
+        cy, cx = y + shape.centroid[0], x + shape.centroid[1]
+        height, width = self.labels.shape
+        m = self.margin
+        return (m <= cy < height - m and m <= cx < width - m and y >= 0 and x >= 0
+                and y + h <= height and x + w <= width)
+
+    def free(self, shape: _Shape, y: int, x: int) -> bool:
         """Fits without overlapping or touching anything."""
-        h, w = mask.shape
-        return self.inside(mask, y, x) and not np.any(self.blocked[y:y + h, x:x + w] & mask)
+        h, w = shape.mask.shape
+        return self.inside(shape, y, x) and not np.any(self.blocked[y:y + h, x:x + w] & shape.mask)
 
-    def overlaps(self, mask: np.ndarray, y: int, x: int) -> bool:
-        """Shares a pixel with a placed object (parts outside the canvas count as not overlapping)."""
-        h, w = mask.shape
-        y0, x0 = max(y, 0), max(x, 0)
-        window = self.labels[y0:y + h, x0:x + w]
-        return bool(np.any((window > 0) & mask[y0 - y:y0 - y + window.shape[0], x0 - x:x0 - x + window.shape[1]]))
+    def overlaps(self, shape: _Shape, y: int, x: int) -> bool:
+        """Shares a pixel with a placed object (call only where ``inside``)."""
+        h, w = shape.mask.shape
+        return bool(np.any((self.labels[y:y + h, x:x + w] > 0) & shape.mask))
 
-    def paint(self, mask: np.ndarray, y: int, x: int, centroid: np.ndarray) -> None:
+    def paint(self, shape: _Shape, y: int, x: int) -> None:
         """Add an object; records its centre and which objects now touch."""
+        mask = shape.mask
         h, w = mask.shape
         label = len(self.centres) + 1
         self.labels[y:y + h, x:x + w][mask] = label
@@ -80,9 +113,9 @@ class _Canvas:
         self.blocked[y0:y1, x0:x1] |= ring
         neighbours = np.unique(self.labels[y0:y1, x0:x1][ring])
         neighbours = neighbours[(neighbours > 0) & (neighbours != label)]
-        self.centres.append(np.array([y, x]) + centroid)
+        self.centres.append(np.array([y, x]) + shape.centroid)
         self.radii.append(np.hypot(h, w) / 2)
-        self.equivalent_radii.append(np.sqrt(mask.sum() / np.pi))
+        self.equivalent_radii.append(np.sqrt(shape.area / np.pi))
         self.touching.append(neighbours.size > 0)
         for other in neighbours:
             self.touching[other - 1] = True
@@ -157,31 +190,41 @@ class LayoutComposer:
         asked, placed, left out and simulated are kept in ``self.report``.
         """
         shape = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
-        if n < 0 or min(shape) < 1:
+        if n < 0 or len(shape) != 2 or min(shape) < 1:
             raise ValueError(f"need n >= 0 masks of a positive size, got n={n}, size={size}")
         typical = float(np.median(self.stats.objects["major_axis"]))
         if typical >= min(shape):
             raise ValueError(f"nuclei of this style (median major axis {typical:.0f} px) do not fit a "
                              f"{shape[0]}x{shape[1]} canvas; compose larger masks or rescale the style's images")
         self.report = Counter()
-        order = np.random.default_rng([seed, 2**31]).permutation(self.stats.n_images)
+        references = self._references(n, np.random.default_rng([seed, 2**31]))
         masks = []
         for index in tqdm(range(n), desc="composing masks", unit="mask", disable=n < 10, leave=False):
             rng = np.random.default_rng([seed, index])
-            masks.append(self._compose_one(shape, int(order[index % order.size]), rng))
+            masks.append(self._compose_one(shape, int(references[index]), rng))
         if self.report["left_out"] or self.report["too_big"]:
             log.warning("%d of %d objects could not be placed (no free position) and %d were bigger than the "
                         "%dx%d canvas", self.report["left_out"], self.report["asked"], self.report["too_big"], *shape)
         return masks
 
+    def _references(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Reference image of each of ``n`` masks: systematic sampling with chances proportional to image
+        size (a style is a population of fields of view; a big image holds more of it), in random order,
+        so every image is used about n * its share of pixels times."""
+        order = rng.permutation(self.stats.n_images)
+        cumulative = np.cumsum(self.stats.pixels[order])
+        points = (rng.random() + np.arange(n)) / max(n, 1) * cumulative[-1]
+        return rng.permutation(order[np.minimum(np.searchsorted(cumulative, points, side="right"), order.size - 1)])
+
     def _reference_objects(self, reference: int, count: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """``count`` objects drawn (with replacement) from the reference image's whole nuclei, or from the
-        whole style when that image has none; areas jittered."""
+        """``count`` objects drawn (with replacement, chances by border weight) from the reference image's
+        whole nuclei, or from the whole style when that image has none; areas jittered."""
         objects = self.stats.objects
         pool = np.flatnonzero(objects["image"] == reference)
         if pool.size == 0:
             pool = np.arange(objects["area"].size)
-        chosen = rng.choice(pool, size=count)
+        weight = objects["weight"][pool]
+        chosen = rng.choice(pool, size=count, p=weight / weight.sum())
         drawn = {name: values[chosen] for name, values in objects.items()}
         drawn["area"] = drawn["area"] * rng.lognormal(0.0, self.area_jitter, count)
         return drawn
@@ -220,19 +263,21 @@ class LayoutComposer:
             self.report["from_database"] += int(from_db.sum())
         return shapes
 
-    def _compose_one(self, shape: tuple[int, int], reference: int, rng: np.random.Generator) -> np.ndarray:
-        expected = self.stats.densities[reference] * shape[0] * shape[1]
+    def _compose_one(self, size: tuple[int, int], reference: int, rng: np.random.Generator) -> np.ndarray:
+        expected = self.stats.densities[reference] * size[0] * size[1]
         # stochastic rounding keeps the mean count equal to the density's
         count = int(np.floor(expected) + (rng.random() < expected - np.floor(expected)))
         self.report["asked"] += count
-        canvas = _Canvas.empty(shape)
         if count == 0:
-            return canvas.labels
+            return np.zeros(size, dtype=np.int32)
         wanted = self._reference_objects(reference, count, rng)
-        shapes = [s for s in self._shapes(wanted, rng) if s.size]
-        fitting = [s for s in shapes if s.shape[0] <= shape[0] and s.shape[1] <= shape[1]]
-        self.report["too_big"] += len(shapes) - len(fitting)
-        fitting.sort(key=lambda s: -int(s.sum()))
+        masks = [m for m in self._shapes(wanted, rng) if m.size]
+        shapes = [_Shape.of(m) for m in masks if m.shape[0] <= size[0] and m.shape[1] <= size[1]]
+        self.report["too_big"] += len(masks) - len(shapes)
+        if not shapes:
+            return np.zeros(size, dtype=np.int32)
+        shapes.sort(key=lambda s: -s.area)
+        canvas = _Canvas.empty(size, margin=max(max(s.mask.shape) for s in shapes) + 2)
         gaps = self.stats.nn_distances[self.stats.nn_image == reference]
         if gaps.size == 0:
             gaps = self.stats.nn_distances
@@ -240,22 +285,22 @@ class LayoutComposer:
         if touch_target is None:
             measured = self.stats.touching_fractions[reference]
             touch_target = measured if self.stats.counts[reference] >= 2 else self._style_touch
-        for i, mask in enumerate(fitting):
+        for i, shape in enumerate(shapes):
             # feedback: ask for touching at the rate that brings the touching share to its target
-            needed = touch_target * len(fitting) - sum(canvas.touching)
-            want_touch = bool(canvas.centres) and rng.random() < needed / (2 * (len(fitting) - i))
-            if self._place(canvas, mask, gaps, want_touch, rng):
+            needed = touch_target * len(shapes) - sum(canvas.touching)
+            want_touch = bool(canvas.centres) and rng.random() < needed / (2 * (len(shapes) - i))
+            if self._place(canvas, shape, gaps, want_touch, rng):
                 self.report["placed"] += 1
             else:
                 self.report["left_out"] += 1
-        self.report["touching"] += int(sum(canvas.touching))
-        return canvas.labels
+        labels = canvas.image
+        self.report["touching"] += int(touching_labels(labels).size)
+        return labels
 
-    def _place(self, canvas: _Canvas, mask: np.ndarray, gaps: np.ndarray, want_touch: bool,
+    def _place(self, canvas: _Canvas, shape: _Shape, gaps: np.ndarray, want_touch: bool,
                rng: np.random.Generator) -> bool:
         """Put one object on the canvas; False when no free position exists."""
-        centroid = np.argwhere(mask).mean(axis=0)
-        if want_touch and self._place_touching(canvas, mask, centroid, rng):
+        if want_touch and self._place_touching(canvas, shape, rng):
             return True
         can_go_near = bool(canvas.centres) and gaps.size > 0
         near_first = can_go_near and rng.random() >= self.new_cluster_probability
@@ -263,57 +308,58 @@ class LayoutComposer:
         height, width = canvas.labels.shape
         tries = self.placement_tries
         for mode in modes:
-            # all of this mode's candidate corners at once; checked in order, first free one wins
+            # all of this mode's candidate centres at once; checked in order, first free one wins
             if mode == "near":
                 anchors = np.asarray(canvas.centres)[rng.integers(len(canvas.centres), size=tries)]
                 angle = rng.uniform(0, 2 * np.pi, tries)
-                offset = rng.choice(gaps, size=tries)[:, None] * np.stack([np.sin(angle), np.cos(angle)], axis=1)
-                corners = np.round(anchors + offset - centroid).astype(int)
+                centres = anchors + rng.choice(gaps, size=tries)[:, None] * np.stack([np.sin(angle), np.cos(angle)], 1)
             else:
-                corners = np.stack([rng.integers(0, height - mask.shape[0] + 1, tries),
-                                    rng.integers(0, width - mask.shape[1] + 1, tries)], axis=1)
-            for y, x in corners.tolist():
-                if canvas.free(mask, y, x):
-                    canvas.paint(mask, y, x, centroid)
+                centres = rng.uniform((canvas.margin, canvas.margin),
+                                      (height - canvas.margin, width - canvas.margin), size=(tries, 2))
+            for y, x in np.floor(centres - shape.centroid + 0.5).astype(int).tolist():
+                if canvas.free(shape, y, x):
+                    canvas.paint(shape, y, x)
                     return True
-        # exact search: every top-left position whose window misses all blocked pixels
-        hits = cv2.matchTemplate(canvas.blocked.astype(np.float32), mask.astype(np.float32), cv2.TM_CCORR)
-        free = np.argwhere(hits < 0.5)
+        # exact search: every top-left corner whose window misses all blocked pixels and puts the centre in
+        # the image
+        hits = cv2.matchTemplate(canvas.blocked.astype(np.float32), shape.mask.astype(np.float32), cv2.TM_CCORR)
+        low = np.ceil(canvas.margin - shape.centroid).astype(int)
+        high = np.ceil(np.array([height, width]) - canvas.margin - shape.centroid).astype(int)
+        free = np.argwhere(hits[low[0]:high[0], low[1]:high[1]] < 0.5)
         if free.size == 0:
             return False
-        y, x = free[rng.integers(len(free))]
-        canvas.paint(mask, int(y), int(x), centroid)
+        y, x = free[rng.integers(len(free))] + low
+        canvas.paint(shape, int(y), int(x))
         self.report["exact_search"] += 1
         return True
 
-    def _place_touching(self, canvas: _Canvas, mask: np.ndarray, centroid: np.ndarray,
-                        rng: np.random.Generator) -> bool:
+    def _place_touching(self, canvas: _Canvas, shape: _Shape, rng: np.random.Generator) -> bool:
         """Slide the object along a random direction from a placed one (preferably one not touching yet)
-        to the last position where it still overlaps, plus one step; accept it there if it touches."""
+        to the first position where it no longer overlaps; accept it there if it touches."""
         lonely = [i for i, touching in enumerate(canvas.touching) if not touching]
         anchors = lonely or list(range(len(canvas.centres)))
-        own_radius = np.sqrt(mask.sum() / np.pi)
+        own_radius = np.sqrt(shape.area / np.pi)
         for _ in range(self.placement_tries):
             anchor = anchors[rng.integers(len(anchors))]
             direction = rng.uniform(0, 2 * np.pi)
+            start = canvas.centres[anchor] - shape.centroid + 0.5
             step = np.array([np.sin(direction), np.cos(direction)])
-            start = canvas.centres[anchor] - centroid
-
-            def corner(distance: float) -> tuple[int, int]:
-                y, x = np.round(start + distance * step).astype(int)  # noqa: B023
-                return int(y), int(x)
-
+            distances = np.arange(int(canvas.radii[anchor] + max(shape.mask.shape)) + 3)
+            corners = np.floor(start + distances[:, None] * step).astype(int).tolist()
             # start near where the rims of two round objects would meet, then walk to the rim
-            distance = max(0.0, canvas.equivalent_radii[anchor] + own_radius - 2)
-            if not canvas.overlaps(mask, *corner(distance)):
-                while distance > 0 and not canvas.overlaps(mask, *corner(distance - 1)):
-                    distance -= 1
+            i = int(max(0.0, canvas.equivalent_radii[anchor] + own_radius - 2))
+            if not canvas.inside(shape, *corners[i]):
+                continue
+            if canvas.overlaps(shape, *corners[i]):
+                while i + 1 < len(corners) and canvas.inside(shape, *corners[i + 1]) and canvas.overlaps(shape, *corners[i + 1]):
+                    i += 1
+                i += 1
             else:
-                limit = canvas.radii[anchor] + np.hypot(*mask.shape) / 2 + 2
-                while distance < limit and canvas.overlaps(mask, *corner(distance)):
-                    distance += 1
-            y, x = corner(distance)
-            if canvas.inside(mask, y, x) and not canvas.overlaps(mask, y, x) and not canvas.free(mask, y, x):
-                canvas.paint(mask, y, x, centroid)
-                return True
+                while i > 0 and canvas.inside(shape, *corners[i - 1]) and not canvas.overlaps(shape, *corners[i - 1]):
+                    i -= 1
+            if i < len(corners):
+                y, x = corners[i]
+                if canvas.inside(shape, y, x) and not canvas.overlaps(shape, y, x) and not canvas.free(shape, y, x):
+                    canvas.paint(shape, y, x)
+                    return True
         return False

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial import cKDTree
-from scipy.stats import ks_2samp
+from scipy.stats import kstwobign
 
 from mask_db.features import FEATURE_COLUMNS, check_labels, shape_features, touching_labels, whole_nuclei
 
@@ -23,7 +23,9 @@ class StyleStats:
     image_shapes: int (I, 2) height and width. counts: int (I,) all objects, border ones included.
     touching_counts: int (I,) objects that touch another (8-neighbourhood).
     objects: whole nuclei only (not touching the border, holes filled; features.whole_nuclei), float
-    arrays (K,) for every FEATURE_COLUMNS entry plus ``image`` (int (K,), the image each comes from).
+    arrays (K,) for every FEATURE_COLUMNS entry plus ``image`` (int (K,), the image each comes from) and
+    ``weight`` (float (K,), see border_weights): a large nucleus touches the border of a small image more
+    often, so whole nuclei under-represent large ones; weighted, they stand for every nucleus.
     nn_distances: float (D,) centroid distance of every object to its nearest neighbour (images with two or
     more objects), nn_image: int (D,) the image of each.
     """
@@ -40,9 +42,19 @@ class StyleStats:
         return len(self.counts)
 
     @property
+    def pixels(self) -> np.ndarray:
+        """Pixels of every image, float (I,)."""
+        return np.prod(self.image_shapes, axis=1).astype(np.float64)
+
+    @property
     def densities(self) -> np.ndarray:
         """Objects per pixel of every image, float (I,)."""
-        return self.counts / np.prod(self.image_shapes, axis=1).astype(np.float64)
+        return self.counts / self.pixels
+
+    @property
+    def density(self) -> float:
+        """Objects per pixel over all images together (the style's density: images count by their size)."""
+        return float(self.counts.sum() / self.pixels.sum()) if self.n_images else float("nan")
 
     @property
     def touching_fractions(self) -> np.ndarray:
@@ -59,24 +71,64 @@ class StyleStats:
     def summary(self) -> dict:
         """JSON-ready figures: counts, area percentiles, density (objects per 512x512) mean and spread,
         median nearest-neighbour distance, touching fraction, median shape features."""
-        area = self.objects["area"]
-        per_512 = self.densities * 512 * 512
+        area, weight = self.objects["area"], self.objects["weight"]
 
-        def median(values: np.ndarray) -> float | None:
-            return round(float(np.median(values)), 4) if values.size else None
+        def median(values: np.ndarray, weights: np.ndarray | None = None) -> float | None:
+            return round(weighted_quantile(values, 0.5, weights), 4) if values.size else None
 
         return {
             "images": self.n_images,
             "objects": int(self.counts.sum()),
             "whole_objects": int(area.size),
-            "area_p10_p50_p90": np.percentile(area, [10, 50, 90]).round(1).tolist() if area.size else None,
-            "objects_per_512x512_mean": round(float(per_512.mean()), 2) if self.n_images else None,
-            "objects_per_512x512_std": round(float(per_512.std()), 2) if self.n_images else None,
+            "area_p10_p50_p90": [round(weighted_quantile(area, q, weight), 1) for q in (0.1, 0.5, 0.9)]
+            if area.size else None,
+            "objects_per_512x512": round(self.density * 512 * 512, 2) if self.n_images else None,
+            "objects_per_512x512_image_std": round(float(self.densities.std() * 512 * 512), 2)
+            if self.n_images else None,
             "nn_distance_median": median(self.nn_distances),
             "touching_fraction": round(self.touching_fraction, 4) if self.counts.sum() else None,
-            **{f"{name}_median": median(self.objects[name])
+            **{f"{name}_median": median(self.objects[name], weight)
                for name in ("shape_ratio", "circularity", "eccentricity", "solidity")},
         }
+
+
+def weighted_quantile(values: np.ndarray, q: float, weights: np.ndarray | None = None) -> float:
+    """Quantile ``q`` (0..1) of ``values`` with ``weights`` (float (N,); None: all 1); NaN when empty."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return float("nan")
+    weights = np.ones_like(values) if weights is None else np.asarray(weights, dtype=np.float64)
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, q * cumulative[-1])])
+
+
+def weighted_ks(a: np.ndarray, b: np.ndarray, weight_a: np.ndarray, weight_b: np.ndarray) -> tuple[float, float]:
+    """Two-sample Kolmogorov-Smirnov test on weighted samples: (statistic, asymptotic p-value).
+
+    The statistic is the largest gap between the two weighted empirical distribution functions; the
+    p-value uses Kish's effective sample sizes (sum w)^2 / sum w^2 (the plain test when all weights are 1).
+    """
+    grid = np.union1d(a, b)
+
+    def ecdf(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        order = np.argsort(values)
+        cumulative = np.concatenate([[0.0], np.cumsum(weights[order])]) / weights.sum()
+        return cumulative[np.searchsorted(values[order], grid, side="right")]
+
+    statistic = float(np.abs(ecdf(a, weight_a) - ecdf(b, weight_b)).max())
+    n_a, n_b = (w.sum() ** 2 / (w**2).sum() for w in (weight_a, weight_b))
+    effective = n_a * n_b / (n_a + n_b)
+    return statistic, float(kstwobign.sf(statistic * np.sqrt(effective)))
+
+
+def border_weights(bbox: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
+    """Inverse probability that a nucleus of each bounding box (int (K, 4)) lies wholly inside an image
+    of ``image_shape`` at a uniformly random position: (H * W) / ((H - h) * (W - w)), float (K,)."""
+    height, width = image_shape
+    h, w = bbox[:, 2] - bbox[:, 0], bbox[:, 3] - bbox[:, 1]
+    inside = np.clip((height - h) / height, 0.05, 1) * np.clip((width - w) / width, 0.05, 1)
+    return 1.0 / inside
 
 
 def nearest_neighbour_distances(centroids: np.ndarray) -> np.ndarray:
@@ -94,7 +146,7 @@ def style_statistics(label_images: Iterable[np.ndarray], min_area: int = 16) -> 
     density, touching and nearest-neighbour distances from every object.
     """
     shapes, counts, touching, nn, nn_image = [], [], [], [], []
-    objects: dict[str, list[np.ndarray]] = {name: [] for name in (*FEATURE_COLUMNS, "image")}
+    objects: dict[str, list[np.ndarray]] = {name: [] for name in (*FEATURE_COLUMNS, "image", "weight")}
     for index, labels in enumerate(label_images):
         labels = check_labels(labels, what=f"label image {index}")
         every = shape_features(labels)
@@ -108,6 +160,7 @@ def style_statistics(label_images: Iterable[np.ndarray], min_area: int = 16) -> 
         for name in FEATURE_COLUMNS:
             objects[name].append(whole[name])
         objects["image"].append(np.full(whole["label"].size, index))
+        objects["weight"].append(border_weights(whole["bbox"], labels.shape))
     if not shapes:
         raise ValueError("no label images to measure; give at least one label image of the style")
     return StyleStats(
@@ -121,28 +174,31 @@ def style_statistics(label_images: Iterable[np.ndarray], min_area: int = 16) -> 
 
 
 def compare(generated: StyleStats, real: StyleStats) -> dict:
-    """How well generated masks match a real style: ratios generated/real of median area, mean density
-    and median nearest-neighbour distance, the two-sample KS test on whole-object areas (statistic and
-    p-value), and both touching fractions and shape-feature medians."""
+    """How well generated masks match a real style: ratios generated/real of the median area, the density
+    (objects per pixel) and the median nearest-neighbour distance; the two-sample KS test on the areas of
+    whole nuclei (statistic and p-value); both touching fractions and shape-feature medians. Areas and
+    shapes are weighted by border_weights, so images of different sizes compare fairly."""
 
     def ratio(a: float, b: float) -> float | None:
         return round(float(a / b), 4) if np.isfinite(a) and np.isfinite(b) and b else None
 
-    def median(values: np.ndarray) -> float:
-        return float(np.median(values)) if values.size else float("nan")
+    def median(stats: StyleStats, name: str) -> float:
+        return weighted_quantile(stats.objects[name], 0.5, stats.objects["weight"])
 
     result = {
-        "median_area_ratio": ratio(median(generated.objects["area"]), median(real.objects["area"])),
-        "density_ratio": ratio(generated.densities.mean(), real.densities.mean()),
-        "nn_distance_median_ratio": ratio(median(generated.nn_distances), median(real.nn_distances)),
+        "median_area_ratio": ratio(median(generated, "area"), median(real, "area")),
+        "density_ratio": ratio(generated.density, real.density),
+        "nn_distance_median_ratio": ratio(weighted_quantile(generated.nn_distances, 0.5),
+                                          weighted_quantile(real.nn_distances, 0.5)),
         "touching_fraction_generated": round(generated.touching_fraction, 4),
         "touching_fraction_real": round(real.touching_fraction, 4),
         "objects_generated": int(generated.objects["area"].size),
         "objects_real": int(real.objects["area"].size),
     }
     if generated.objects["area"].size and real.objects["area"].size:
-        test = ks_2samp(generated.objects["area"], real.objects["area"])
-        result.update(area_ks_statistic=round(float(test.statistic), 4), area_ks_pvalue=float(test.pvalue))
+        statistic, pvalue = weighted_ks(generated.objects["area"], real.objects["area"],
+                                        generated.objects["weight"], real.objects["weight"])
+        result.update(area_ks_statistic=round(statistic, 4), area_ks_pvalue=pvalue)
     for name in ("shape_ratio", "circularity", "eccentricity", "solidity"):
-        result[f"{name}_median"] = [round(median(s.objects[name]), 4) for s in (generated, real)]
+        result[f"{name}_median"] = [round(median(s, name), 4) for s in (generated, real)]
     return result
