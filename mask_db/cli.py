@@ -86,8 +86,11 @@ def build(args: argparse.Namespace) -> dict:
     with MaskDatabase(args.database, create=True) as database:
         for folder, files in listed:
             name = folder.resolve().name
-            items = ((name, path.stem, labels) for path, labels in _labelled(files, f"adding {name}"))
+            # images already in the database are not even read
+            new = [path for path in files if not database.has_image(name, path.stem)]
+            items = ((name, path.stem, labels) for path, labels in _labelled(new, f"adding {name}"))
             counts = database.add_many(items, min_area=args.min_area)
+            counts["images_skipped"] += len(files) - len(new)
             log.info("%s: %s", name, counts)
             for key, value in counts.items():
                 totals[key] += value

@@ -91,12 +91,12 @@ class _Canvas:
     def free(self, shape: _Shape, y: int, x: int) -> bool:
         """Fits without overlapping or touching anything."""
         h, w = shape.mask.shape
-        return self.inside(shape, y, x) and not np.any(self.blocked[y:y + h, x:x + w] & shape.mask)
+        return self.inside(shape, y, x) and not (self.blocked[y:y + h, x:x + w] & shape.mask).any()
 
     def overlaps(self, shape: _Shape, y: int, x: int) -> bool:
         """Shares a pixel with a placed object (call only where ``inside``)."""
         h, w = shape.mask.shape
-        return bool(np.any((self.labels[y:y + h, x:x + w] > 0) & shape.mask))
+        return bool(((self.labels[y:y + h, x:x + w] > 0) & shape.mask).any())
 
     def paint(self, shape: _Shape, y: int, x: int) -> None:
         """Add an object; records its centre and which objects now touch."""
@@ -144,7 +144,7 @@ class LayoutComposer:
         touch_probability: float | None = None,
         default_touch_probability: float = 0.05,
         neighbours: int = 5,
-        area_jitter: float = 0.1,
+        area_jitter: float = 0.05,
         new_cluster_probability: float = 0.2,
         area_range_factor: float = 4.0,
         shape_tolerance: float = 0.1,
@@ -334,32 +334,42 @@ class LayoutComposer:
         return True
 
     def _place_touching(self, canvas: _Canvas, shape: _Shape, rng: np.random.Generator) -> bool:
-        """Slide the object along a random direction from a placed one (preferably one not touching yet)
-        to the first position where it no longer overlaps; accept it there if it touches."""
+        """Put the object where it touches but does not overlap, next to a placed one (preferably one that
+        touches nothing yet): an exact search of the positions around that object."""
         lonely = [i for i, touching in enumerate(canvas.touching) if not touching]
         anchors = lonely or list(range(len(canvas.centres)))
-        own_radius = np.sqrt(shape.area / np.pi)
-        for _ in range(self.placement_tries):
+        mask = shape.mask.astype(np.float32)
+        h, w = shape.mask.shape
+        height, width = canvas.labels.shape
+        for _ in range(min(self.placement_tries, 5)):
             anchor = anchors[rng.integers(len(anchors))]
-            direction = rng.uniform(0, 2 * np.pi)
-            start = canvas.centres[anchor] - shape.centroid + 0.5
-            step = np.array([np.sin(direction), np.cos(direction)])
-            distances = np.arange(int(canvas.radii[anchor] + max(shape.mask.shape)) + 3)
-            corners = np.floor(start + distances[:, None] * step).astype(int).tolist()
-            # start near where the rims of two round objects would meet, then walk to the rim
-            i = int(max(0.0, canvas.equivalent_radii[anchor] + own_radius - 2))
-            if not canvas.inside(shape, *corners[i]):
+            (cy, cx), reach = canvas.centres[anchor], canvas.radii[anchor] + 1
+            # top-left corners that keep the centre in the image and the crop near the anchor
+            y0 = max(int(cy - reach) - h, int(np.ceil(canvas.margin - shape.centroid[0])), 0)
+            x0 = max(int(cx - reach) - w, int(np.ceil(canvas.margin - shape.centroid[1])), 0)
+            y1 = min(int(cy + reach) + 1, int(np.ceil(height - canvas.margin - shape.centroid[0])), height - h)
+            x1 = min(int(cx + reach) + 1, int(np.ceil(width - canvas.margin - shape.centroid[1])), width - w)
+            if y1 <= y0 or x1 <= x0:
                 continue
-            if canvas.overlaps(shape, *corners[i]):
-                while i + 1 < len(corners) and canvas.inside(shape, *corners[i + 1]) and canvas.overlaps(shape, *corners[i + 1]):
-                    i += 1
-                i += 1
-            else:
-                while i > 0 and canvas.inside(shape, *corners[i - 1]) and not canvas.overlaps(shape, *corners[i - 1]):
-                    i -= 1
-            if i < len(corners):
-                y, x = corners[i]
-                if canvas.inside(shape, y, x) and not canvas.overlaps(shape, y, x) and not canvas.free(shape, y, x):
-                    canvas.paint(shape, y, x)
-                    return True
+            occupied = (canvas.labels[y0:y1 + h - 1, x0:x1 + w - 1] > 0).astype(np.float32)
+            blocked = canvas.blocked[y0:y1 + h - 1, x0:x1 + w - 1].astype(np.float32)
+            overlap = cv2.matchTemplate(occupied, mask, cv2.TM_CCORR)
+            near = cv2.matchTemplate(blocked, mask, cv2.TM_CCORR)
+            corners = np.argwhere((overlap < 0.5) & (near > 0.5))
+            if corners.size:
+                y, x = corners[rng.integers(len(corners))] + (y0, x0)
+                canvas.paint(shape, int(y), int(x))
+                return True
         return False
+
+def compose_masks(
+    stats: StyleStats,
+    database: MaskDatabase | None,
+    n: int = 20,
+    size: int | tuple[int, int] = 512,
+    seed: int = 0,
+    **options,
+) -> list[np.ndarray]:
+    """``n`` label images (int32 (H, W)) that imitate a style: LayoutComposer(stats, database,
+    **options).compose(n, size, seed)."""
+    return LayoutComposer(stats, database, **options).compose(n, size, seed=seed)

@@ -107,10 +107,12 @@ def simcep_outlines(
 
 def _shelf_layout(sizes: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     """Top-left corners (int (M, 2)) that lay boxes of ``sizes`` (int (M, 2), h and w) on shelves of a
-    roughly square canvas, a pixel apart and a pixel from its edges, and that canvas's (height, width)."""
-    row_width = int(max(sizes[:, 1].max(), np.sqrt((sizes[:, 0] * sizes[:, 1]).sum()) * 1.3)) + 2
+    roughly square canvas, tallest first, a pixel apart and a pixel from its edges, and that canvas's
+    (height, width)."""
+    row_width = int(max(sizes[:, 1].max(), np.sqrt((sizes[:, 0] * sizes[:, 1]).sum()) * 1.1)) + 2
     corners, x, y, shelf = np.zeros((len(sizes), 2), dtype=np.int64), 1, 1, 0
-    for i, (h, w) in enumerate(sizes):
+    for i in np.argsort(-sizes[:, 0], kind="stable"):
+        h, w = sizes[i]
         if x + w + 1 > row_width and x > 1:
             x, y, shelf = 1, y + shelf + 1, 0
         corners[i] = y, x

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mask_db.features import touching_labels
-from mask_db.layout import LayoutComposer
+from mask_db.layout import LayoutComposer, compose_masks
 from mask_db.stats import compare, nearest_neighbour_distances, style_statistics
 from mask_db.store import MaskDatabase
 from nucleaizer.simulate import random_labels
@@ -80,6 +80,7 @@ def test_same_seed_same_masks(style, database):
     second = LayoutComposer(style, database).compose(3, 128, seed=11)
     other = LayoutComposer(style, database).compose(3, 128, seed=12)
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(first, compose_masks(style, database, 3, 128, seed=11), strict=True))
     assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
 
 
