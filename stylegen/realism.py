@@ -74,9 +74,9 @@ def classifier_two_sample_test(
     fake_images: Sequence[np.ndarray],
     patch_size: int = 64,
     test_fraction: float = 0.5,
-    epochs: int = 15,
+    epochs: int = 30,
     batch_size: int = 32,
-    lr: float = 1e-3,
+    lr: float = 3e-3,
     seed: int = 0,
 ) -> dict:
     """Held-out accuracy of a CNN trained to tell real from synthetic patches.
