@@ -97,22 +97,24 @@ def tensor_to_images(tensor: torch.Tensor) -> np.ndarray:
 class TileDataset(Dataset):
     """(mask, image) training pairs from pre-cut tiles, with random horizontal and vertical flips.
 
-    Items are (mask float32 (1, T, T), image float32 (3, T, T)), both in [-1, 1]. Flips draw from torch's
-    global generator, which Lightning seeds (also in workers), so a seed fixes them.
+    Tiles stay uint8/bool in memory (a quarter of float32) and are converted one at a time. Items are
+    (mask float32 (1, T, T), image float32 (3, T, T)), both in [-1, 1]. Flips draw from torch's global
+    generator, which Lightning seeds (also in workers), so a seed fixes them.
     """
 
     def __init__(self, image_tiles: np.ndarray, mask_tiles: np.ndarray, flip: bool = True) -> None:
         if len(image_tiles) == 0:
             raise ValueError("no tile contains a nucleus; check that the masks are not empty")
-        self.images = images_to_tensor(image_tiles)
-        self.masks = masks_to_tensor(mask_tiles)
+        self.images = image_tiles
+        self.masks = mask_tiles
         self.flip = flip
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        mask, image = self.masks[index], self.images[index]
+        mask = masks_to_tensor(self.masks[index : index + 1])[0]
+        image = images_to_tensor(self.images[index : index + 1])[0]
         if self.flip:
             flips = torch.rand(2) < 0.5
             dims = [dim for dim, do in zip((1, 2), flips.tolist(), strict=True) if do]

@@ -127,9 +127,9 @@ class Pix2Pix(pl.LightningModule):
         self.net_g.train(was_training)
         grid = sample_grid(images, masks, fakes)
         if hasattr(logger, "log_image"):
-            logger.log_image(key="samples", images=[grid], step=self.steps_done)
+            logger.log_image(key="samples", images=[grid], step=self.global_step)
         elif hasattr(getattr(logger, "experiment", None), "add_image"):
-            logger.experiment.add_image("samples", grid, self.steps_done, dataformats="HWC")
+            logger.experiment.add_image("samples", grid, self.global_step, dataformats="HWC")
         return grid
 
 

@@ -1,22 +1,13 @@
 """stylegen.realism: the two-sample classifier test and the per-channel intensity distance."""
 
 import numpy as np
-import pytest
-import torch
 from scipy import ndimage
+from test_stylegen_support import one_thread  # noqa: F401 (autouse fixture)
 
 from nucleaizer import simulate
 from stylegen.realism import channel_wasserstein, classifier_two_sample_test, cut_patches, realism_report
 
 C2ST = {"patch_size": 32, "epochs": 30, "batch_size": 32, "lr": 3e-3, "seed": 0}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def images_of(style: str, seeds: range) -> list[np.ndarray]:

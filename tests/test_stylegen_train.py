@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from pytorch_lightning.loggers import Logger
+from test_stylegen_support import one_thread  # noqa: F401 (autouse fixture)
 
 from nucleaizer import simulate
 from stylegen import Pix2Pix, load_style, render_masks, save_style, train_style
@@ -23,15 +24,6 @@ TRAINER = {
 def tiny_settings(max_steps: int, **extra) -> dict:
     budget = {"epochs_budget": 5000, "decay_epochs": 100, "max_steps": max_steps}
     return {"net_g": NET_G, "net_d": NET_D, "budget": budget, "tile_size": TILE, "trainer": TRAINER, **extra}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the test machine is shared: two threads per process under contention are many times slower than one
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def fluorescence_set(seeds: range) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -153,7 +145,8 @@ def test_sample_grids_reach_the_logger():
     train_style(
         images, masks, seed=0, logger=recorder, sample_every_n_steps=5, n_samples=2, **tiny_settings(10)
     )
-    assert [step for _, _, step in recorder.images] == [5, 10, 10]
+    # logged at the trainer's global step, which counts both optimizers (D and G) of each batch
+    assert [step for _, _, step in recorder.images] == [10, 20, 20]
     grid = recorder.images[-1][1]
     assert grid.dtype == np.uint8 and grid.shape == (2 * TILE + 4, 3 * TILE + 8, 3)
 
