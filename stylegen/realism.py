@@ -2,8 +2,9 @@
 
 - Classifier two-sample test (C2ST): a small CNN learns to tell real patches from synthetic patches of one
   style; its accuracy on held-out patches is the score. 0.5 = indistinguishable, 1.0 = always told apart.
-  Patches are split by source image (real and synthetic images are never both in training and test), and
-  each split is balanced between the two classes, so chance is exactly 0.5. A one-sided binomial p-value
+  Patches are split by source image (no image has patches in both training and test; with ``paired``, a real
+  image and the synthetic one rendered from its mask are held out together), and each split is balanced
+  between the two classes, so chance is 0.5. A one-sided binomial p-value
   says whether the accuracy is above chance.
 - Per-channel intensity distance: the 1-d Wasserstein (earth mover's) distance between the real and the
   synthetic intensity distributions of each RGB channel, in grey levels (0..255): the mean shift of
@@ -37,13 +38,12 @@ def cut_patches(images: Sequence[np.ndarray], patch_size: int) -> tuple[np.ndarr
     return np.stack(patches), np.asarray(sources)
 
 
-def split_by_source(sources: np.ndarray, test_fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Boolean test selection over patches: whole source images go to test (patch-wise when only one image)."""
-    unique = np.unique(sources)
-    if len(unique) < 2:
-        return rng.random(len(sources)) < test_fraction
-    n_test = min(max(int(round(test_fraction * len(unique))), 1), len(unique) - 1)
-    return np.isin(sources, rng.choice(unique, size=n_test, replace=False))
+def choose_test_sources(n_sources: int, test_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the source images whose patches form the test split (at least one, never all)."""
+    if n_sources < 2:
+        raise ValueError("the two-sample test needs at least two images per set (whole images are held out)")
+    n_test = min(max(int(round(test_fraction * n_sources)), 1), n_sources - 1)
+    return rng.choice(n_sources, size=n_test, replace=False)
 
 
 def balance(
@@ -78,20 +78,27 @@ def classifier_two_sample_test(
     batch_size: int = 32,
     lr: float = 3e-3,
     seed: int = 0,
+    paired: bool = False,
 ) -> dict:
     """Held-out accuracy of a CNN trained to tell real from synthetic patches.
 
-    real_images, fake_images: uint8 (H, W, 3) images (any sizes). Returns a dict: accuracy (0.5 =
+    real_images, fake_images: uint8 (H, W, 3) images (any sizes), at least two of each. paired: fake image i
+    was rendered from the mask of real image i, so pairs are held out together; the classifier then cannot
+    score by telling which kinds of image happen to be in the test split (with a heterogeneous set and few
+    images, an unpaired test is biased below 0.5 for the same reason). Returns a dict: accuracy (0.5 =
     indistinguishable), p_value (one-sided binomial test against 0.5), n_train and n_test (patches, both
     classes together).
     """
     rng = np.random.default_rng(seed)
     real, real_sources = cut_patches(real_images, patch_size)
     fake, fake_sources = cut_patches(fake_images, patch_size)
-    real_test, fake_test = (
-        split_by_source(real_sources, test_fraction, rng),
-        split_by_source(fake_sources, test_fraction, rng),
-    )
+    if paired and len(real_images) != len(fake_images):
+        raise ValueError(
+            f"paired=True needs as many synthetic as real images, got {len(fake_images)} and {len(real_images)}"
+        )
+    real_held = choose_test_sources(len(real_images), test_fraction, rng)
+    fake_held = real_held if paired else choose_test_sources(len(fake_images), test_fraction, rng)
+    real_test, fake_test = np.isin(real_sources, real_held), np.isin(fake_sources, fake_held)
     train_real, train_fake = balance(np.flatnonzero(~real_test), np.flatnonzero(~fake_test), rng)
     test_real, test_fake = balance(np.flatnonzero(real_test), np.flatnonzero(fake_test), rng)
     if min(len(train_real), len(test_real)) == 0:
