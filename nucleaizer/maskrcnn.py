@@ -76,7 +76,7 @@ def _backbone(backbone: str, returned_layers: list[int] | None) -> nn.Module:
 
 def build_maskrcnn(
     backbone: str = "mobilenet_v3",
-    anchor_sizes: list[int] = (16, 32, 64),
+    anchor_sizes: list[int | list[int]] = (16, 32, 64),
     anchor_ratios: list[float] = (0.5, 1.0, 2.0),
     max_detections: int = 500,
     box_nms_thresh: float = 0.35,
@@ -96,7 +96,8 @@ def build_maskrcnn(
     """A two-class torchvision Mask R-CNN for nuclei about 40 px across; every parameter trainable.
 
     backbone: resnet50 | resnet18 (FPN over 4 stages + pool: 5 feature maps) or mobilenet_v3 (large; FPN over
-    its last 2 stages + pool: 3 feature maps). ``anchor_sizes`` has one size per feature map.
+    its last 2 stages + pool: 3 feature maps). ``anchor_sizes`` has one entry per feature map: a size in px or
+    a list of sizes (the same count on every map).
     ``returned_layers``: backbone stages fed to the FPN (None: torchvision's default, as above).
     ``mask_head_layers`` (channels of the mask head's 3x3 convolutions) and ``box_representation_size`` (width
     of the box head's two fully connected layers) are torchvision's 4 x 256 and 1024 by default; the CPU
@@ -113,8 +114,10 @@ def build_maskrcnn(
     if len(anchor_sizes) != n_maps:
         raise UserError(f"segmenter.anchor_sizes needs {n_maps} sizes for backbone {backbone} (one per feature "
                         f"map), got {list(anchor_sizes)}")
-    anchors = AnchorGenerator(sizes=tuple((int(s),) for s in anchor_sizes),
-                              aspect_ratios=(tuple(float(r) for r in anchor_ratios),) * n_maps)
+    sizes = tuple(tuple(int(v) for v in (s if isinstance(s, (list, tuple)) else [s])) for s in anchor_sizes)
+    if len({len(level) for level in sizes}) != 1:
+        raise UserError(f"segmenter.anchor_sizes: every feature map needs the same number of sizes, got {sizes}")
+    anchors = AnchorGenerator(sizes=sizes, aspect_ratios=(tuple(float(r) for r in anchor_ratios),) * n_maps)
     mask_head_layers = [int(c) for c in mask_head_layers]
     model = MaskRCNN(
         body,
