@@ -155,3 +155,26 @@ def test_two_process_ddp_on_cpu_completes(tmp_path):
                                   "enable_progress_bar": False})
     model, _ = load_segmenter(path)
     assert model.roi_heads.detections_per_img == 500
+
+
+@pytest.mark.parametrize("name", ["maskrcnn_small", "maskrcnn_r50"])
+def test_profile_configs_build_and_split_into_kwargs(name):
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from nucleaizer.segmenter import training_kwargs_from_config
+
+    config = OmegaConf.to_container(OmegaConf.load(Path(__file__).parent.parent / "conf" / "segmenter" / f"{name}.yaml"))
+    kwargs = training_kwargs_from_config(config)
+    model = build_maskrcnn(**kwargs["arch"])
+    assert model.roi_heads.detections_per_img >= 500
+    assert len(set(model.rpn.anchor_generator.num_anchors_per_location())) == 1
+    assert {"stages", "crop_size", "batch_size", "augment", "steps_per_epoch"} <= set(kwargs)
+
+
+def test_anchor_sizes_per_map_may_be_lists_of_equal_length():
+    model = build_maskrcnn(**{**TINY, "anchor_sizes": [[16, 24], [32, 48], [64, 96]]})
+    assert model.rpn.anchor_generator.num_anchors_per_location() == [6, 6, 6]
+    with pytest.raises(UserError, match="same number"):
+        build_maskrcnn(**{**TINY, "anchor_sizes": [[16, 24], [32], [64]]})
