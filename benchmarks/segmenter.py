@@ -80,13 +80,16 @@ def train(samples, args, out_dir: Path, size_cfg: dict) -> tuple[Path, dict]:
     val_pairs = pairs_of([s for s in samples if split_of(s.name) == "val"])
     log.info("training on %d images, picking the best epoch on %d", len(train_pairs), len(val_pairs))
     started = time.perf_counter()
-    path = fit_segmenter(train_pairs, val_pairs, out_dir, trainer=trainer_cfg, seed=0,
-                         max_time_s=args.train_minutes * 60, **size_cfg, **kwargs)
+    path = fit_segmenter(train_pairs, val_pairs, out_dir, trainer=trainer_cfg, seed=args.seed,
+                         max_time_s=args.train_minutes * 60, init_checkpoint=args.init_checkpoint, **size_cfg,
+                         **kwargs)
     seconds = time.perf_counter() - started
     history = pd.read_csv(out_dir / "logs" / "metrics.csv")
     epochs = history.dropna(subset=["val_dsb"]) if "val_dsb" in history else history.iloc[:0]
     steps_per_s = history["steps_per_s"].dropna() if "steps_per_s" in history else pd.Series([], dtype=float)
     info = {
+        "init_checkpoint": None if args.init_checkpoint is None else str(args.init_checkpoint),
+        "seed": args.seed,
         "train_images": len(train_pairs), "val_images": len(val_pairs), "wall_s": round(seconds, 1),
         "config": {k: v for k, v in kwargs.items()},
         "epochs_done": int(len(epochs)),
@@ -207,6 +210,9 @@ def main() -> None:
     parser.add_argument("--train-minutes", type=float, default=50.0)
     parser.add_argument("--stage-epochs", default="10,2,2", help="epochs per stage of the CPU profile schedule")
     parser.add_argument("--checkpoint", type=Path, default=None, help="skip training and score this .pt")
+    parser.add_argument("--init-checkpoint", type=Path, default=None,
+                        help="continue from this segmenter .pt (a second training segment)")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--phase", choices=("all", "train", "eval"), default="all")
     parser.add_argument("--work", type=Path, default=Path("/tmp/nucleaizer_bench/segmenter_run"))
     parser.add_argument("--score-thresholds", default="0.3,0.5,0.7",
