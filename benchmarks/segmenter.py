@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 from omegaconf import OmegaConf
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -134,7 +135,7 @@ def evaluate(samples, checkpoint: Path, manifest: pd.DataFrame, size_cfg: dict, 
     log.info("score threshold chosen on the validation split: %s", threshold)
     rows = []
     timing = {"model_s": 0.0, "baseline_s": 0.0, "megapixels": 0.0}
-    for sample in samples:
+    for sample in tqdm(samples, desc="test images", mininterval=30):
         image, gt = sample.read_image(), sample.read_labels()
         scale = oracle_scale(gt, size_cfg)
         scaled = size.rescale_image(image, scale)
