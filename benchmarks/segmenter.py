@@ -6,7 +6,8 @@ Split: an image is held out for the test when sha1(id) % 5 == 0 (fixed, independ
 remaining 80%, images with sha1(id) % 60 in {1, 2} (about 3%) are the validation split that picks the
 best epoch; the rest train. Test images are rescaled by the median nucleus diameter of their own ground
 truth (an oracle size: no preseg pass), segmented whole, and the labels are rescaled back and scored at the
-original size. The classical baseline (Otsu + distance-transform watershed, haematoxylin channel for colour
+original size (in 512 px tiles with 64 px overlap, merged by nucleaizer.tiling, painted by nucleaizer.painting).
+The detection score threshold is chosen on the validation split. The classical baseline (Otsu + distance-transform watershed, haematoxylin channel for colour
 images; nucleaizer.baseline) is scored on the same images in the same run, at the original size and at the
 oracle scale; the better of the two is the baseline the model is compared with.
 Writes benchmarks/results/segmenter.json and .md; the best checkpoint is copied to
@@ -42,7 +43,6 @@ from nucleaizer.segmenter import (  # noqa: E402
     MaskRCNNPredictor,
     fit_segmenter,
     load_segmenter,
-    paint_by_score,
     training_kwargs_from_config,
 )
 
@@ -109,17 +109,25 @@ def oracle_scale(gt: np.ndarray, size_cfg: dict) -> float:
                              size_cfg["min_scale"], size_cfg["max_scale"])
 
 
-def choose_score_threshold(predictor, samples, size_cfg: dict, thresholds: list[float]) -> dict:
+def labels_above(instances, min_score: float, scaled_shape: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """Instances with score >= min_score painted by score (nucleaizer.painting), rescaled back to ``shape``."""
+    from nucleaizer.painting import paint_instances
+
+    kept = instances.select(np.flatnonzero(instances.scores >= min_score))
+    return size.rescale_labels(paint_instances(kept, scaled_shape)[0], shape)
+
+
+def choose_score_threshold(predict, samples, size_cfg: dict, thresholds: list[float]) -> dict:
     """Detection score threshold with the best mean DSB on the validation split (never on the test images)."""
     from nucleaizer import metrics
 
     totals = dict.fromkeys(thresholds, 0.0)
     for sample in samples:
         image, gt = sample.read_image(), sample.read_labels()
-        masks, scores = predictor([size.rescale_image(image, oracle_scale(gt, size_cfg))])[0]
+        scaled = size.rescale_image(image, oracle_scale(gt, size_cfg))
+        instances = predict(scaled)
         for threshold in thresholds:
-            keep = scores >= threshold
-            labels = size.rescale_labels(paint_by_score(masks[keep], scores[keep]), gt.shape)
+            labels = labels_above(instances, threshold, scaled.shape[:2], gt.shape)
             totals[threshold] += metrics.dsb_score(gt, labels) / len(samples)
     return {"chosen": max(totals, key=totals.get), "val_dsb": {str(k): round(v, 4) for k, v in totals.items()}}
 
@@ -127,11 +135,19 @@ def choose_score_threshold(predictor, samples, size_cfg: dict, thresholds: list[
 def evaluate(samples, checkpoint: Path, manifest: pd.DataFrame, size_cfg: dict, val_samples,
              thresholds: list[float]) -> tuple[pd.DataFrame, dict, dict]:
     from nucleaizer import baseline, metrics
+    from nucleaizer.tiling import TileParams, predict_image
 
     model, arch = load_segmenter(checkpoint)
     model.roi_heads.score_thresh = min(thresholds)
     predictor = MaskRCNNPredictor(model, batch_size=1)
-    threshold = choose_score_threshold(predictor, val_samples, size_cfg, thresholds)
+    # large images go through the inference tiling (512 px tiles, 64 px overlap): a whole 2000 px image
+    # with hundreds of full-size masks does not fit in memory
+    tile_params = TileParams(tile_size=512, overlap=64, batch_size=1)
+
+    def predict(scaled: np.ndarray):
+        return predict_image(scaled, predictor, tile_params)
+
+    threshold = choose_score_threshold(predict, val_samples, size_cfg, thresholds)
     log.info("score threshold chosen on the validation split: %s", threshold)
     rows = []
     timing = {"model_s": 0.0, "baseline_s": 0.0, "megapixels": 0.0}
@@ -140,9 +156,7 @@ def evaluate(samples, checkpoint: Path, manifest: pd.DataFrame, size_cfg: dict, 
         scale = oracle_scale(gt, size_cfg)
         scaled = size.rescale_image(image, scale)
         started = time.perf_counter()
-        masks, scores = predictor([scaled])[0]
-        keep = scores >= threshold["chosen"]
-        predicted = size.rescale_labels(paint_by_score(masks[keep], scores[keep]), gt.shape)
+        predicted = labels_above(predict(scaled), threshold["chosen"], scaled.shape[:2], gt.shape)
         timing["model_s"] += time.perf_counter() - started
         timing["megapixels"] += gt.size / 1e6
         started = time.perf_counter()
