@@ -6,8 +6,8 @@ without seams (``tiling``), paint instances by decreasing score (``painting``), 
 rotations (``tta``), refine at the working scale (post-processing, when the model has it), and rescale the
 labels back to the original size.
 
-The folder job (:func:`run`) is in ``nucleaizer.infer_job``'s spirit but lives here because ``infer.py``
-calls ``inference.run`` and ``inference.validate_config``.
+The folder job lives in ``nucleaizer.infer_job``; ``run`` and ``validate_config`` here are what ``infer.py``
+calls.
 """
 
 from __future__ import annotations
@@ -15,10 +15,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig
 from skimage.segmentation import relabel_sequential
 
+from nucleaizer.io import to_rgb8
 from nucleaizer.painting import paint_instances
 from nucleaizer.size import SizeRule, rescale_image, rescale_labels
 from nucleaizer.tiling import InstancePredictor, TileParams, predict_image
@@ -35,8 +38,6 @@ def as_rgb8(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
         return image
-    from nucleaizer.io import to_rgb8
-
     return to_rgb8(image)
 
 
@@ -123,3 +124,17 @@ def segment_image(
         predictor, preseg, size or SizeRule(), tiles or TileParams(), tuple(TRANSFORMS) if tta else ()
     )
     return segmenter.segment(image, diameter_px=diameter_px)
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check an ``infer.py`` configuration before anything runs (see ``nucleaizer.infer_job``)."""
+    from nucleaizer.infer_job import validate_config as validate
+
+    validate(cfg)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """The ``infer.py`` job: segment a folder with a model bundle (see ``nucleaizer.infer_job``)."""
+    from nucleaizer.infer_job import run as run_job
+
+    return run_job(cfg)
