@@ -56,6 +56,13 @@ def _drop_small_components(mask: np.ndarray, min_area_px: int) -> np.ndarray:
     return keep[components]
 
 
+def _automatic_threshold(channel: np.ndarray, brightfield: bool, brightfield_classes: int) -> float:
+    """Otsu's threshold; for bright-field, the upper one of multi-level Otsu (background, cytoplasm, nuclei)."""
+    if brightfield and np.unique(channel).size > brightfield_classes:
+        return float(threshold_multiotsu(channel, brightfield_classes)[-1])
+    return float(threshold_otsu(channel))
+
+
 def segment_classical(
     image: np.ndarray,
     smooth_sigma_px: float = 1.0,
@@ -63,13 +70,16 @@ def segment_classical(
     min_area_px: int = 16,
     colour_tolerance: float = 2.0,
     brightfield_classes: int = 3,
+    threshold: float | None = None,
 ) -> np.ndarray:
     """Label image (int32 (H, W), 0 background, 1..N) of the nuclei of an image (uint8 (H, W, 3) or (H, W)).
 
     smooth_sigma_px: Gaussian smoothing before thresholding; split_depth_px: depth of the distance-transform
     minima (in px) that separate touching nuclei; min_area_px: smaller objects and holes are removed;
     brightfield_classes: grey bright-background images are thresholded with multi-level Otsu into this many
-    classes, nuclei being the darkest (background and cytoplasm are the others).
+    classes, nuclei being the darkest (background and cytoplasm are the others); threshold: a fixed threshold
+    on the nuclear channel (0..1) instead of Otsu's, which makes the result local (the same for a tile as for
+    the whole image), as benchmarks of tiling need.
     A flat image (no contrast) has no nuclei.
     """
     channel, brightfield = nuclear_channel(image, colour_tolerance)
@@ -77,11 +87,8 @@ def segment_classical(
         channel = ndimage.gaussian_filter(channel, smooth_sigma_px)
     if not channel.size or float(channel.max() - channel.min()) < 1e-3:
         return np.zeros(channel.shape, dtype=np.int32)
-    if brightfield and np.unique(channel).size > brightfield_classes:
-        # bright-field shows background, cytoplasm and nuclei: the nuclei are the darkest of three classes
-        threshold = threshold_multiotsu(channel, brightfield_classes)[-1]
-    else:
-        threshold = threshold_otsu(channel)
+    if threshold is None:
+        threshold = _automatic_threshold(channel, brightfield, brightfield_classes)
     foreground = channel > threshold
     foreground = ~_drop_small_components(~foreground, min_area_px)  # fill holes smaller than a nucleus
     foreground = _drop_small_components(foreground, min_area_px)
@@ -115,6 +122,7 @@ class ClassicalPredictor:
     min_area_px: int = 16
     colour_tolerance: float = 2.0
     brightfield_classes: int = 3
+    threshold: float | None = None
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         """Label image (int32 (H, W)) of one image, with this predictor's parameters."""

@@ -73,3 +73,16 @@ def test_labels_to_instances_keeps_given_scores():
     masks, scores = labels_to_instances(labels, np.array([0.2, 0.9]))
     assert masks.shape == (2, 2, 2) and masks[0, 0, 1] and masks[1, 1].all()
     np.testing.assert_allclose(scores, [0.2, 0.9])
+
+
+def test_fixed_threshold_makes_the_result_local():
+    image, _ = simulate.sample("fluorescence", size=128, diameter_px=16, density=0.3, seed=1)
+    whole = segment_classical(image, threshold=0.3)
+    part = segment_classical(image[:, :64], threshold=0.3)
+    # objects well inside the left half come out the same whether the right half is there or not
+    inner = np.unique(whole[:, :40])
+    for obj in inner[inner > 0]:
+        if not (whole == obj)[:, 56:].any():
+            ids = np.unique(part[whole[:, :64] == obj])
+            assert len(ids) == 1 and ((part == ids[0]) == (whole[:, :64] == obj)).all()
+    assert segment_classical(image, threshold=0.99).max() < whole.max()
