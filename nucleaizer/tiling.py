@@ -7,7 +7,8 @@ Tiles of ``tile_size`` px overlap by at least ``overlap`` px and go to the predi
    with ``R`` the intersection of the two tiles, the IoU of (A within R) and (B within R) is at least
    ``match_iou``. (Plain IoU would not do: the piece of a cut object is much smaller than the whole.)
 2. An object seen whole (not cut) in a tile is taken from that tile; among duplicates seen whole in several
-   tiles the highest score wins, and every cut piece of it is dropped.
+   tiles the one farthest from its tile's internal edges wins (most context; then the highest score), and
+   every cut piece of it is dropped.
 3. An object larger than the overlap can be cut in every tile that holds it. Its pieces match each other in
    the shared strips; they are joined (union of the masks, highest score).
 
@@ -104,6 +105,20 @@ def _cut_flags(instances: Instances, tile_of: np.ndarray, boxes: np.ndarray, sha
     )
 
 
+def _context_margin(instances: Instances, tile_of: np.ndarray, boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """int64 (N,): distance in px from each instance's box to the nearest edge of its tile inside the image."""
+    tile = boxes[tile_of]
+    b = instances.boxes
+    far = np.iinfo(np.int64).max
+    gaps = np.stack([
+        np.where(tile[:, 0] > 0, b[:, 0] - tile[:, 0], far),
+        np.where(tile[:, 1] > 0, b[:, 1] - tile[:, 1], far),
+        np.where(tile[:, 2] < shape[0], tile[:, 2] - b[:, 2], far),
+        np.where(tile[:, 3] < shape[1], tile[:, 3] - b[:, 3], far),
+    ])
+    return gaps.min(axis=0)
+
+
 def _area_inside(crop: np.ndarray, box: np.ndarray, rect: np.ndarray) -> int:
     """Pixels of an instance (crop at ``box``) that lie inside the rectangle ``rect`` (y0, x0, y1, x1)."""
     y0, x0 = max(rect[0] - box[0], 0), max(rect[1] - box[1], 0)
@@ -174,9 +189,11 @@ def merge_tiles(per_tile: list[Instances], boxes: np.ndarray, shape: tuple[int, 
     cut_pair = cut[pairs[:, 0]] & cut[pairs[:, 1]]
     mixed_pair = ~whole_pair & ~cut_pair
 
-    # whole objects: one per group of duplicates, the highest score
+    # whole objects: one per group of duplicates, the one with the most context around it (farthest from the
+    # internal edges of its tile: a prediction near a tile edge sees a truncated neighbourhood), then by score
     group = _components(len(instances), pairs[whole_pair])
-    order = np.lexsort((-instances.scores, group))
+    margin = _context_margin(instances, tile_of, boxes, shape)
+    order = np.lexsort((-instances.scores, -margin, group))
     first_of_group = np.r_[True, group[order][1:] != group[order][:-1]]
     keep_whole = order[first_of_group & ~cut[order]]
 
