@@ -5,7 +5,10 @@ Tiles of ``tile_size`` px overlap by at least ``overlap`` px and go to the predi
 
 1. Two detections from different tiles are the same object when they agree where both tiles see the image:
    with ``R`` the intersection of the two tiles, the IoU of (A within R) and (B within R) is at least
-   ``match_iou``. (Plain IoU would not do: the piece of a cut object is much smaller than the whole.)
+   ``match_iou``. (Plain IoU would not do: the piece of a cut object is much smaller than the whole.) When
+   one of them is a cut piece, the intersection is measured against the smaller of the two parts instead:
+   inside one tile a cut object can fall apart into several pieces (it may be connected only through pixels
+   outside that tile), each of which lies inside the other tile's view of the object.
 2. An object seen whole (not cut) in a tile is taken from that tile; among duplicates seen whole in several
    tiles the one farthest from its tile's internal edges wins (most context; then the highest score), and
    every cut piece of it is dropped.
@@ -127,7 +130,8 @@ def _area_inside(crop: np.ndarray, box: np.ndarray, rect: np.ndarray) -> int:
 
 
 def _matching_pairs(
-    instances: Instances, tile_of: np.ndarray, boxes: np.ndarray, shape: tuple[int, int], match_iou: float
+    instances: Instances, tile_of: np.ndarray, cut: np.ndarray, boxes: np.ndarray, shape: tuple[int, int],
+    match_iou: float,
 ) -> np.ndarray:
     """int64 (P, 2) pairs (i < j) of instances from different tiles that are the same object (see module doc)."""
     b = instances.boxes
@@ -156,7 +160,8 @@ def _matching_pairs(
     area_i = np.array([_area_inside(instances.crops[a], b[a], boxes[tile_of[c]]) for a, c in zip(i, j, strict=True)])
     area_j = np.array([_area_inside(instances.crops[c], b[c], boxes[tile_of[a]]) for a, c in zip(i, j, strict=True)])
     iou = inter / np.maximum(area_i + area_j - inter, 1)
-    keep = iou >= match_iou
+    over_smaller = inter / np.maximum(np.minimum(area_i, area_j), 1)
+    keep = np.where(cut[i] | cut[j], over_smaller, iou) >= match_iou
     return np.stack([i[keep], j[keep]], axis=1)
 
 
@@ -184,7 +189,7 @@ def merge_tiles(per_tile: list[Instances], boxes: np.ndarray, shape: tuple[int, 
         return instances
     tile_of = np.repeat(np.arange(len(per_tile)), [len(p) for p in per_tile])
     cut = _cut_flags(instances, tile_of, boxes, shape)
-    pairs = _matching_pairs(instances, tile_of, boxes, shape, match_iou)
+    pairs = _matching_pairs(instances, tile_of, cut, boxes, shape, match_iou)
     whole_pair = ~cut[pairs[:, 0]] & ~cut[pairs[:, 1]]
     cut_pair = cut[pairs[:, 0]] & cut[pairs[:, 1]]
     mixed_pair = ~whole_pair & ~cut_pair

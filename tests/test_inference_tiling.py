@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from test_inference_helpers import (
     objects_image,
@@ -64,6 +64,8 @@ def test_objects_larger_than_the_overlap_and_than_a_tile_are_joined():
     overlap=st.sampled_from([1, 8, 16, 32]),
     diameter=st.sampled_from([8, 16, 30]),
 )
+# an object that falls apart into several pieces inside one tile (connected only outside it)
+@example(seed=2393, tile_size=48, overlap=1, diameter=30)
 def test_tiled_prediction_equals_whole_image_prediction(seed, tile_size, overlap, diameter):
     rng = np.random.default_rng(seed)
     labels = simulate.random_labels((230, 190), 60, diameter, rng)
