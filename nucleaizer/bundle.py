@@ -159,9 +159,12 @@ def write_bundle(
 
 def load_predictors(bundle: Bundle, device: str = "cpu", batch_size: int = 4, mask_threshold: float = 0.5):
     """(segmenter predictor, preseg predictor or None) of a bundle, as ``MaskRCNNPredictor`` on ``device``."""
-    from nucleaizer.segmenter import MaskRCNNPredictor, load_segmenter
+    try:  # the network module alone: no Lightning import, so infer.py starts faster
+        from nucleaizer.maskrcnn import MaskRCNNPredictor, load_segmenter
+    except ImportError:
+        from nucleaizer.segmenter import MaskRCNNPredictor, load_segmenter
 
-    def predictor(path: Path) -> MaskRCNNPredictor:
+    def predictor(path: Path):
         model, _ = load_segmenter(path, device=device)
         return MaskRCNNPredictor(model, device=device, batch_size=batch_size, mask_threshold=mask_threshold)
 

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from test_inference_helpers import TINY_MASKRCNN
 
 from nucleaizer.bundle import BUNDLE_FILE, load_predictors, read_bundle, write_bundle
 from nucleaizer.errors import UserError
@@ -97,7 +98,7 @@ def test_postprocess_switch_and_incomplete_section(tmp_path, weights):
 
 def test_mask_rcnn_bundle_loads_as_instance_predictors(tmp_path):
     segmenter = pytest.importorskip("nucleaizer.segmenter")
-    arch = {"backbone": "mobilenet_v3", "anchor_sizes": [16, 32, 64]}
+    arch = TINY_MASKRCNN
     model = segmenter.build_maskrcnn(**arch)
     checkpoint = segmenter.save_segmenter(tmp_path / "seg.pt", model, arch)
     write_bundle(tmp_path / "m", checkpoint, preseg=checkpoint)
