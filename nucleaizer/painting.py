@@ -87,6 +87,10 @@ class Instances:
             np.concatenate([p.scores for p in parts]),
         )
 
+    def shifted(self, offset: tuple[int, int]) -> Instances:
+        """The same instances moved by ``offset`` (y, x) pixels (tile to image coordinates)."""
+        return Instances(self.boxes + np.array([offset[0], offset[1], offset[0], offset[1]]), self.crops, self.scores)
+
     def select(self, index: np.ndarray | Sequence[int]) -> Instances:
         """The instances at the given integer positions (or boolean mask), in that order."""
         index = np.arange(len(self))[np.asarray(index)] if len(self) else np.zeros(0, np.int64)

@@ -30,8 +30,9 @@ from scipy.sparse.csgraph import connected_components
 
 from nucleaizer.painting import Instances
 
-# tiles (H, W, 3) uint8 -> per tile (masks bool (N, H, W), scores float32 (N,))
-InstancePredictor = Callable[[list[np.ndarray]], list[tuple[np.ndarray, np.ndarray]]]
+# tiles (H, W, 3) uint8 -> per tile (masks bool (N, H, W), scores float32 (N,)), or per tile an Instances in
+# tile coordinates (boxes + crops: no full-tile mask per object, which is what costs a Mask R-CNN most)
+InstancePredictor = Callable[[list[np.ndarray]], list[tuple[np.ndarray, np.ndarray] | Instances]]
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,12 @@ def predict_tiles(
         outputs = predictor(tiles)
         if len(outputs) != len(tiles):
             raise ValueError(f"predictor returned {len(outputs)} results for {len(tiles)} tiles")
-        for (masks, scores), (y0, x0, _, _) in zip(outputs, batch, strict=True):
-            per_tile.append(Instances.from_masks(masks, scores, offset=(int(y0), int(x0))))
+        for output, (y0, x0, _, _) in zip(outputs, batch, strict=True):
+            if isinstance(output, Instances):
+                per_tile.append(output.shifted((int(y0), int(x0))))
+            else:
+                masks, scores = output
+                per_tile.append(Instances.from_masks(masks, scores, offset=(int(y0), int(x0))))
     return per_tile
 
 

@@ -12,7 +12,7 @@ from test_inference_helpers import (
 )
 
 from nucleaizer import simulate
-from nucleaizer.painting import paint_instances
+from nucleaizer.painting import Instances, paint_instances
 from nucleaizer.tiling import TileParams, predict_image, tile_boxes, tile_starts
 
 
@@ -109,3 +109,14 @@ def test_bad_predictor_output_is_reported():
         predict_image(image, lambda tiles: [], TileParams(min_input_px=1))
     with pytest.raises(ValueError, match="masks"):
         predict_image(image, lambda tiles: [(np.zeros((2, 32, 32), bool), np.zeros(3))], TileParams(min_input_px=1))
+
+
+def test_predictors_may_return_instances_instead_of_full_masks():
+    def as_instances(tiles):
+        return [Instances.from_masks(masks, scores) for masks, scores in threshold_predictor(tiles)]
+
+    image = objects_image(simulate.random_labels((150, 170), 30, 24, np.random.default_rng(7)))
+    full = tiled_labels(image, tile_size=64, overlap=16)
+    compact = tiled_labels(image, as_instances, tile_size=64, overlap=16)
+    np.testing.assert_array_equal(full, compact)
+    assert same_partition(compact, threshold_predictor_labels(image))
