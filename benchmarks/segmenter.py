@@ -1,0 +1,233 @@
+"""Segmenter benchmark: train the CPU profile on DSB 2018 (80%) and score the held-out 20% beside a classical baseline.
+
+    python benchmarks/segmenter.py [--quick] [--train-minutes 50] [--checkpoint PATH] [--phase all|train|eval]
+
+Split: an image is held out for the test when sha1(id) % 5 == 0 (fixed, independent of order). From the
+remaining 80%, images with sha1(id) % 60 in {1, 2} (about 3%) are the validation split that picks the
+best epoch; the rest train. Test images are rescaled by the median nucleus diameter of their own ground
+truth (an oracle size: no preseg pass), segmented whole, and the labels are rescaled back and scored at the
+original size. The classical baseline (Otsu + distance-transform watershed, haematoxylin channel for colour
+images; nucleaizer.baseline) is scored on the same images in the same run, at the original size and at the
+oracle scale; the better of the two is the baseline the model is compared with.
+Writes benchmarks/results/segmenter.json and .md; the best checkpoint is copied to
+/tmp/nucleaizer_bench/segmenter_cpu.pt for the other benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import logging
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from nucleaizer import size  # noqa: E402
+from nucleaizer.io import list_samples  # noqa: E402
+from nucleaizer.segmenter import (  # noqa: E402
+    MaskRCNNPredictor,
+    fit_segmenter,
+    load_segmenter,
+    paint_by_score,
+    training_kwargs_from_config,
+)
+
+DATA = ROOT.parent / "shared" / "data" / "dsb2018_train"
+RESULTS = ROOT / "benchmarks" / "results"
+SHARED_CHECKPOINT = Path("/tmp/nucleaizer_bench/segmenter_cpu.pt")
+GROUPS = {"gray_darkbg_fluorescence": "fluorescence", "gray_brightbg_brightfield": "brightfield",
+          "colour_brightbg_HE_like": "tissue"}
+log = logging.getLogger("benchmark.segmenter")
+
+
+def split_of(image_id: str) -> str:
+    """test | val | train, fixed by the sha1 of the id."""
+    value = int(hashlib.sha1(image_id.encode()).hexdigest(), 16)
+    if value % 5 == 0:
+        return "test"
+    return "val" if value % 60 in (1, 2) else "train"
+
+
+def pairs_of(samples) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(s.read_image(), s.read_labels()) for s in samples]
+
+
+def train(samples, args, out_dir: Path, size_cfg: dict) -> tuple[Path, dict]:
+    segmenter_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "segmenter" / "maskrcnn_small.yaml"))
+    trainer_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "trainer" / "cpu.yaml"))
+    trainer_cfg["enable_progress_bar"] = False
+    kwargs = training_kwargs_from_config(segmenter_cfg)
+    if args.stage_epochs:
+        epochs = [int(e) for e in args.stage_epochs.split(",")]
+        kwargs["stages"] = [{**stage, "epochs": e} for stage, e in zip(kwargs["stages"], epochs, strict=True)]
+    if args.quick:
+        kwargs["stages"] = [{**kwargs["stages"][0], "epochs": 1}]
+        kwargs["steps_per_epoch"] = 5
+    train_pairs = pairs_of([s for s in samples if split_of(s.name) == "train"])
+    val_pairs = pairs_of([s for s in samples if split_of(s.name) == "val"])
+    log.info("training on %d images, picking the best epoch on %d", len(train_pairs), len(val_pairs))
+    started = time.perf_counter()
+    path = fit_segmenter(train_pairs, val_pairs, out_dir, trainer=trainer_cfg, seed=0,
+                         max_time_s=args.train_minutes * 60, **size_cfg, **kwargs)
+    seconds = time.perf_counter() - started
+    history = pd.read_csv(out_dir / "logs" / "metrics.csv")
+    epochs = history.dropna(subset=["val_dsb"]) if "val_dsb" in history else history.iloc[:0]
+    steps_per_s = history["steps_per_s"].dropna() if "steps_per_s" in history else pd.Series([], dtype=float)
+    info = {
+        "train_images": len(train_pairs), "val_images": len(val_pairs), "wall_s": round(seconds, 1),
+        "config": {k: v for k, v in kwargs.items()},
+        "epochs_done": int(len(epochs)),
+        "steps_done": int(history["step"].max()) + 1 if "step" in history and len(history) else 0,
+        "steps_per_s_mean": float(steps_per_s.mean()) if len(steps_per_s) else None,
+        "val_dsb_per_epoch": [round(float(v), 4) for v in epochs["val_dsb"]],
+        "best_val_dsb": float(epochs["val_dsb"].max()) if len(epochs) else None,
+    }
+    return path, info
+
+
+def evaluate(samples, checkpoint: Path, manifest: pd.DataFrame, size_cfg: dict) -> tuple[pd.DataFrame, dict]:
+    from nucleaizer import metrics
+    from nucleaizer.baseline import segment_classical
+
+    model, arch = load_segmenter(checkpoint)
+    predictor = MaskRCNNPredictor(model, batch_size=1)
+    rows = []
+    timing = {"model_s": 0.0, "baseline_s": 0.0, "megapixels": 0.0}
+    for sample in samples:
+        image, gt = sample.read_image(), sample.read_labels()
+        diameter = size.median_diameter(gt, min_area_px=size_cfg["min_object_area_px"])
+        scale = size.scale_factor(diameter or size_cfg["target_diameter_px"], size_cfg["target_diameter_px"],
+                                  size_cfg["min_scale"], size_cfg["max_scale"])
+        scaled = size.rescale_image(image, scale)
+        started = time.perf_counter()
+        masks, scores = predictor([scaled])[0]
+        predicted = size.rescale_labels(paint_by_score(masks, scores), gt.shape)
+        timing["model_s"] += time.perf_counter() - started
+        timing["megapixels"] += gt.size / 1e6
+        started = time.perf_counter()
+        baseline_original = segment_classical(image)
+        baseline_scaled = size.rescale_labels(segment_classical(scaled), gt.shape)
+        timing["baseline_s"] += time.perf_counter() - started
+        group = GROUPS[manifest.loc[sample.name, "group"]]
+        for method, labels in (("model", predicted), ("baseline_original_scale", baseline_original),
+                               ("baseline_oracle_scale", baseline_scaled)):
+            rows.append({"image": sample.name, "group": group, "method": method, "scale": scale,
+                         **metrics.score_image(gt, labels)})
+    return pd.DataFrame(rows), timing
+
+
+def summarise(table: pd.DataFrame) -> dict:
+    from nucleaizer import metrics
+
+    keys = ("images", "dsb", "map", "mar", "mf1", "f1_50", "f1_70", "mean_iou", "n_gt", "n_pred", "missed", "extra",
+            "merges", "splits", "miss_rate")
+    result = {}
+    for method, by_method in table.groupby("method"):
+        result[method] = {}
+        for group, rows in [("all", by_method), *by_method.groupby("group")]:
+            summary = metrics.summarize(rows.drop(columns=["image", "group", "method", "scale"]).to_dict("records"))
+            result[method][group] = {k: (round(v, 4) if isinstance(v, float) else v)
+                                     for k, v in summary.items() if k in keys}
+    return result
+
+
+def machine() -> dict:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    return {"platform": platform.platform(), "cpus": __import__("os").cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "commit": commit.strip()}
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Segmenter benchmark ({report['date']})", "",
+             f"Machine: {report['machine']['platform']}, {report['machine']['cpus']} CPUs (shared), torch "
+             f"{report['machine']['torch']}, {report['machine']['torch_threads']} thread(s); commit "
+             f"{report['machine']['commit']}.", "",
+             "Data: dsb2018_train; test = sha1(id) % 5 == 0 "
+             f"({report['test_images']} images); sizes by the test images' own ground truth (oracle size).", ""]
+    if report.get("training"):
+        t = report["training"]
+        lines += [f"Training (CPU profile, maskrcnn_small, {t['config']['arch']['backbone']}): {t['train_images']} "
+                  f"images, best epoch picked on {t['val_images']}; {t['steps_done']} steps in {t['wall_s']:.0f} s "
+                  f"({t['epochs_done']} epochs), {t['steps_per_s_mean'] or 0:.3f} training steps/s; "
+                  f"val DSB per epoch {t['val_dsb_per_epoch']}.", ""]
+    lines += ["| method | group | images | DSB | mAP | mF1 | F1@0.5 | missed | extra | merges | splits |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for method, groups in report["scores"].items():
+        for group, s in groups.items():
+            lines.append(f"| {method} | {group} | {s['images']} | {s['dsb']:.3f} | {s['map']:.3f} | {s['mf1']:.3f} | "
+                         f"{s['f1_50']:.3f} | {s['missed']} | {s['extra']} | {s['merges']} | {s['splits']} |")
+    lines += ["", "Model minus the better baseline (DSB): " +
+              ", ".join(f"{g} {d:+.3f}" for g, d in report["dsb_gain_over_baseline"].items()), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few steps and 12 test images: checks the script")
+    parser.add_argument("--train-minutes", type=float, default=50.0)
+    parser.add_argument("--stage-epochs", default="10,2,2", help="epochs per stage of the CPU profile schedule")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="skip training and score this .pt")
+    parser.add_argument("--phase", choices=("all", "train", "eval"), default="all")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/nucleaizer_bench/segmenter_run"))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+    train_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "train.yaml"))["size"]
+    size_cfg = {"target_diameter_px": train_cfg["target_diameter_px"], "min_scale": train_cfg["min_scale"],
+                "max_scale": train_cfg["max_scale"], "min_object_area_px": train_cfg["min_object_area_px"]}
+
+    samples = list_samples(DATA, require_labels=True)
+    manifest = pd.read_csv(DATA / "manifest.csv").set_index("id")
+    report = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine()}
+    checkpoint = args.checkpoint
+    if args.phase in ("all", "train") and checkpoint is None:
+        checkpoint, report["training"] = train(samples, args, args.work, size_cfg)
+        SHARED_CHECKPOINT.parent.mkdir(parents=True, exist_ok=True)
+        if not args.quick:
+            shutil.copy(checkpoint, SHARED_CHECKPOINT)
+        (args.work / "training.json").write_text(json.dumps(report["training"], indent=2, default=str))
+        log.info("best checkpoint %s", checkpoint)
+    if args.phase == "train":
+        return
+    if checkpoint is None:
+        checkpoint = args.work / "segmenter.pt"
+    training_record = args.work / "training.json"
+    if "training" not in report and training_record.is_file():
+        report["training"] = json.loads(training_record.read_text())
+    test = [s for s in samples if split_of(s.name) == "test"]
+    if args.quick:
+        test = test[:12]
+    table, timing = evaluate(test, checkpoint, manifest, size_cfg)
+    report["test_images"] = len(test)
+    report["checkpoint"] = str(checkpoint)
+    report["timing"] = {k: round(v, 2) for k, v in timing.items()}
+    report["scores"] = summarise(table)
+    best_baseline = max(("baseline_original_scale", "baseline_oracle_scale"),
+                        key=lambda m: report["scores"][m]["all"]["dsb"])
+    report["baseline"] = best_baseline
+    report["dsb_gain_over_baseline"] = {
+        group: round(report["scores"]["model"][group]["dsb"] - report["scores"][best_baseline][group]["dsb"], 4)
+        for group in report["scores"]["model"]}
+    name = "segmenter_quick" if args.quick else "segmenter"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2, default=str))
+    (RESULTS / f"{name}.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Mask R-CNN for nuclei: construction, one-file checkpoints, and the instance predictor (METHOD.md section 5).
+
+The network is torchvision's Mask R-CNN with two classes (background, nucleus). Nothing is ever downloaded:
+torchvision weights are always ``None``; optional weights come from local files. Trained from scratch, every
+layer trains and BatchNorm is the ordinary trainable kind (torchvision's helpers default to frozen BatchNorm
+and a few trainable layers, which suits only ImageNet-initialised backbones). Images are never resized inside
+the model: the caller brings nuclei to about 40 px before prediction.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
+from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor as TorchvisionMaskPredictor
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from nucleaizer.errors import UserError
+
+log = logging.getLogger(__name__)
+
+BACKBONES = ("resnet50", "resnet18", "mobilenet_v3")
+CHECKPOINT_FORMAT = "nucleaizer-segmenter"
+# keys of the segmenter config block that describe the network (the rest is about training)
+ARCH_KEYS = (
+    "backbone", "weights", "backbone_weights", "returned_layers", "anchor_sizes", "anchor_ratios", "max_detections",
+    "box_nms_thresh", "rpn_nms_thresh", "box_score_thresh", "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train",
+    "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "box_batch_size_per_image", "mask_head_layers",
+    "box_representation_size",
+)
+
+
+class NoResizeTransform(GeneralizedRCNNTransform):
+    """torchvision's input transform without its resizing to 800 px: images arrive at the right scale."""
+
+    def resize(self, image, target=None):
+        return image, target
+
+
+def _load_state_dict(path: str | Path, what: str) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} file {path} does not exist: give a local weights file or null")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    return state
+
+
+def _load_matching(module: nn.Module, state: dict, what: str) -> None:
+    """Load the entries whose name and shape match (class-specific heads of other data sets are skipped)."""
+    own = module.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    module.load_state_dict(usable, strict=False)
+    log.info("%s: loaded %d of %d tensors (%d left at their initial values)", what, len(usable), len(own),
+             len(own) - len(usable))
+
+
+def _backbone(backbone: str, returned_layers: list[int] | None) -> nn.Module:
+    if backbone in ("resnet50", "resnet18"):
+        return resnet_fpn_backbone(backbone_name=backbone, weights=None, norm_layer=nn.BatchNorm2d,
+                                   trainable_layers=5, returned_layers=returned_layers)
+    if backbone == "mobilenet_v3":
+        return mobilenet_backbone(backbone_name="mobilenet_v3_large", weights=None, fpn=True,
+                                  norm_layer=nn.BatchNorm2d, returned_layers=returned_layers)
+    raise UserError(f"segmenter.backbone={backbone!r} is not one of {list(BACKBONES)}")
+
+
+def build_maskrcnn(
+    backbone: str = "mobilenet_v3",
+    anchor_sizes: list[int | list[int]] = (16, 32, 64),
+    anchor_ratios: list[float] = (0.5, 1.0, 2.0),
+    max_detections: int = 500,
+    box_nms_thresh: float = 0.35,
+    rpn_nms_thresh: float = 0.55,
+    box_score_thresh: float = 0.5,
+    rpn_pre_nms_top_n_train: int = 2000,
+    rpn_post_nms_top_n_train: int = 2000,
+    rpn_pre_nms_top_n_test: int = 2000,
+    rpn_post_nms_top_n_test: int = 1000,
+    box_batch_size_per_image: int = 512,
+    returned_layers: list[int] | None = None,
+    mask_head_layers: list[int] = (256, 256, 256, 256),
+    box_representation_size: int = 1024,
+    weights: str | Path | None = None,
+    backbone_weights: str | Path | None = None,
+) -> MaskRCNN:
+    """A two-class torchvision Mask R-CNN for nuclei about 40 px across; every parameter trainable.
+
+    backbone: resnet50 | resnet18 (FPN over 4 stages + pool: 5 feature maps) or mobilenet_v3 (large; FPN over
+    its last 2 stages + pool: 3 feature maps). ``anchor_sizes`` has one entry per feature map: a size in px or
+    a list of sizes (the same count on every map).
+    ``returned_layers``: backbone stages fed to the FPN (None: torchvision's default, as above).
+    ``mask_head_layers`` (channels of the mask head's 3x3 convolutions) and ``box_representation_size`` (width
+    of the box head's two fully connected layers) are torchvision's 4 x 256 and 1024 by default; the CPU
+    profile narrows them, because the mask head runs on every positive proposal and dominates a CPU step.
+    weights: optional local file with a full Mask R-CNN state dict (e.g. COCO); tensors whose shapes differ
+    (the class-specific heads) stay freshly initialised. backbone_weights: optional local file with an
+    ImageNet state dict of the bare backbone network.
+    """
+    body = _backbone(backbone, list(returned_layers) if returned_layers is not None else None)
+    if backbone_weights is not None:
+        _load_matching(body.body, _load_state_dict(backbone_weights, "segmenter.backbone_weights"),
+                       "backbone weights")
+    n_maps = len(body.body.return_layers) + 1  # the FPN adds a max-pooled level
+    if len(anchor_sizes) != n_maps:
+        raise UserError(f"segmenter.anchor_sizes needs {n_maps} sizes for backbone {backbone} (one per feature "
+                        f"map), got {list(anchor_sizes)}")
+    sizes = tuple(tuple(int(v) for v in (s if isinstance(s, (list, tuple)) else [s])) for s in anchor_sizes)
+    if len({len(level) for level in sizes}) != 1:
+        raise UserError(f"segmenter.anchor_sizes: every feature map needs the same number of sizes, got {sizes}")
+    anchors = AnchorGenerator(sizes=sizes, aspect_ratios=(tuple(float(r) for r in anchor_ratios),) * n_maps)
+    mask_head_layers = [int(c) for c in mask_head_layers]
+    model = MaskRCNN(
+        body,
+        box_head=TwoMLPHead(body.out_channels * 7 * 7, int(box_representation_size)),
+        box_predictor=FastRCNNPredictor(int(box_representation_size), 2),
+        mask_head=MaskRCNNHeads(body.out_channels, mask_head_layers, dilation=1),
+        mask_predictor=TorchvisionMaskPredictor(mask_head_layers[-1], mask_head_layers[-1], 2),
+        rpn_anchor_generator=anchors,
+        rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train,
+        rpn_post_nms_top_n_train=rpn_post_nms_top_n_train,
+        rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test,
+        rpn_post_nms_top_n_test=rpn_post_nms_top_n_test,
+        rpn_nms_thresh=rpn_nms_thresh,
+        box_score_thresh=box_score_thresh,
+        box_nms_thresh=box_nms_thresh,
+        box_detections_per_img=max_detections,
+        box_batch_size_per_image=box_batch_size_per_image,
+    )
+    model.transform = NoResizeTransform(min_size=1, max_size=1, image_mean=model.transform.image_mean,
+                                        image_std=model.transform.image_std)
+    if weights is not None:
+        _load_matching(model, _load_state_dict(weights, "segmenter.weights"), "Mask R-CNN weights")
+    # torchvision freezes early layers for pretrained backbones; from scratch (or fine-tuning) all train
+    model.requires_grad_(True)
+    return model
+
+
+def arch_from_config(config: dict) -> dict:
+    """The network kwargs of build_maskrcnn from a segmenter config block (plain dict); other keys are dropped."""
+    return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in config.items() if k in ARCH_KEYS}
+
+
+def save_segmenter(path: str | Path, model: nn.Module, arch: dict) -> Path:
+    """Write one .pt file holding the state dict and the build_maskrcnn kwargs; atomic; returns the path.
+
+    Local weight paths are dropped from the stored kwargs: the state dict already holds those weights.
+    """
+    from nucleaizer.io import atomic_write
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stored_arch = {**arch, "weights": None, "backbone_weights": None}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_write(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, "version": 1, "arch": stored_arch, "state_dict": state}, tmp)
+    return path
+
+
+def read_segmenter_file(path: str | Path) -> dict:
+    """The raw content of a segmenter .pt file: {"format", "version", "arch", "state_dict"}; UserError if not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"segmenter checkpoint {path} does not exist: check the model path")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: tell the user which one
+        raise UserError(f"{path} is not a readable segmenter checkpoint ({error})") from error
+    if not isinstance(content, dict) or content.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a nucleaizer segmenter checkpoint (written by save_segmenter)")
+    return content
+
+
+def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> tuple[MaskRCNN, dict]:
+    """(model in eval mode on ``device``, arch kwargs) from a file written by save_segmenter."""
+    content = read_segmenter_file(path)
+    arch = dict(content["arch"])
+    model = build_maskrcnn(**arch)
+    model.load_state_dict(content["state_dict"])
+    return model.to(device).eval(), arch
+
+
+class MaskRCNNPredictor:
+    """Instance predictor over a Mask R-CNN: ``predict(tiles) -> [(masks bool (N, H, W), scores float32 (N,))]``.
+
+    tiles: list of uint8 (H, W, 3) RGB images already at the model's scale (nuclei about 40 px); sizes may
+    differ. Masks are the soft masks thresholded at ``mask_threshold``, in decreasing score order.
+    """
+
+    def __init__(self, model: nn.Module, device: str | torch.device = "cpu", batch_size: int = 4,
+                 mask_threshold: float = 0.5):
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        self.mask_threshold = float(mask_threshold)
+
+    @torch.inference_mode()
+    def __call__(self, tiles: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        from nucleaizer.data import image_to_tensor
+
+        results = []
+        for start in range(0, len(tiles), self.batch_size):
+            batch = [image_to_tensor(tile).to(self.device) for tile in tiles[start:start + self.batch_size]]
+            for output in self.model(batch):
+                masks = (output["masks"][:, 0] > self.mask_threshold).cpu().numpy()
+                results.append((masks, output["scores"].float().cpu().numpy().astype(np.float32)))
+        return results

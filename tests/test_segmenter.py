@@ -1,0 +1,180 @@
+"""Mask R-CNN construction, checkpoints, the predictor, the staged schedule and Lightning training on CPU."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from nucleaizer import simulate
+from nucleaizer.data import CropDataset, collate_lists
+from nucleaizer.errors import UserError
+from nucleaizer.segmenter import (
+    MaskRCNNPredictor,
+    build_maskrcnn,
+    fit_segmenter,
+    load_segmenter,
+    paint_by_score,
+    read_segmenter_file,
+    save_segmenter,
+    stage_at_epoch,
+    trainable_mask,
+)
+
+# a narrow CPU model: MobileNetV3-FPN with small heads, few proposals
+TINY = {"backbone": "mobilenet_v3", "anchor_sizes": [16, 32, 64], "mask_head_layers": [16, 16],
+        "box_representation_size": 64, "box_batch_size_per_image": 32, "rpn_pre_nms_top_n_train": 200,
+        "rpn_post_nms_top_n_train": 100, "rpn_pre_nms_top_n_test": 200, "rpn_post_nms_top_n_test": 100,
+        "box_score_thresh": 0.0}
+AUGMENT_OFF = {"flip": 0, "rotate": 0, "translate": 0, "intensity_stretch": 0, "equalize": 0, "invert": 0,
+               "blur": 0, "noise": 0, "channel_swap": 0}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: several times faster than two on the shared, busy test machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def pairs(n: int = 3, size: int = 96):
+    return [simulate.sample(("fluorescence", "he", "brightfield")[i % 3], size, 40, 0.3, seed=i) for i in range(n)]
+
+
+@pytest.mark.parametrize("backbone,anchors,n_maps", [("resnet50", [16, 32, 64, 128, 256], 5),
+                                                     ("resnet18", [16, 32, 64, 128, 256], 5),
+                                                     ("mobilenet_v3", [16, 32, 64], 3)])
+def test_build_each_backbone_trainable_from_scratch(backbone, anchors, n_maps):
+    model = build_maskrcnn(backbone=backbone, anchor_sizes=anchors, max_detections=600)
+    assert all(p.requires_grad for p in model.parameters())
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.backbone.body.modules())
+    assert model.roi_heads.box_predictor.cls_score.out_features == 2
+    assert model.roi_heads.detections_per_img == 600
+    assert model.rpn.anchor_generator.num_anchors_per_location() == [3] * n_maps
+    with pytest.raises(UserError, match="anchor_sizes"):
+        build_maskrcnn(backbone=backbone, anchor_sizes=[32, 64])
+
+
+def test_unknown_backbone_and_missing_weights_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="backbone"):
+        build_maskrcnn(backbone="vgg16")
+    with pytest.raises(UserError, match="does not exist"):
+        build_maskrcnn(**TINY, weights=tmp_path / "missing.pth")
+    with pytest.raises(UserError, match="does not exist"):
+        load_segmenter(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="junk.pt"):
+        load_segmenter(tmp_path / "junk.pt")
+
+
+def test_images_are_not_resized_inside_the_model():
+    model = build_maskrcnn(**TINY).eval()
+    images, _ = model.transform([torch.rand(3, 96, 130)])
+    assert images.image_sizes == [(96, 130)]
+
+
+def test_save_load_round_trip_gives_identical_predictions(tmp_path):
+    torch.manual_seed(0)
+    model = build_maskrcnn(**TINY)
+    path = save_segmenter(tmp_path / "m.pt", model, TINY)
+    loaded, arch = load_segmenter(path)
+    assert arch["backbone"] == "mobilenet_v3" and read_segmenter_file(path)["version"] == 1
+    tiles = [pairs(1)[0][0], simulate.sample("he", (80, 112), 40, seed=5)[0]]
+    for (masks_a, scores_a), (masks_b, scores_b), tile in zip(MaskRCNNPredictor(model.eval())(tiles),
+                                                              MaskRCNNPredictor(loaded)(tiles), tiles, strict=True):
+        assert masks_a.dtype == bool and masks_a.shape[1:] == tile.shape[:2] and scores_a.dtype == np.float32
+        assert np.array_equal(masks_a, masks_b) and np.array_equal(scores_a, scores_b)
+    # weights given as a file are loaded where names and shapes match
+    rebuilt = build_maskrcnn(**TINY, weights=path)
+    assert torch.equal(rebuilt.backbone.body["0"][0].weight, model.backbone.body["0"][0].weight)
+
+
+def test_paint_by_score_never_lets_a_lower_score_overwrite():
+    masks = np.zeros((3, 8, 8), bool)
+    masks[0, 0:4, 0:4] = True   # low score
+    masks[1, 2:6, 2:6] = True   # high score, overlaps both
+    masks[2, 5:8, 5:8] = True   # middle score
+    labels = paint_by_score(masks, np.array([0.2, 0.9, 0.5], np.float32))
+    assert (labels[2:6, 2:6] == 1).all()                    # the best mask is whole and gets id 1
+    assert labels[0, 0] == 3 and labels[6, 6] == 2 and labels[5, 5] == 1
+    assert paint_by_score(np.zeros((0, 4, 5), bool), np.zeros(0)).shape == (4, 5)
+
+
+def test_trainable_groups_and_stage_boundaries():
+    model = build_maskrcnn(backbone="resnet18", anchor_sizes=[16, 32, 64, 128, 256])
+    heads, stage5 = trainable_mask(model, "heads"), trainable_mask(model, "stage5+")
+    assert not heads["backbone.body.layer4.0.conv1.weight"] and stage5["backbone.body.layer4.0.conv1.weight"]
+    assert not stage5["backbone.body.layer3.0.conv1.weight"]
+    assert heads["backbone.fpn.inner_blocks.0.0.weight"] and heads["roi_heads.mask_predictor.mask_fcn_logits.weight"]
+    assert all(trainable_mask(model, "all").values())
+    mobile = trainable_mask(build_maskrcnn(**TINY), "stage5+")
+    assert 0 < sum(mobile.values()) < len(mobile)
+    stages = [{"trainable": "all", "lr": 1e-3, "epochs": 2}, {"trainable": "heads", "lr": 1e-4, "epochs": 1}]
+    assert [stage_at_epoch(stages, e) for e in range(5)] == [0, 0, 1, 1, 1]
+
+
+def test_loss_falls_over_a_few_steps_on_procedural_data():
+    torch.manual_seed(0)
+    model = build_maskrcnn(**TINY).train()
+    dataset = CropDataset(pairs(2), crop_size=80)
+    images, targets = collate_lists([dataset[(0, 0, 1)], dataset[(0, 1, 2)]])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        loss = sum(model(images, targets).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
+
+
+def test_fit_keeps_frozen_parameters_and_writes_the_best_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    start = save_segmenter(tmp_path / "start.pt", build_maskrcnn(**TINY), TINY)
+    path = fit_segmenter(pairs(2), pairs(1), tmp_path / "run", arch=TINY,
+                         stages=[{"trainable": "heads", "lr": 1e-3, "epochs": 1}], steps_per_epoch=2, crop_size=96,
+                         batch_size=1, augment=AUGMENT_OFF, init_checkpoint=start,
+                         trainer={"accelerator": "cpu", "devices": 1, "enable_progress_bar": False})
+    before, after = read_segmenter_file(start)["state_dict"], read_segmenter_file(path)["state_dict"]
+    body = [k for k in before if k.startswith("backbone.body.")]
+    assert body and all(torch.equal(before[k], after[k]) for k in body)  # weights and BatchNorm statistics
+    assert not torch.equal(before["roi_heads.mask_predictor.mask_fcn_logits.weight"],
+                           after["roi_heads.mask_predictor.mask_fcn_logits.weight"])
+    assert (tmp_path / "run" / "logs" / "metrics.csv").read_text().count("val_dsb") == 1
+
+
+def test_two_process_ddp_on_cpu_completes(tmp_path):
+    path = fit_segmenter(pairs(2), pairs(1), tmp_path / "ddp", arch=TINY,
+                         stages=[{"trainable": "all", "lr": 1e-4, "epochs": 1}], steps_per_epoch=1, crop_size=96,
+                         batch_size=1, augment=AUGMENT_OFF,
+                         trainer={"accelerator": "cpu", "devices": 2, "strategy": "ddp_fork",
+                                  "enable_progress_bar": False})
+    model, _ = load_segmenter(path)
+    assert model.roi_heads.detections_per_img == 500
+
+
+@pytest.mark.parametrize("name", ["maskrcnn_small", "maskrcnn_r50"])
+def test_profile_configs_build_and_split_into_kwargs(name):
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from nucleaizer.segmenter import training_kwargs_from_config
+
+    config = OmegaConf.to_container(OmegaConf.load(Path(__file__).parent.parent / "conf" / "segmenter" / f"{name}.yaml"))
+    kwargs = training_kwargs_from_config(config)
+    model = build_maskrcnn(**kwargs["arch"])
+    assert model.roi_heads.detections_per_img >= 500
+    assert len(set(model.rpn.anchor_generator.num_anchors_per_location())) == 1
+    assert {"stages", "crop_size", "batch_size", "augment", "steps_per_epoch"} <= set(kwargs)
+
+
+def test_anchor_sizes_per_map_may_be_lists_of_equal_length():
+    model = build_maskrcnn(**{**TINY, "anchor_sizes": [[16, 24], [32, 48], [64, 96]]})
+    assert model.rpn.anchor_generator.num_anchors_per_location() == [6, 6, 6]
+    with pytest.raises(UserError, match="same number"):
+        build_maskrcnn(**{**TINY, "anchor_sizes": [[16, 24], [32], [64]]})
