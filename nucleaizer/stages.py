@@ -352,9 +352,10 @@ def stage_segmenter(ctx, out: Path, summary: dict) -> None:
     for variant in variants(cfg):
         checkpoint = out / f"{variant}.pt"
         kwargs = fit_kwargs(cfg, stages_key="finetune_stages")
-        if variant != "none":
+        if variant == "none":
+            kwargs["synthetic_share"] = 0.0
+        else:
             kwargs["synthetic_samples"] = io.list_samples(synthetic_dir, require_labels=True)
-            kwargs["synthetic_share"] = cfg.segmenter.synthetic_share_with_style
         if not checkpoint.exists():  # finished before an interruption otherwise
             fit_segmenter(train, val, out / variant, init_checkpoint=preseg_checkpoint(ctx),
                           checkpoint_name="model.pt", **kwargs)
