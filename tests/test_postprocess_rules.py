@@ -43,7 +43,8 @@ def test_boundary_contacts_count_shared_edges():
     labels[15:21, 30:36] = 2  # a 6x6 square against the big square's right side
     boundary, a, b, count = boundary_contacts(labels)
     assert boundary[2] == 24 and boundary[1] == 80
-    assert dict(zip(zip(a.tolist(), b.tolist()), count.tolist())) == {(1, 2): 6, (2, 1): 6}
+    pairs = {(int(i), int(j)): int(c) for i, j, c in zip(a, b, count, strict=True)}
+    assert pairs == {(1, 2): 6, (2, 1): 6}
 
 
 @pytest.mark.parametrize("p1, merged", [(0.2, True), (0.3, False)])
