@@ -22,6 +22,7 @@ from nucleaizer.io import atomic_write
 from nucleaizer.metrics import dsb_score
 from nucleaizer.postprocess.genetic import GAResult, Gene, GeneticAlgorithm, Params
 from nucleaizer.postprocess.rules import PostprocessParams, postprocess_labels
+from nucleaizer.size import rescale_labels
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +41,10 @@ class TuningCase:
     prob: np.ndarray
 
 
-def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a label image int (h, w) to ``shape`` (pixel centres map to centres)."""
-    if labels.shape == tuple(shape):
-        return labels
-    rows = np.minimum(((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0]).astype(int), labels.shape[0] - 1)
-    cols = np.minimum(((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1]).astype(int), labels.shape[1] - 1)
-    return labels[rows[:, None], cols[None, :]]
-
-
 def score_case(case: TuningCase, params: PostprocessParams | Mapping[str, float] | None) -> float:
     """DSB score of one case, post-processed with ``params`` (None: the raw segmentation)."""
     labels = case.labels if params is None else postprocess_labels(case.labels, case.prob, params)
-    return dsb_score(case.gt, resize_labels(labels, case.gt.shape))
+    return dsb_score(case.gt, rescale_labels(labels, case.gt.shape))
 
 
 def mean_score(cases: Sequence[TuningCase], params: PostprocessParams | Mapping[str, float] | None) -> float:

@@ -9,6 +9,7 @@ ensemble is saved as one file holding every member's architecture and weights.
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -255,7 +256,7 @@ def load_ensemble(path: str | Path, device: str | torch.device = "cpu") -> UNetE
             net = UNet(depth=spec.depth, base_filters=spec.base_filters)
             net.load_state_dict(member["state_dict"])
             nets.append(net)
-    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as error:
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, pickle.UnpicklingError) as error:
         raise UserError(f"{path} is not a U-Net ensemble file written by nucleaizer ({error})") from error
     return UNetEnsemble(nets, specs, device)
 
