@@ -87,19 +87,21 @@ class CaseEvaluator:
     """Fitness of a list of parameter dicts: mean DSB score over the cases, serial or in processes.
 
     Use as a context manager; ``workers <= 1`` evaluates in this process. Results come back in the order
-    asked, so serial and parallel evaluation give the same numbers.
+    asked, so serial and parallel evaluation give the same numbers. start_method: multiprocessing start
+    method (None: the platform's default, fork on Linux before Python 3.14, which starts workers without
+    re-importing the caller's script; the workers never touch torch, so forking a torch process is safe).
     """
 
-    def __init__(self, cases: Sequence[TuningCase], workers: int = 2) -> None:
+    def __init__(self, cases: Sequence[TuningCase], workers: int = 2, start_method: str | None = None) -> None:
         self.cases = list(cases)
         self.workers = workers
+        self.start_method = start_method
         self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> CaseEvaluator:
         if self.workers > 1:
-            # spawn: forking a process that holds torch threads can deadlock
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                max_workers=self.workers, mp_context=multiprocessing.get_context(self.start_method),
                 initializer=_init_worker, initargs=(self.cases,),
             )
         return self
