@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from nucleaizer.io import list_samples  # noqa: E402
 from nucleaizer.postprocess.genetic import genes_from_config  # noqa: E402
 from nucleaizer.postprocess.rules import IDENTITY_PARAMS, PostprocessParams  # noqa: E402
-from nucleaizer.postprocess.tune import TuningCase, mean_score, score_case, tune_parameters  # noqa: E402
+from nucleaizer.postprocess.tune import build_cases, mean_score, score_case, tune_parameters  # noqa: E402
 from nucleaizer.postprocess.unet import load_ensemble, member_specs, train_ensemble  # noqa: E402
 from nucleaizer.size import median_diameter, rescale_image, rescale_labels, scale_factor  # noqa: E402
 
@@ -180,12 +180,8 @@ def main() -> None:
     log.info("raw segmentation: %s", raw_name)
 
     def cases_of(samples):
-        cases = []
-        for sample in samples:
-            image, gt = working_crop(sample.read_image(), sample.read_labels(), cfg.size, args.crop)
-            cases.append(TuningCase(sample.name, gt, segment(image).astype(np.int32),
-                                    ensemble.predict_probability(image)))
-        return cases
+        crops = ((s.name, *working_crop(s.read_image(), s.read_labels(), cfg.size, args.crop)) for s in samples)
+        return build_cases(crops, segment, ensemble.predict_probability)
 
     start = time.perf_counter()
     tune_cases, score_cases = cases_of(tune_half), cases_of(score_half)

@@ -12,6 +12,7 @@ from nucleaizer.metrics import dsb_score
 from nucleaizer.postprocess.genetic import genes_from_config
 from nucleaizer.postprocess.rules import IDENTITY_PARAMS, PostprocessParams
 from nucleaizer.postprocess.tune import (
+    build_cases,
     CaseEvaluator,
     TuningCase,
     load_cases,
@@ -86,3 +87,17 @@ def test_tuning_beats_raw_and_defaults_and_writes_outputs(tmp_path):
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(result.history) and float(rows[-1]["best_fitness"]) == pytest.approx(result.best_fitness)
     assert (tmp_path / "ga_history.png").stat().st_size > 1000
+
+
+def test_build_cases_runs_segmenter_and_unet_once_per_image():
+    calls = []
+
+    def segment(image):
+        calls.append("segment")
+        return ndimage.label(image[..., 0] > 60)[0]
+
+    items = [(f"im{s}", *simulate.sample("fluorescence", size=64, diameter_px=14, seed=s)) for s in range(2)]
+    cases = build_cases(items, segment, lambda image: image[..., 0] / 255.0)
+    assert calls == ["segment", "segment"] and [c.name for c in cases] == ["im0", "im1"]
+    assert cases[0].labels.dtype == np.int32 and cases[0].prob.dtype == np.float32
+    assert mean_score(cases[:1], None) == dsb_score(items[0][2], segment(items[0][1]))

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 
 from nucleaizer import simulate
 from nucleaizer.errors import UserError
+from nucleaizer.postprocess.refiner import load_refiner
+from nucleaizer.postprocess.rules import postprocess_labels
 from nucleaizer.postprocess.unet import (
     CropDataset,
     MemberSpec,
@@ -89,6 +91,12 @@ def test_tiny_ensemble_loss_falls_and_round_trips(tmp_path, one_thread):
     assert loaded.specs == specs
     np.testing.assert_array_equal(loaded.predict_probability([pairs[1][0]])[0],
                                   ensemble.predict_probability(pairs[1][0]))
+    # the refiner inference calls: the same as the rules on the ensemble's map
+    params = {"p3_threshold": 0.5, "p2_min_area_px": 10}
+    refiner = load_refiner(tmp_path / "unet.pt", params)
+    image, labels = pairs[1]
+    np.testing.assert_array_equal(refiner(labels, image),
+                                  postprocess_labels(labels, ensemble.predict_probability(image), params))
 
 
 def test_load_errors_name_the_file(tmp_path):

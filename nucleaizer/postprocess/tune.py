@@ -11,12 +11,13 @@ import csv
 import json
 import logging
 import multiprocessing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from nucleaizer.io import atomic_write
 from nucleaizer.metrics import dsb_score
@@ -39,6 +40,23 @@ class TuningCase:
     gt: np.ndarray
     labels: np.ndarray
     prob: np.ndarray
+
+
+def build_cases(
+    items: Iterable[tuple[str, np.ndarray, np.ndarray]],
+    segment: Callable[[np.ndarray], np.ndarray],
+    predict_probability: Callable[[np.ndarray], np.ndarray],
+) -> list[TuningCase]:
+    """Run the segmenter and the U-Net ensemble once per validation image and keep their outputs.
+
+    items: (name, image np.uint8 (h, w, 3) at the working scale, ground truth int (H, W) at any scale);
+    segment: image -> labels int (h, w); predict_probability: image -> P float32 (h, w).
+    """
+    cases = []
+    for name, image, gt in tqdm(list(items), desc="segmenting validation images", leave=False):
+        labels = np.asarray(segment(image)).astype(np.int32, copy=False)
+        cases.append(TuningCase(name, gt, labels, np.asarray(predict_probability(image), dtype=np.float32)))
+    return cases
 
 
 def score_case(case: TuningCase, params: PostprocessParams | Mapping[str, float] | None) -> float:
