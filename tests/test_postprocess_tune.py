@@ -12,9 +12,9 @@ from nucleaizer.metrics import dsb_score
 from nucleaizer.postprocess.genetic import genes_from_config
 from nucleaizer.postprocess.rules import IDENTITY_PARAMS, PostprocessParams
 from nucleaizer.postprocess.tune import (
-    build_cases,
     CaseEvaluator,
     TuningCase,
+    build_cases,
     load_cases,
     mean_score,
     save_cases,
