@@ -72,7 +72,11 @@ def raw_segmenter(kind: str, checkpoint: Path):
     if kind in ("auto", "maskrcnn"):
         try:
             from nucleaizer.inference import NucleusSegmenter
-            from nucleaizer.segmenter import MaskRCNNPredictor, load_segmenter
+
+            try:
+                from nucleaizer.segmenter import MaskRCNNPredictor, load_segmenter
+            except ImportError:  # the segmenter branch keeps the model code in nucleaizer.maskrcnn
+                from nucleaizer.maskrcnn import MaskRCNNPredictor, load_segmenter
 
             if not checkpoint.is_file():
                 raise FileNotFoundError(checkpoint)
