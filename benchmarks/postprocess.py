@@ -128,6 +128,7 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=32, help="U-Net training images (of the 80%%)")
     parser.add_argument("--tune-images", type=int, default=1000, help="most images in the tuning half")
     parser.add_argument("--retrain", action="store_true", help="retrain the U-Nets even when cached")
+    parser.add_argument("--note", default="", help="a line recorded in the results (e.g. code provenance)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     # the machine is shared by several engineers: one thread per process is much faster than oversubscribing
@@ -225,6 +226,7 @@ def main() -> None:
         "git_commit": git_commit(),
         "quick": args.quick,
         "raw_segmentation": raw_name,
+        "note": args.note,
         "data": {"dataset": str(DATA), "validation_images": len(val), "tuning_images": len(tune_cases),
                  "scoring_images": len(score_cases), "unet_training_images": len(train_subset),
                  "working_scale_crop_px": args.crop,
@@ -262,6 +264,7 @@ def markdown(report: dict, suffix: str) -> str:
         f"{report['machine']['cpus']} CPUs, torch {report['machine']['torch']} "
         f"({report['machine']['torch_threads']} thread per process)",
         f"- raw segmentation: **{report['raw_segmentation']}**",
+        *([f"- note: {report['note']}"] if report.get("note") else []),
         f"- data: dsb2018_train validation part (sha1(id) % 5 == 0, {report['data']['validation_images']} images): "
         f"GA tuned on {report['data']['tuning_images']}, scored on {report['data']['scoring_images']} others; "
         f"working scale (median diameter 40 px), centre {report['data']['working_scale_crop_px']} px window",
