@@ -247,7 +247,8 @@ def main() -> None:
         "cache_inputs_s": cache_seconds,
         "tuned_not_below_raw": scores["ga_tuned"] >= scores["raw"],
     }
-    suffix = "_quick" if args.quick else ""
+    # Mask R-CNN results are postprocess.*, the baseline fallback's postprocess.baseline.*
+    suffix = ("" if raw_name.startswith("Mask R-CNN") else ".baseline") + (".quick" if args.quick else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"postprocess{suffix}.json").write_text(json.dumps(report, indent=2, default=float))
     for name in ("ga_history.csv", "ga_history.png", "best_params.json"):
@@ -259,7 +260,7 @@ def main() -> None:
 def markdown(report: dict, suffix: str) -> str:
     scores, tune_scores, ga = report["dsb_score_scoring_half"], report["dsb_score_tuning_half"], report["ga"]
     lines = [
-        "# Post-processing benchmark" + (" (quick)" if suffix else ""), "",
+        "# Post-processing benchmark" + (f" ({suffix.strip('.')})" if suffix else ""), "",
         f"- date {report['date']}, commit {report['git_commit']}, {report['machine']['platform']}, "
         f"{report['machine']['cpus']} CPUs, torch {report['machine']['torch']} "
         f"({report['machine']['torch_threads']} thread per process)",
