@@ -91,6 +91,13 @@ def test_tiny_ensemble_loss_falls_and_round_trips(tmp_path, one_thread):
     assert loaded.specs == specs
     np.testing.assert_array_equal(loaded.predict_probability([pairs[1][0]])[0],
                                   ensemble.predict_probability(pairs[1][0]))
+    # a large image in overlapping tiles agrees with the whole-image map (per-tile standardisation differs)
+    big = np.concatenate([pairs[0][0], pairs[1][0]], axis=1)
+    whole = ensemble.predict_probability(big)
+    ensemble.tile_size, ensemble.tile_overlap = 48, 8
+    tiled = ensemble.predict_probability(big)
+    assert tiled.shape == (64, 128) and np.corrcoef(whole.ravel(), tiled.ravel())[0, 1] > 0.9
+    ensemble.tile_size, ensemble.tile_overlap = 512, 64
     # the refiner inference calls: the same as the rules on the ensemble's map
     params = {"p3_threshold": 0.5, "p2_min_area_px": 10}
     refiner = load_refiner(tmp_path / "unet.pt", params)

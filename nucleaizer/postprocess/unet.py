@@ -202,31 +202,64 @@ class UNetModule(pl.LightningModule):
 class UNetEnsemble:
     """Trained members and their specs; the mean of their sigmoid outputs is the probability map P."""
 
-    def __init__(self, nets: Sequence[UNet], specs: Sequence[MemberSpec], device: str | torch.device = "cpu"):
+    def __init__(self, nets: Sequence[UNet], specs: Sequence[MemberSpec], device: str | torch.device = "cpu",
+                 tile_size: int = 512, tile_overlap: int = 64):
         if len(nets) != len(specs) or not nets:
             raise ValueError("an ensemble needs one spec per network and at least one network")
+        if not 0 <= 2 * tile_overlap < tile_size:
+            raise UserError(f"U-Net tiles: need 0 <= 2 x overlap < tile size, got {tile_overlap} and {tile_size}")
         self.device = torch.device(device)
         self.nets = [net.to(self.device).eval() for net in nets]
         self.specs = list(specs)
+        self.tile_size = tile_size
+        self.tile_overlap = tile_overlap
 
     @torch.inference_mode()
     def predict_probability(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray | list[np.ndarray]:
         """P for one image np.uint8 (H, W, 3) -> float32 (H, W) in [0, 1], or for a list of them -> list.
 
-        Images are at the segmenter's working scale, as in training.
+        Images are at the segmenter's working scale, as in training. Images larger than ``tile_size`` are
+        predicted in tiles overlapping by ``tile_overlap`` px, blended with weights that fall towards tile
+        edges, so memory stays bounded and there are no seams.
         """
         if isinstance(images, np.ndarray) and images.ndim == 3:
             return self._predict_one(images)
         return [self._predict_one(image) for image in images]
 
+    def _predict_tile(self, tile: np.ndarray) -> torch.Tensor:
+        batch = image_tensor(tile)[None].to(self.device)
+        total = torch.zeros(tile.shape[:2], device=self.device)
+        for net in self.nets:
+            total += torch.sigmoid(net(batch).float())[0, 0]
+        return total / len(self.nets)
+
     def _predict_one(self, image: np.ndarray) -> np.ndarray:
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an RGB image (H, W, 3), got shape {image.shape}")
-        batch = image_tensor(image)[None].to(self.device)
-        total = torch.zeros(image.shape[:2], device=self.device)
-        for net in self.nets:
-            total += torch.sigmoid(net(batch).float())[0, 0]
-        return (total / len(self.nets)).cpu().numpy()
+        height, width = image.shape[:2]
+        if max(height, width) <= self.tile_size:
+            return self._predict_tile(image).cpu().numpy()
+        size, overlap = self.tile_size, self.tile_overlap
+
+        def starts(length: int) -> list[int]:
+            if length <= size:
+                return [0]
+            return sorted({*range(0, length - size, size - overlap), length - size})
+
+        def ramp(length: int) -> torch.Tensor:
+            position = torch.arange(length, dtype=torch.float32, device=self.device)
+            edge = torch.minimum(position + 1, length - position)
+            return torch.clamp(edge / max(overlap, 1), 1e-3, 1.0)
+
+        total = torch.zeros((height, width), device=self.device)
+        weight = torch.zeros((height, width), device=self.device)
+        for y in starts(height):
+            for x in starts(width):
+                tile = image[y:y + size, x:x + size]
+                tile_weight = ramp(tile.shape[0])[:, None] * ramp(tile.shape[1])[None, :]
+                total[y:y + size, x:x + size] += tile_weight * self._predict_tile(tile)
+                weight[y:y + size, x:x + size] += tile_weight
+        return (total / weight).cpu().numpy()
 
     def save(self, path: str | Path) -> Path:
         """One file with every member's spec and weights (atomic). Returns the path written."""
