@@ -1,5 +1,7 @@
 """U-Net ensemble: specs from the config, targets, training on procedural images, save/load."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +115,24 @@ def test_load_errors_name_the_file(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(UserError, match="bad.pt"):
         load_ensemble(bad)
+
+
+def test_fit_postprocess_writes_a_bundle_section_that_loads(tmp_path, one_thread):
+    from omegaconf import OmegaConf
+
+    from nucleaizer.postprocess.stage import fit_postprocess
+
+    cfg = OmegaConf.load("conf/postprocess/default.yaml")
+    unet = OmegaConf.to_container(cfg.unet) | {"members": 1, "target_blur_sigmas": [1.0], "depth": 2,
+                                                "base_filters": 4, "epochs": 1, "crop_size": 64}
+    ga = OmegaConf.to_container(cfg.ga) | {"population": 6, "generations": 2, "workers": 1}
+    pairs = [simulate.sample("fluorescence", size=64, diameter_px=16, seed=s) for s in range(3)]
+    val = [(f"v{s}", *simulate.sample("fluorescence", size=64, diameter_px=16, seed=10 + s)) for s in range(4)]
+    section = fit_postprocess(pairs, val, lambda image: (image[..., 0] > 60).astype(np.int32), tmp_path, unet, ga,
+                              OmegaConf.to_container(cfg.params), trainer=TRAINER, progress=False)
+    assert section["ensemble"] == "unet.pt" and set(section["params"]) == set(cfg.params)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["tuning_images"] == 2 and report["held_out_images"] == 2
+    assert report["dsb_tuning"]["ga_tuned"] >= report["dsb_tuning"]["raw"]
+    refiner = load_refiner(tmp_path / section["ensemble"], section["params"])
+    assert refiner(val[0][2], val[0][1]).shape == (64, 64)
