@@ -120,6 +120,17 @@ def _read_tiff_first_plane(path: Path) -> np.ndarray:
     return array
 
 
+@contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own log lines (libpng errors etc.): a failed decode becomes one UserError instead."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
 def _read_array(path: Path, suffixes: frozenset[str], what: str) -> np.ndarray:
     """The raw pixel array of an image file, channels in RGB order; `UserError` naming the file on failure."""
     _check_readable(path, suffixes, what)
@@ -127,7 +138,8 @@ def _read_array(path: Path, suffixes: frozenset[str], what: str) -> np.ndarray:
         if path.suffix.lower() in TIFF_SUFFIXES:
             return _read_tiff_first_plane(path)
         # Decode from bytes: cv2.imread fails silently on some non-ASCII paths.
-        array = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        with _quiet_opencv():
+            array = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except UserError:
         raise
     except Exception as error:  # every decoder has its own exception types; all mean "unreadable"

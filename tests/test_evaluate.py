@@ -101,6 +101,16 @@ def test_unreadable_prediction_names_the_file(folders, capsys):
     assert message.startswith("error:") and "a.png" in message
 
 
+def test_corrupt_prediction_gives_one_line_only(folders):
+    pred, gt = folders
+    (pred / "b.tif").unlink()
+    (pred / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50)
+    result = _run(str(pred), str(gt))
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("WARNING:")]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "b.png" in lines[0], result.stderr
+
+
 def test_prediction_of_another_size_is_an_error(folders, capsys):
     pred, gt = folders
     io.write_labels(pred / "a.png", np.zeros((10, 10), np.int32))

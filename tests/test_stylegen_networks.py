@@ -1,0 +1,101 @@
+"""stylegen.networks, stylegen.data and stylegen.budget: shapes, tiles and the training budget rule."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from stylegen.budget import plan_budget
+from stylegen.data import cut_tiles, images_to_tensor, masks_to_tensor, tensor_to_images, tile_origins
+from stylegen.networks import PatchDiscriminator, UnetGenerator
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_unet_256_and_patchgan_match_pix2pix_sizes():
+    generator, discriminator = UnetGenerator(depth=8, base_filters=64), PatchDiscriminator(base_filters=64)
+    # parameter counts of pytorch-CycleGAN-and-pix2pix's unet_256 and basic (n_layers=3) discriminator
+    assert abs(n_params(generator) - 54_414_000) < 0.01 * 54_414_000
+    assert abs(n_params(discriminator) - 2_765_000) < 0.01 * 2_765_000
+    dropouts = [m for m in generator.modules() if isinstance(m, nn.Dropout)]
+    assert len(dropouts) == 3
+    # the 1x1 bottleneck is not normalised
+    assert not any(isinstance(m, nn.InstanceNorm2d | nn.BatchNorm2d) for m in generator.encoder[-1].modules())
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_shapes_and_range(norm):
+    generator = UnetGenerator(depth=4, base_filters=8, dropout=0.5, norm=norm)
+    discriminator = PatchDiscriminator(base_filters=8, n_layers=3, norm=norm)
+    x = torch.rand(2, 1, 64, 96) * 2 - 1
+    y = generator(x)
+    assert y.shape == (2, 3, 64, 96)
+    assert y.abs().max() <= 1
+    # 70x70 PatchGAN: three stride-2 layers, then two stride-1 4x4 layers
+    assert discriminator(torch.cat([x, y], 1)).shape == (2, 1, 64 // 8 - 2, 96 // 8 - 2)
+
+
+def test_bad_norm_names_the_key():
+    with pytest.raises(ValueError, match="net_g.norm"):
+        UnetGenerator(depth=3, base_filters=4, norm="group")
+
+
+def test_tile_origins_cover_the_edge():
+    assert tile_origins(300, 64) == [0, 64, 128, 192, 236]
+    assert tile_origins(256, 256) == [0]
+    assert tile_origins(40, 64) == [0]
+
+
+def test_cut_tiles_pads_small_images_and_skips_empty_tiles():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 150, 3), dtype=np.uint8)
+    mask = np.zeros((40, 150), bool)
+    mask[10:20, 5:15] = True  # only the first of the three tiles along x has a nucleus
+    tiles, masks = cut_tiles([image], [mask], 64)
+    assert tiles.shape == (1, 64, 64, 3) and masks.shape == (1, 64, 64)
+    np.testing.assert_array_equal(tiles[0, :40], image[:, :64])
+    # reflect padding: row 40 mirrors row 38
+    np.testing.assert_array_equal(tiles[0, 40], image[38, :64])
+    # the mask is padded the same way, so the nucleus is mirrored with the image
+    np.testing.assert_array_equal(masks[0, :40], mask[:, :64])
+    assert masks[0, 40:].sum() == 5 * 10
+    all_tiles, _ = cut_tiles([image], [mask], 64, skip_empty=False)
+    assert len(all_tiles) == 3
+
+
+def test_cut_tiles_rejects_mismatched_pairs():
+    with pytest.raises(ValueError, match="mask 0"):
+        cut_tiles([np.zeros((64, 64, 3), np.uint8)], [np.zeros((32, 64), bool)], 64)
+    with pytest.raises(ValueError, match="image 0"):
+        cut_tiles([np.zeros((64, 64), np.uint8)], [np.zeros((64, 64), bool)], 64)
+
+
+def test_tensor_conversions_round_trip():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(tensor_to_images(images_to_tensor(images)), images)
+    masks = masks_to_tensor(np.array([[[True, False]]]))
+    assert masks.tolist() == [[[[1.0, -1.0]]]]
+
+
+def test_budget_rule_gpu_profile_keeps_the_paper_rule():
+    plan = plan_budget(n_tiles=200, batch_size=1, epochs_budget=5000, decay_epochs=100, max_steps=None)
+    assert (plan.constant_steps, plan.decay_steps) == (25 * 200, 100 * 200)
+    # more tiles, fewer constant epochs
+    assert plan_budget(1000, 1, 5000, 100).constant_steps == 5 * 1000
+    assert plan_budget(6000, 1, 5000, 100).constant_steps == 0
+    assert plan_budget(200, 4, 5000, 100).steps_per_epoch == 50
+
+
+def test_budget_cap_scales_both_phases_and_decays_to_zero():
+    plan = plan_budget(n_tiles=200, batch_size=1, epochs_budget=5000, decay_epochs=100, max_steps=400)
+    assert plan.total_steps == 400
+    assert plan.constant_steps == 80  # 5000 / 25000 of the cap
+    factors = [plan.lr_factor(step) for step in range(plan.total_steps)]
+    assert factors[0] == factors[79] == 1.0
+    assert all(a >= b for a, b in zip(factors, factors[1:], strict=False))
+    assert factors[-1] < 0.01
+    with pytest.raises(ValueError, match="max_steps"):
+        plan_budget(10, 1, 5000, 100, max_steps=0)
