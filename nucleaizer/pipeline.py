@@ -151,7 +151,7 @@ def write_report(ctx: Context) -> dict:
         record = ctx.run.record(stage)
         if record is not None:
             stages[stage] = {"seconds": record["seconds"], "summary": record["summary"]}
-    scores = stages.get("bundle", {}).get("summary", {}).get("scores", {})
+    scores = stages.get("segmenter", {}).get("summary", {}).get("scores", {})
     report = {"target": ctx.cfg.target.name, "style": ctx.cfg.style, "profile": ctx.cfg.profile,
               "stages": stages, "scores": scores,
               "total_seconds": round(sum(s["seconds"] for s in stages.values()), 1)}

@@ -149,6 +149,7 @@ def fit_kwargs(cfg: DictConfig, stages_key: str = "stages") -> dict:
 
     kwargs = training_kwargs_from_config(plain(cfg.segmenter))
     kwargs["stages"] = plain(cfg.segmenter[stages_key])
+    kwargs["synthetic_share"] = 0.0  # the segmenter stage sets it for variants that have synthetic pairs
     kwargs.update(target_diameter_px=cfg.size.target_diameter_px, min_scale=cfg.size.min_scale,
                   max_scale=cfg.size.max_scale, min_object_area_px=cfg.size.min_object_area_px,
                   trainer=trainer_settings(cfg), seed=cfg.seed)
@@ -352,10 +353,9 @@ def stage_segmenter(ctx, out: Path, summary: dict) -> None:
     for variant in variants(cfg):
         checkpoint = out / f"{variant}.pt"
         kwargs = fit_kwargs(cfg, stages_key="finetune_stages")
-        if variant == "none":
-            kwargs["synthetic_share"] = 0.0
-        else:
+        if variant != "none":
             kwargs["synthetic_samples"] = io.list_samples(synthetic_dir, require_labels=True)
+            kwargs["synthetic_share"] = cfg.segmenter.synthetic_share
         if not checkpoint.exists():  # finished before an interruption otherwise
             fit_segmenter(train, val, out / variant, init_checkpoint=preseg_checkpoint(ctx),
                           checkpoint_name="model.pt", **kwargs)
@@ -415,7 +415,7 @@ def stage_bundle(ctx, out: Path, summary: dict) -> None:
     cfg = ctx.cfg
     record = ctx.run.record("postprocess") or {}
     section = record.get("summary", {}).get("bundle_section")
-    files = {name: ctx.run.path("postprocess") / name for name in (section or {}).get("files", [])}
+    files = {} if section is None else {section["ensemble"]: ctx.run.path("postprocess") / section["ensemble"]}
     write_bundle(out, segmenter=ctx.run.path("segmenter") / f"{cfg.style}.pt", preseg=preseg_checkpoint(ctx),
                  size=size_rule(cfg), postprocess=section, files=files)
     with io.atomic_write(out / "config.yaml") as tmp:
