@@ -15,7 +15,7 @@
    result), and the DSB score of both against the mosaic's ground truth. The predictor is the classical one
    with one fixed threshold (see tiled_vs_whole).
 
-Writes benchmarks/results/inference.json and .md.
+Writes benchmarks/results/inference[_cuda][_quick].json and .md.
 """
 
 from __future__ import annotations
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
               "commit": git_commit(), "device": args.device, "quick": args.quick, "images": names,
               "tile_params": TILE_PARAMS.__dict__, "throughput": throughput, "tiled_vs_whole": comparison}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = "" if args.device == "cpu" else f"_{args.device}"
+    suffix = ("" if args.device == "cpu" else f"_{args.device}") + ("_quick" if args.quick else "")
     (RESULTS / f"inference{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
     write_markdown(RESULTS / f"inference{suffix}.md", result)
     print(f"wrote {RESULTS / f'inference{suffix}.json'} and .md")

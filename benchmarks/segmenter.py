@@ -80,13 +80,16 @@ def train(samples, args, out_dir: Path, size_cfg: dict) -> tuple[Path, dict]:
     val_pairs = pairs_of([s for s in samples if split_of(s.name) == "val"])
     log.info("training on %d images, picking the best epoch on %d", len(train_pairs), len(val_pairs))
     started = time.perf_counter()
-    path = fit_segmenter(train_pairs, val_pairs, out_dir, trainer=trainer_cfg, seed=0,
-                         max_time_s=args.train_minutes * 60, **size_cfg, **kwargs)
+    path = fit_segmenter(train_pairs, val_pairs, out_dir, trainer=trainer_cfg, seed=args.seed,
+                         max_time_s=args.train_minutes * 60, init_checkpoint=args.init_checkpoint, **size_cfg,
+                         **kwargs)
     seconds = time.perf_counter() - started
     history = pd.read_csv(out_dir / "logs" / "metrics.csv")
     epochs = history.dropna(subset=["val_dsb"]) if "val_dsb" in history else history.iloc[:0]
     steps_per_s = history["steps_per_s"].dropna() if "steps_per_s" in history else pd.Series([], dtype=float)
     info = {
+        "init_checkpoint": None if args.init_checkpoint is None else str(args.init_checkpoint),
+        "seed": args.seed,
         "train_images": len(train_pairs), "val_images": len(val_pairs), "wall_s": round(seconds, 1),
         "config": {k: v for k, v in kwargs.items()},
         "epochs_done": int(len(epochs)),
@@ -98,35 +101,59 @@ def train(samples, args, out_dir: Path, size_cfg: dict) -> tuple[Path, dict]:
     return path, info
 
 
-def evaluate(samples, checkpoint: Path, manifest: pd.DataFrame, size_cfg: dict) -> tuple[pd.DataFrame, dict]:
+def oracle_scale(gt: np.ndarray, size_cfg: dict) -> float:
+    """The factor that brings the ground truth's median diameter to the target (the oracle size rule)."""
+    diameter = size.median_diameter(gt, min_area_px=size_cfg["min_object_area_px"])
+    return size.scale_factor(diameter or size_cfg["target_diameter_px"], size_cfg["target_diameter_px"],
+                             size_cfg["min_scale"], size_cfg["max_scale"])
+
+
+def choose_score_threshold(predictor, samples, size_cfg: dict, thresholds: list[float]) -> dict:
+    """Detection score threshold with the best mean DSB on the validation split (never on the test images)."""
     from nucleaizer import metrics
-    from nucleaizer.baseline import segment_classical
+
+    totals = dict.fromkeys(thresholds, 0.0)
+    for sample in samples:
+        image, gt = sample.read_image(), sample.read_labels()
+        masks, scores = predictor([size.rescale_image(image, oracle_scale(gt, size_cfg))])[0]
+        for threshold in thresholds:
+            keep = scores >= threshold
+            labels = size.rescale_labels(paint_by_score(masks[keep], scores[keep]), gt.shape)
+            totals[threshold] += metrics.dsb_score(gt, labels) / len(samples)
+    return {"chosen": max(totals, key=totals.get), "val_dsb": {str(k): round(v, 4) for k, v in totals.items()}}
+
+
+def evaluate(samples, checkpoint: Path, manifest: pd.DataFrame, size_cfg: dict, val_samples,
+             thresholds: list[float]) -> tuple[pd.DataFrame, dict, dict]:
+    from nucleaizer import baseline, metrics
 
     model, arch = load_segmenter(checkpoint)
+    model.roi_heads.score_thresh = min(thresholds)
     predictor = MaskRCNNPredictor(model, batch_size=1)
+    threshold = choose_score_threshold(predictor, val_samples, size_cfg, thresholds)
+    log.info("score threshold chosen on the validation split: %s", threshold)
     rows = []
     timing = {"model_s": 0.0, "baseline_s": 0.0, "megapixels": 0.0}
     for sample in samples:
         image, gt = sample.read_image(), sample.read_labels()
-        diameter = size.median_diameter(gt, min_area_px=size_cfg["min_object_area_px"])
-        scale = size.scale_factor(diameter or size_cfg["target_diameter_px"], size_cfg["target_diameter_px"],
-                                  size_cfg["min_scale"], size_cfg["max_scale"])
+        scale = oracle_scale(gt, size_cfg)
         scaled = size.rescale_image(image, scale)
         started = time.perf_counter()
         masks, scores = predictor([scaled])[0]
-        predicted = size.rescale_labels(paint_by_score(masks, scores), gt.shape)
+        keep = scores >= threshold["chosen"]
+        predicted = size.rescale_labels(paint_by_score(masks[keep], scores[keep]), gt.shape)
         timing["model_s"] += time.perf_counter() - started
         timing["megapixels"] += gt.size / 1e6
         started = time.perf_counter()
-        baseline_original = segment_classical(image)
-        baseline_scaled = size.rescale_labels(segment_classical(scaled), gt.shape)
+        baseline_original = baseline.segment_classical(image)
+        baseline_scaled = size.rescale_labels(baseline.segment_classical(scaled), gt.shape)
         timing["baseline_s"] += time.perf_counter() - started
         group = GROUPS[manifest.loc[sample.name, "group"]]
         for method, labels in (("model", predicted), ("baseline_original_scale", baseline_original),
                                ("baseline_oracle_scale", baseline_scaled)):
             rows.append({"image": sample.name, "group": group, "method": method, "scale": scale,
                          **metrics.score_image(gt, labels)})
-    return pd.DataFrame(rows), timing
+    return pd.DataFrame(rows), timing, threshold
 
 
 def summarise(table: pd.DataFrame) -> dict:
@@ -163,6 +190,9 @@ def markdown(report: dict) -> str:
                   f"images, best epoch picked on {t['val_images']}; {t['steps_done']} steps in {t['wall_s']:.0f} s "
                   f"({t['epochs_done']} epochs), {t['steps_per_s_mean'] or 0:.3f} training steps/s; "
                   f"val DSB per epoch {t['val_dsb_per_epoch']}.", ""]
+    if report.get("score_threshold"):
+        lines += [f"Detection score threshold {report['score_threshold']['chosen']} (chosen on the validation split: "
+                  f"DSB {report['score_threshold']['val_dsb']}).", ""]
     lines += ["| method | group | images | DSB | mAP | mF1 | F1@0.5 | missed | extra | merges | splits |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for method, groups in report["scores"].items():
@@ -180,8 +210,13 @@ def main() -> None:
     parser.add_argument("--train-minutes", type=float, default=50.0)
     parser.add_argument("--stage-epochs", default="10,2,2", help="epochs per stage of the CPU profile schedule")
     parser.add_argument("--checkpoint", type=Path, default=None, help="skip training and score this .pt")
+    parser.add_argument("--init-checkpoint", type=Path, default=None,
+                        help="continue from this segmenter .pt (a second training segment)")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--phase", choices=("all", "train", "eval"), default="all")
     parser.add_argument("--work", type=Path, default=Path("/tmp/nucleaizer_bench/segmenter_run"))
+    parser.add_argument("--score-thresholds", default="0.3,0.5,0.7",
+                        help="detection score thresholds tried on the validation split; the best is used on the test")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -211,7 +246,9 @@ def main() -> None:
     test = [s for s in samples if split_of(s.name) == "test"]
     if args.quick:
         test = test[:12]
-    table, timing = evaluate(test, checkpoint, manifest, size_cfg)
+    val = [s for s in samples if split_of(s.name) == "val"]
+    thresholds = [float(t) for t in args.score_thresholds.split(",")]
+    table, timing, report["score_threshold"] = evaluate(test, checkpoint, manifest, size_cfg, val, thresholds)
     report["test_images"] = len(test)
     report["checkpoint"] = str(checkpoint)
     report["timing"] = {k: round(v, 2) for k, v in timing.items()}

@@ -101,6 +101,8 @@ def read_bundle(folder: str | Path) -> Bundle:
     postprocess = content.get("postprocess")
     if postprocess is not None and not isinstance(postprocess, dict):
         raise UserError(f"{source}: 'postprocess' must be an object or null")
+    if postprocess is not None and "ensemble" in postprocess:
+        _existing_file(folder, postprocess["ensemble"], "postprocess.ensemble", source)
     preseg = content.get("preseg")
     return Bundle(
         folder=folder,
@@ -152,6 +154,10 @@ def write_bundle(
         "postprocess": postprocess,
         "files": [_copy_into(folder, path, name) for name, path in (files or {}).items()],
     }
+    ensemble = (postprocess or {}).get("ensemble")
+    if ensemble is not None and not (folder / ensemble).is_file():
+        raise UserError(f"cannot build the model bundle: the postprocess section names {ensemble}, which is "
+                        f"neither in {folder} nor among the files to copy in (files={{'{ensemble}': PATH}})")
     with atomic_write(folder / BUNDLE_FILE) as temporary:
         temporary.write_text(json.dumps(content, indent=2) + "\n")
     return folder / BUNDLE_FILE

@@ -88,6 +88,15 @@ def test_missing_bundle_paths(tmp_path, weights):
         write_bundle(tmp_path / "m", tmp_path / "missing.pt")
 
 
+def test_postprocess_ensemble_must_travel_with_the_bundle(tmp_path, weights):
+    with pytest.raises(UserError, match="unets.pt"):
+        write_bundle(tmp_path / "m", weights[0], postprocess={"ensemble": "unets.pt", "params": {}})
+    write_bundle(tmp_path / "m", weights[0], postprocess={"ensemble": "unets.pt"}, files={"unets.pt": weights[2]})
+    (tmp_path / "m" / "unets.pt").unlink()
+    with pytest.raises(UserError, match="incomplete model bundle"):
+        read_bundle(tmp_path / "m")
+
+
 def test_postprocess_switch_and_incomplete_section(tmp_path, weights):
     write_bundle(tmp_path / "m", weights[0], postprocess={"params": {}})
     bundle = read_bundle(tmp_path / "m")

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from hydra import compose, initialize_config_dir
 from test_inference_helpers import TINY_MASKRCNN
 
 from nucleaizer import io, simulate
@@ -118,3 +119,29 @@ def test_mask_rcnn_bundle_end_to_end(dataset, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.name for p in (out / "labels").iterdir()) == ["img0.png", "img1.png", "img2.png"]
     assert pd.read_csv(out / "images.csv")["diameter_source"].isin(["estimated", "dataset_median"]).all()
+
+
+def test_bundle_with_post_processing_is_refined_unless_switched_off(dataset, tmp_path):
+    """A bundle with a post-processing section gets the U-Net refiner; postprocess=false leaves it out."""
+    from omegaconf import OmegaConf
+
+    from nucleaizer.infer_job import build_segmenter
+    from nucleaizer.postprocess.unet import UNet, UNetEnsemble, member_specs
+
+    maskrcnn = pytest.importorskip("nucleaizer.segmenter")
+    checkpoint = maskrcnn.save_segmenter(tmp_path / "seg.pt", maskrcnn.build_maskrcnn(**TINY_MASKRCNN), TINY_MASKRCNN)
+    specs = member_specs(1, [0.0], 2, 4)
+    ensemble = UNetEnsemble([UNet(depth=2, base_filters=4)], specs).save(tmp_path / "unet.pt")
+    write_bundle(tmp_path / "model", checkpoint, postprocess={"ensemble": "unet.pt", "params": {"p2_min_area_px": 5}},
+                 files={"unet.pt": ensemble})
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("infer", [f"model={tmp_path / 'model'}", f"input={dataset}", f"output={tmp_path / 'o'}",
+                                "device=cpu"])
+    segmenter, bundle = build_segmenter(cfg)
+    assert bundle.postprocess["ensemble"] == "unet.pt" and segmenter.refine is not None
+    labels = np.zeros((64, 64), np.int32)
+    labels[10:30, 10:30] = 1
+    refined = segmenter.refine(labels, np.zeros((64, 64, 3), np.uint8))
+    assert refined.shape == (64, 64) and refined.dtype == np.int32
+    OmegaConf.update(cfg, "postprocess", False)
+    assert build_segmenter(cfg)[0].refine is None
