@@ -3,6 +3,7 @@ killed in the middle of a training stage that resumes to exactly the result of a
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -10,10 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from nucleaizer import io
 
 ROOT = Path(__file__).resolve().parent.parent
+# One torch thread: with threads waiting on each other, a step can take 10x longer on a busy machine.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 # GTstyle with a given diameter: every stage has work to do even though tiny models learn nothing
 TINY = ["+target=demo", "profile=tiny", "logger=none", "style=gt", "compare=[none]", "size.diameter_px=30",
         "target.demo.n_source=6", "target.demo.n_target=4", "target.demo.image_size=96"]
@@ -21,7 +25,8 @@ TINY = ["+target=demo", "profile=tiny", "logger=none", "style=gt", "compare=[non
 
 def train(run_dir: Path, *extra: str, **popen) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, f"run_dir={run_dir}", *extra],
-                            cwd=run_dir.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+                            cwd=run_dir.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+                            **popen)
 
 
 def finish(process: subprocess.Popen) -> str:
@@ -31,7 +36,20 @@ def finish(process: subprocess.Popen) -> str:
 
 
 def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """Hash of a label image's bytes, or of the tensors in a model file (which also records wall times)."""
+    if path.suffix != ".pt":
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    sha = hashlib.sha256()
+
+    def walk(value, key=""):
+        if isinstance(value, torch.Tensor):
+            sha.update(key.encode() + value.detach().cpu().contiguous().numpy().tobytes())
+        elif isinstance(value, dict):
+            for name in sorted(value, key=str):
+                walk(value[name], f"{key}/{name}")
+
+    walk(torch.load(path, map_location="cpu", weights_only=False))
+    return sha.hexdigest()
 
 
 def results(run_dir: Path) -> dict[str, str]:
@@ -73,7 +91,8 @@ def test_infer_segments_a_folder_with_the_bundle_from_a_new_process(finished_run
     target = finished_run / "demo_data" / "target"
     result = subprocess.run(
         [sys.executable, str(ROOT / "infer.py"), f"model={finished_run / 'model'}", f"input={target}",
-         f"output={tmp_path / 'out'}", "diameter=30"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+         f"output={tmp_path / 'out'}", "diameter=30"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env=ENV)
     assert result.returncode == 0, result.stderr[-3000:]
     names = sorted(s.name for s in io.list_samples(target))
     assert sorted(p.stem for p in (tmp_path / "out" / "labels").glob("*.png")) == names
