@@ -24,6 +24,8 @@ from typing import Any
 from nucleaizer.io import atomic_write
 
 RECORD = "stage.json"
+# stages whose folder is named for what it holds
+FOLDER_OF_STAGE = {"bundle": "model"}
 PARTIAL_FINGERPRINT = "fingerprint.txt"
 
 
@@ -47,7 +49,7 @@ class RunFolder:
 
     def path(self, stage: str) -> Path:
         """The finished folder of ``stage``."""
-        return self.root / stage
+        return self.root / FOLDER_OF_STAGE.get(stage, stage)
 
     def record(self, stage: str) -> dict | None:
         """The record of a finished stage, or None."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -108,3 +109,21 @@ def rescale_labels(labels: np.ndarray, scale_or_shape: float | tuple[int, int]) 
     rows = np.minimum(((np.arange(height) + 0.5) * labels.shape[0] / height).astype(np.int64), labels.shape[0] - 1)
     cols = np.minimum(((np.arange(width) + 0.5) * labels.shape[1] / width).astype(np.int64), labels.shape[1] - 1)
     return labels[rows[:, None], cols[None, :]]
+
+
+@dataclass(frozen=True)
+class SizeRule:
+    """The size rule as one value (config section ``size``, the bundle's ``size``): target, clamps, fragments."""
+
+    target_diameter_px: float = 40
+    min_scale: float = 0.25
+    max_scale: float = 4.0
+    min_object_area_px: int = 16
+
+    def diameter_of(self, labels: np.ndarray) -> float | None:
+        """Median equivalent diameter of the usable objects of ``labels`` (border objects left out), or None."""
+        return median_diameter(labels, min_area_px=self.min_object_area_px, exclude_border=True)
+
+    def scale_for(self, diameter_px: float) -> float:
+        """Clamped factor bringing nuclei of ``diameter_px`` to the target diameter."""
+        return scale_factor(diameter_px, self.target_diameter_px, self.min_scale, self.max_scale)

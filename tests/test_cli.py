@@ -55,8 +55,3 @@ def test_train_mistakes_end_in_one_line(tmp_path, args, expected):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and expected in lines[0]
-
-
-def test_demo_command_succeeds(tmp_path):
-    result = run_script("train.py", "+target=demo", "logger=none", "stages=[preseg]", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr

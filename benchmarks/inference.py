@@ -1,0 +1,290 @@
+"""Inference benchmark: throughput, peak memory, and tiled vs whole-image prediction.
+
+    python benchmarks/inference.py [--quick] [--device cpu|cuda] [--checkpoint PATH]
+
+1. Throughput, in megapixels of *original* image per second, of the per-image path (rescaling to 40 px
+   nuclei, tiles of 512 px overlapping by 64, painting, rescaling back) on real dsb2018_train images of the
+   three groups, for the classical baseline (the in-run reference) and for Mask R-CNN (the trained
+   checkpoint when there is one, else an untrained CPU-profile network: throughput only). The scale comes
+   from the annotated diameter so every predictor does the same work; the size-estimation pass (a first pass
+   of the same predictor on the original image) is timed too (``mp_per_s_with_estimation``) and its
+   estimate compared with the annotated diameter. Each measurement runs in a fresh process and reports its
+   peak resident memory (and peak CUDA memory on a GPU).
+2. Tiled vs whole-image prediction on a mosaic of real fluorescence images (2048 x 2048; 1024 with --quick),
+   rescaled by the size rule: the share of objects that differ (no partner at IoU > 0.5 in the other
+   result), and the DSB score of both against the mosaic's ground truth. The predictor is the classical one
+   with one fixed threshold (see tiled_vs_whole).
+
+Writes benchmarks/results/inference[_cuda][_quick].json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import multiprocessing
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from nucleaizer import io, metrics  # noqa: E402
+from nucleaizer.baseline import ClassicalPredictor, nuclear_channel  # noqa: E402
+from nucleaizer.inference import NucleusSegmenter  # noqa: E402
+from nucleaizer.painting import paint_instances  # noqa: E402
+from nucleaizer.size import SizeRule, median_diameter, rescale_image, rescale_labels  # noqa: E402
+from nucleaizer.tiling import TileParams, predict_image  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "dsb2018_train"
+DEFAULT_CHECKPOINT = Path("/tmp/nucleaizer_bench/segmenter_cpu.pt")
+RESULTS = ROOT / "benchmarks" / "results"
+TILE_PARAMS = TileParams(tile_size=512, overlap=64, batch_size=4)
+MOSAIC_CELL = 256
+
+
+def machine() -> dict:
+    import torch
+
+    info = {"platform": platform.platform(), "cpu_count": multiprocessing.cpu_count(), "torch": torch.__version__,
+            "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def git_commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    return result.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def pick_images(per_group: int) -> list[str]:
+    """Image ids: the first ``per_group`` of each group of dsb2018_train, in id order (deterministic)."""
+    manifest = pd.read_csv(DATA / "manifest.csv").sort_values("id")
+    return [i for _, group in manifest.groupby("group") for i in group["id"].head(per_group)]
+
+
+def build_mosaic(side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mosaic (side x side) of 256 x 256 crops of grey fluorescence images and its ground-truth labels."""
+    manifest = pd.read_csv(DATA / "manifest.csv").sort_values("id")
+    candidates = manifest[(manifest["group"] == "gray_darkbg_fluorescence") & (manifest["height"] >= MOSAIC_CELL)
+                          & (manifest["width"] >= MOSAIC_CELL) & (manifest["n_nuclei"] >= 10)]
+    cells = side // MOSAIC_CELL
+    image = np.zeros((side, side, 3), np.uint8)
+    labels = np.zeros((side, side), np.int32)
+    offset = 0
+    for k, name in enumerate(candidates["id"].head(cells * cells)):
+        y, x = divmod(k, cells)
+        window = (slice(y * MOSAIC_CELL, (y + 1) * MOSAIC_CELL), slice(x * MOSAIC_CELL, (x + 1) * MOSAIC_CELL))
+        image[window] = io.read_image(DATA / "images" / f"{name}.png")[:MOSAIC_CELL, :MOSAIC_CELL]
+        crop = io.read_labels(DATA / "labels" / f"{name}.png")[:MOSAIC_CELL, :MOSAIC_CELL]
+        labels[window] = np.where(crop > 0, crop + offset, 0)
+        offset += int(crop.max())
+    return image, labels
+
+
+def load_maskrcnn(checkpoint: Path | None, device: str):
+    """(MaskRCNNPredictor, description) from the checkpoint, or from an untrained CPU-profile network."""
+    from omegaconf import OmegaConf
+
+    from nucleaizer import segmenter
+
+    if checkpoint is not None:
+        model, arch = segmenter.load_segmenter(checkpoint, device=device)
+        description = f"Mask R-CNN {arch.get('backbone')}, trained checkpoint {checkpoint}"
+    else:
+        import torch
+
+        torch.manual_seed(0)
+        conf = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "segmenter" / "maskrcnn_small.yaml"))
+        arch = segmenter.arch_from_config(conf)
+        model = segmenter.build_maskrcnn(**arch).to(device).eval()
+        description = f"Mask R-CNN {arch.get('backbone')}, untrained (throughput only)"
+    return segmenter.MaskRCNNPredictor(model, device=device, batch_size=TILE_PARAMS.batch_size), description
+
+
+def _peak_memory_mb(device: str) -> dict:
+    peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if device == "cuda":
+        import torch
+
+        peak["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return peak
+
+
+def throughput_worker(kind: str, names: list[str], device: str, checkpoint: str | None) -> dict:
+    """Time the whole per-image path over ``names``; runs in its own process (peak memory is its own)."""
+    if kind == "classical":
+        predictor, description = ClassicalPredictor(), "classical Otsu + watershed (nucleaizer.baseline)"
+    else:
+        predictor, description = load_maskrcnn(Path(checkpoint) if checkpoint else None, device)
+    segmenter = NucleusSegmenter(predictor, size=SizeRule(), tiles=TILE_PARAMS)
+    images = [io.read_image(DATA / "images" / f"{n}.png") for n in names]
+    truths = [io.read_labels(DATA / "labels" / f"{n}.png") for n in names]
+    segmenter.segment(images[0][:128, :128], diameter_px=20)  # warm-up (lazy initialisation, CUDA context)
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+    rows = []
+    for name, image, truth in zip(names, images, truths, strict=True):
+        t0 = time.perf_counter()
+        estimated = segmenter.estimate_diameter(image)
+        t1 = time.perf_counter()
+        # the segmentation itself runs at the scale of the annotated diameter, so every predictor (an untrained
+        # one too) does the same amount of work; the estimate is timed and compared separately
+        true_diameter = median_diameter(truth) or SizeRule().target_diameter_px
+        scale = SizeRule().scale_for(true_diameter)
+        labels = segmenter.segment(image, scale=scale)
+        t2 = time.perf_counter()
+        rows.append({"image": name, "megapixels": image.shape[0] * image.shape[1] / 1e6, "scale": scale,
+                     "estimate_seconds": t1 - t0, "segment_seconds": t2 - t1, "nuclei": int(labels.max()),
+                     "diameter_ratio": (estimated / true_diameter) if estimated else np.nan,
+                     "dsb": metrics.dsb_score(truth, labels)})
+    table = pd.DataFrame(rows)
+    megapixels = float(table["megapixels"].sum())
+    segment_seconds = float(table["segment_seconds"].sum())
+    total_seconds = segment_seconds + float(table["estimate_seconds"].sum())
+    return {"predictor": description, "images": len(rows), "megapixels": round(megapixels, 3),
+            "segment_seconds": round(segment_seconds, 2), "mp_per_s": round(megapixels / segment_seconds, 4),
+            "mp_per_s_with_estimation": round(megapixels / total_seconds, 4),
+            "mean_scale": round(float(table["scale"].mean()), 3),
+            "median_estimated_over_true_diameter": round(float(table["diameter_ratio"].median()), 3),
+            "images_without_estimate": int(table["diameter_ratio"].isna().sum()),
+            "dsb": round(float(table["dsb"].mean()), 4), **_peak_memory_mb(device)}
+
+
+def in_fresh_process(function, *args) -> dict:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, args)
+
+
+def differing_objects(whole: np.ndarray, tiled: np.ndarray) -> dict:
+    """Object counts, pairs matched at IoU > 0.5 (one-to-one: instances do not overlap), identical objects."""
+    table = metrics.overlaps(whole, tiled)
+    return {"n_whole": table.n_gt, "n_tiled": table.n_pred, "matched": int((table.iou > 0.5).sum()),
+            "identical": int((table.iou >= 0.999).sum())}
+
+
+def tiled_vs_whole(side: int) -> list[dict]:
+    """Tiled and whole-image prediction of the same rescaled mosaic; share of differing objects.
+
+    Two classical predictors with one fixed threshold (Otsu's over the whole mosaic), so that only the tiling
+    and the predictor's own reach can make the results differ: thresholded components (no watershed; exactly
+    local, so any difference is the merging's fault) and the watershed baseline (its h-maxima and distance
+    transform see the whole clump of touching nuclei, so clumps cut by a tile edge may split differently).
+    Mask R-CNN is not run on the whole mosaic: torchvision pastes every detection as a full-image mask,
+    thousands x 20 megapixels here.
+    """
+    image, truth = build_mosaic(side)
+    diameter = median_diameter(truth)
+    scale = SizeRule().scale_for(diameter)
+    working = rescale_image(image, scale)
+    channel, _ = nuclear_channel(working)
+    threshold = float(threshold_otsu(ndimage.gaussian_filter(channel, ClassicalPredictor.smooth_sigma_px)))
+    rows = []
+    for description, predictor in (
+        ("thresholded components (exactly local)", ClassicalPredictor(threshold=threshold, split_depth_px=0)),
+        ("classical watershed baseline", ClassicalPredictor(threshold=threshold)),
+    ):
+        t0 = time.perf_counter()
+        tiled = paint_instances(predict_image(working, predictor, TILE_PARAMS), working.shape[:2])[0]
+        tiled_seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        whole = predictor.segment(working)
+        whole_seconds = time.perf_counter() - t0
+        counts = differing_objects(whole, tiled)
+        differ = (counts["n_whole"] - counts["matched"]) + (counts["n_tiled"] - counts["matched"])
+        back = {k: rescale_labels(v, truth.shape) for k, v in (("tiled", tiled), ("whole", whole))}
+        rows.append({
+            "predictor": f"{description}, fixed threshold {threshold:.3f}", "mosaic_px": side,
+            "median_gt_diameter_px": round(diameter, 2), "scale": round(scale, 3),
+            "working_px": list(working.shape[:2]), **counts, "differing_objects": differ,
+            "differing_share": round(differ / max(counts["n_whole"], 1), 5),
+            "tiled_seconds": round(tiled_seconds, 2), "whole_seconds": round(whole_seconds, 2),
+            "dsb_tiled": round(metrics.dsb_score(truth, back["tiled"]), 4),
+            "dsb_whole": round(metrics.dsb_score(truth, back["whole"]), 4), "gt_objects": int(truth.max()),
+        })
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def write_markdown(path: Path, result: dict) -> None:
+    lines = [f"# Inference benchmark ({result['date']})", "",
+             f"Machine: {result['machine']}; commit {result['commit']}; device {result['device']}; "
+             f"{'quick' if result['quick'] else 'full'} run.", "",
+             f"Tiles {TILE_PARAMS.tile_size} px, overlap {TILE_PARAMS.overlap} px, batch {TILE_PARAMS.batch_size}; "
+             "nuclei rescaled to 40 px using the annotated diameter (same work for every predictor); the size "
+             "estimation pass (same predictor, original scale) is timed separately.", "",
+             "## Throughput (megapixels of original image per second)", "",
+             "| predictor | images | MP | segment s | MP/s | MP/s incl. size estimation | mean scale | "
+             "estimated / true diameter (median) | DSB | peak RSS MB | peak CUDA MB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in result["throughput"]:
+        lines.append(f"| {row['predictor']} | {row['images']} | {row['megapixels']} | {row['segment_seconds']} | "
+                     f"{row['mp_per_s']} | {row['mp_per_s_with_estimation']} | {row['mean_scale']} | "
+                     f"{row['median_estimated_over_true_diameter']} | {row['dsb']} | {row['peak_rss_mb']} | "
+                     f"{row.get('peak_cuda_mb', '-')} |")
+    first = result["tiled_vs_whole"][0]
+    lines += ["", "## Tiled vs whole-image prediction", "",
+              f"Mosaic {first['mosaic_px']} x {first['mosaic_px']} px of real fluorescence images "
+              f"({first['gt_objects']} annotated nuclei, median diameter {first['median_gt_diameter_px']} px), "
+              f"rescaled by {first['scale']} to {first['working_px'][0]} x {first['working_px'][1]} px. "
+              "Differing = objects of either result without a partner at IoU > 0.5 in the other; share = "
+              "differing / objects whole.", "",
+              "| predictor | objects whole | objects tiled | matched | identical | differing share | DSB tiled | "
+              "DSB whole | s tiled | s whole |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for t in result["tiled_vs_whole"]:
+        lines.append(f"| {t['predictor']} | {t['n_whole']} | {t['n_tiled']} | {t['matched']} | {t['identical']} | "
+                     f"{100 * t['differing_share']:.2f}% | {t['dsb_tiled']} | {t['dsb_whole']} | "
+                     f"{t['tiled_seconds']} | {t['whole_seconds']} |")
+    lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer images and a 1024 px mosaic")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
+                        help="trained segmenter .pt (save_segmenter); untrained network when it does not exist")
+    args = parser.parse_args(argv)
+    if not DATA.is_dir():
+        raise SystemExit(f"error: {DATA} not found; the benchmark needs ../shared/data/dsb2018_train")
+    checkpoint = args.checkpoint if args.checkpoint.is_file() else None
+    names = pick_images(1 if args.quick else 4)
+    throughput = [in_fresh_process(throughput_worker, "classical", names, "cpu", None)]
+    print(json.dumps(throughput[-1]), flush=True)
+    try:
+        import nucleaizer.segmenter  # noqa: F401
+
+        throughput.append(in_fresh_process(throughput_worker, "maskrcnn", names, args.device,
+                                           str(checkpoint) if checkpoint else None))
+        print(json.dumps(throughput[-1]), flush=True)
+    except ImportError as error:
+        print(f"Mask R-CNN not measured: {error}", flush=True)
+    comparison = tiled_vs_whole(1024 if args.quick else 2048)
+    result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
+              "commit": git_commit(), "device": args.device, "quick": args.quick, "images": names,
+              "tile_params": TILE_PARAMS.__dict__, "throughput": throughput, "tiled_vs_whole": comparison}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    suffix = ("" if args.device == "cpu" else f"_{args.device}") + ("_quick" if args.quick else "")
+    (RESULTS / f"inference{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_markdown(RESULTS / f"inference{suffix}.md", result)
+    print(f"wrote {RESULTS / f'inference{suffix}.json'} and .md")
+
+
+if __name__ == "__main__":
+    main()

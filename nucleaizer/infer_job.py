@@ -1,0 +1,200 @@
+"""The ``infer.py`` job: segment a folder of images with a model bundle and write labels, overlays, tables.
+
+    python infer.py model=PATH input=DIR output=DIR [ground_truth=DIR] [diameter=PX] [tta=true]
+
+Output folder::
+
+    labels/<name>.png     uint16 label image per input image (label_format=tif for TIFF)
+    overlays/<name>.png   the image with every nucleus tinted and outlined
+    nuclei.csv            one row per nucleus (see overlay.nuclei_table)
+    images.csv            per image: size, diameter used and where it came from, scale, count, seconds
+    evaluation/           with ground_truth=DIR: per_image.csv and summary.json (nucleaizer.evaluate)
+
+``model=classical`` runs the classical baseline (no bundle needed), useful as a reference.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from nucleaizer import io
+from nucleaizer.baseline import ClassicalPredictor
+from nucleaizer.bundle import Bundle, load_predictors, read_bundle
+from nucleaizer.errors import UserError
+from nucleaizer.inference import NucleusSegmenter, Refiner
+from nucleaizer.overlay import NUCLEI_COLUMNS, nuclei_table, overlay
+from nucleaizer.size import SizeRule, fill_with_dataset_median
+from nucleaizer.tiling import TileParams
+from nucleaizer.tta import check_transforms
+
+log = logging.getLogger(__name__)
+
+CLASSICAL = "classical"
+LABEL_FORMATS = {"png": ".png", "tif": ".tif", "tiff": ".tif"}
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _given(cfg: DictConfig, key: str) -> Any:
+    """The value of ``key``, or None when it is unset (``???``) or null."""
+    return None if OmegaConf.is_missing(cfg, key) else cfg[key]
+
+
+def _lies_inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def tile_params(cfg: DictConfig) -> TileParams:
+    """TileParams from the config keys tile_size, tile_overlap, batch_size, match_iou, min_input_px."""
+    try:
+        return TileParams(int(cfg.tile_size), int(cfg.tile_overlap), int(cfg.batch_size), float(cfg.match_iou),
+                          int(cfg.min_input_px))
+    except ValueError as error:
+        raise UserError(f"tile settings: {error}") from error
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check the command line before anything is written (Hydra writes its logs under ``output``)."""
+    model, source, output, truth = (_given(cfg, k) for k in ("model", "input", "output", "ground_truth"))
+    if model is not None and str(model) != CLASSICAL:
+        read_bundle(model)
+    if source is not None and not Path(source).is_dir():
+        raise UserError(f"input folder {source} does not exist or is not a folder (key: input)")
+    if truth is not None and not Path(truth).is_dir():
+        raise UserError(f"ground_truth folder {truth} does not exist or is not a folder (key: ground_truth)")
+    if output is not None:
+        for key, folder in (("input", source), ("ground_truth", truth)):
+            if folder is not None and _lies_inside(Path(output), Path(folder)):
+                raise UserError(f"output folder {output} lies inside the {key} folder {folder}; choose an "
+                                "output folder outside it (inputs are never written to)")
+    diameter = _given(cfg, "diameter")
+    if diameter is not None and (not isinstance(diameter, (int, float)) or isinstance(diameter, bool) or diameter <= 0):
+        raise UserError(f"diameter={diameter!r}: give the nucleus diameter in pixels (a positive number) or null")
+    if str(cfg.label_format) not in LABEL_FORMATS:
+        raise UserError(f"label_format={cfg.label_format}: use one of {', '.join(LABEL_FORMATS)}")
+    if str(cfg.on_bad_file) not in io.ON_BAD_FILE_CHOICES:
+        raise UserError(f"on_bad_file={cfg.on_bad_file}: use one of {', '.join(io.ON_BAD_FILE_CHOICES)}")
+    if str(cfg.device) not in DEVICES:
+        raise UserError(f"device={cfg.device}: use one of {', '.join(DEVICES)}")
+    try:
+        check_transforms(list(cfg.tta_transforms))
+    except ValueError as error:
+        raise UserError(f"tta_transforms: {error}") from error
+    tile_params(cfg)
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; 'cuda' without a GPU is a UserError."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda but no CUDA device is visible; use device=cpu or device=auto")
+    return device
+
+
+def postprocess_refiner(bundle: Bundle | None, enabled: bool, device: str) -> Refiner | None:
+    """Post-processing hook: the bundle's contour refiner, or None (a no-op) when ``postprocess=false`` or when
+    the bundle has no post-processing section.
+
+    The section is ``{"ensemble": FILE in the bundle, "params": {p1..p6}}`` (nucleaizer.postprocess).
+    """
+    if not enabled or bundle is None or bundle.postprocess is None:
+        return None
+    spec = bundle.postprocess
+    if "ensemble" not in spec:
+        raise UserError(f"{bundle.folder}: the 'postprocess' section needs 'ensemble' (the U-Net file); "
+                        "rebuild the bundle or run with postprocess=false")
+    try:
+        from nucleaizer.postprocess.refiner import load_refiner
+    except ImportError as error:
+        raise UserError(f"this installation cannot apply the bundle's post-processing ({error}); "
+                        "run with postprocess=false") from error
+    return load_refiner(bundle.path(spec["ensemble"]), spec.get("params"), device)
+
+
+def build_segmenter(cfg: DictConfig) -> tuple[NucleusSegmenter, Bundle | None]:
+    """The NucleusSegmenter the config describes (bundle or classical baseline) and the bundle (None if classical)."""
+    tiles = tile_params(cfg)
+    transforms = tuple(cfg.tta_transforms) if cfg.tta else ()
+    if str(cfg.model) == CLASSICAL:
+        predictor = ClassicalPredictor(**OmegaConf.to_container(cfg.classical))
+        size = SizeRule(**OmegaConf.to_container(cfg.classical_size))
+        return NucleusSegmenter(predictor, None, size, tiles, transforms), None
+    bundle = read_bundle(cfg.model)
+    device = resolve_device(str(cfg.device))
+    predictor, preseg = load_predictors(bundle, device, int(cfg.batch_size), float(cfg.mask_threshold))
+    refine = postprocess_refiner(bundle, bool(cfg.postprocess), device)
+    return NucleusSegmenter(predictor, preseg, bundle.size, tiles, transforms, refine), bundle
+
+
+def estimate_diameters(
+    segmenter: NucleusSegmenter, samples: list[io.Sample], on_bad_file: str
+) -> dict[str, tuple[float, str]]:
+    """Per image name: (diameter in px, source) with source 'estimated' or 'dataset_median' (nothing found)."""
+    found: dict[str, float | None] = {}
+    progress = tqdm(io.iter_samples(samples, on_bad_file), total=len(samples), desc="estimating nucleus size")
+    for sample, image, _ in progress:
+        found[sample.name] = segmenter.estimate_diameter(image)
+    filled = fill_with_dataset_median(list(found.values()), default_px=segmenter.size.target_diameter_px)
+    return {
+        name: (diameter, "estimated" if found[name] is not None else "dataset_median")
+        for name, diameter in zip(found, filled, strict=True)
+    }
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Segment the ``input`` folder (see module doc); returns a summary (images, nuclei, seconds, evaluation)."""
+    validate_config(cfg)
+    started = time.perf_counter()
+    output = io.check_output_dir(cfg.output, cfg.input, cfg.ground_truth)
+    samples = io.list_samples(cfg.input)
+    segmenter, _ = build_segmenter(cfg)
+    if cfg.diameter is not None:
+        diameters = {s.name: (float(cfg.diameter), "given") for s in samples}
+    else:
+        diameters = estimate_diameters(segmenter, samples, str(cfg.on_bad_file))
+    suffix = LABEL_FORMATS[str(cfg.label_format)]
+    tables, rows = [], []
+    for sample, image, _ in tqdm(io.iter_samples(samples, str(cfg.on_bad_file)), total=len(samples), desc="segmenting"):
+        t0 = time.perf_counter()
+        diameter, diameter_source = diameters.get(sample.name, (None, "estimated"))
+        scale = segmenter.scale_for(image, diameter)
+        labels = segmenter.segment(image, scale=scale)
+        io.write_labels(output / "labels" / f"{sample.name}{suffix}", labels)
+        io.write_image(output / "overlays" / f"{sample.name}.png", overlay(image, labels, seed=int(cfg.seed)))
+        tables.append(nuclei_table(sample.name, labels, image))
+        rows.append({
+            "image": sample.name, "height": image.shape[0], "width": image.shape[1], "diameter_px": diameter,
+            "diameter_source": diameter_source, "scale": scale, "nuclei": int(labels.max()),
+            "seconds": round(time.perf_counter() - t0, 3),
+        })
+    if not rows:
+        raise UserError(f"no image of {cfg.input} could be read; nothing was segmented")
+    nuclei = pd.concat(tables, ignore_index=True) if any(len(t) for t in tables) else pd.DataFrame(columns=NUCLEI_COLUMNS)
+    _write_csv(output / "nuclei.csv", nuclei)
+    _write_csv(output / "images.csv", pd.DataFrame(rows))
+    summary: dict[str, Any] = {"images": len(rows), "nuclei": int(sum(r["nuclei"] for r in rows))}
+    if cfg.ground_truth is not None:
+        from nucleaizer.evaluate import evaluate_folders
+
+        summary["evaluation"] = evaluate_folders(output / "labels", cfg.ground_truth, output / "evaluation")
+        log.info("DSB score %.4f on %d images", summary["evaluation"]["dsb"], summary["evaluation"]["images"])
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    log.info("segmented %d images, %d nuclei, in %.1f s; results in %s", summary["images"], summary["nuclei"],
+             summary["seconds"], output)
+    return summary
+
+
+def _write_csv(path: Path, table: pd.DataFrame) -> None:
+    with io.atomic_write(path) as temporary:
+        table.to_csv(temporary, index=False)
+

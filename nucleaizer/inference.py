@@ -1,0 +1,140 @@
+"""Segment images of any size with any instance predictor (METHOD.md section 6), and the ``infer.py`` job.
+
+One image: estimate the nucleus diameter (given, or the median equivalent diameter of a first pass of the
+pre-segmentation predictor), rescale so nuclei are about 40 px across, predict in overlapping tiles merged
+without seams (``tiling``), paint instances by decreasing score (``painting``), optionally vote over flips and
+rotations (``tta``), refine at the working scale (post-processing, when the model has it), and rescale the
+labels back to the original size.
+
+The folder job lives in ``nucleaizer.infer_job``; ``run`` and ``validate_config`` here are what ``infer.py``
+calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+from skimage.segmentation import relabel_sequential
+
+from nucleaizer.io import to_rgb8
+from nucleaizer.painting import paint_instances
+from nucleaizer.size import SizeRule, rescale_image, rescale_labels
+from nucleaizer.tiling import InstancePredictor, TileParams, predict_image
+from nucleaizer.tta import TRANSFORMS, check_transforms, segment_with_tta
+
+log = logging.getLogger(__name__)
+
+# labels int (h, w) and image uint8 (h, w, 3) at the working scale -> corrected labels (h, w)
+Refiner = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def as_rgb8(image: np.ndarray) -> np.ndarray:
+    """The image as uint8 (H, W, 3): other arrays (grey, RGBA, 16-bit, float) go through ``io.to_rgb8``."""
+    image = np.asarray(image)
+    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        return image
+    return to_rgb8(image)
+
+
+@dataclass
+class NucleusSegmenter:
+    """A predictor with everything needed to segment an image of any size.
+
+    predictor: the instance predictor (tiles -> masks, scores) working at ``size.target_diameter_px``;
+    preseg: predictor for the size-estimation pass on the original image (the main predictor when None);
+    tta_transforms: names from ``tta.TRANSFORMS``; empty for no test-time augmentation;
+    refine: post-processing applied to the labels at the working scale, or None.
+    """
+
+    predictor: InstancePredictor
+    preseg: InstancePredictor | None = None
+    size: SizeRule = field(default_factory=SizeRule)
+    tiles: TileParams = field(default_factory=TileParams)
+    tta_transforms: Sequence[str] = ()
+    refine: Refiner | None = None
+
+    def __post_init__(self) -> None:
+        if self.tta_transforms:
+            self.tta_transforms = check_transforms(self.tta_transforms)
+
+    def estimate_diameter(self, image: np.ndarray) -> float | None:
+        """Median equivalent diameter (px) of the objects the pre-segmentation finds, None when it finds none."""
+        image = as_rgb8(image)
+        instances = predict_image(image, self.preseg or self.predictor, self.tiles)
+        labels, _ = paint_instances(instances, image.shape[:2])
+        return self.size.diameter_of(labels)
+
+    def scale_for(self, image: np.ndarray, diameter_px: float | None = None) -> float:
+        """Scale factor for ``image``: from ``diameter_px`` when given, else estimated; 1 when nothing is found."""
+        if diameter_px is None:
+            diameter_px = self.estimate_diameter(image)
+            if diameter_px is None:
+                log.info("no nucleus found for size estimation; the image is not rescaled")
+                return 1.0
+        return self.size.scale_for(diameter_px)
+
+    def predict_working_scale(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels int32 (h, w) and per-id scores of an image already at the working scale (tiles, paint, TTA)."""
+
+        def once(view: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return paint_instances(predict_image(view, self.predictor, self.tiles), view.shape[:2])
+
+        if self.tta_transforms:
+            return segment_with_tta(image, once, self.tta_transforms, self.tiles.match_iou)
+        return once(image)
+
+    def segment(self, image: np.ndarray, diameter_px: float | None = None, scale: float | None = None) -> np.ndarray:
+        """Label image int32 (H, W), ids 1..N, of an image (uint8 (H, W, 3); other arrays are converted).
+
+        ``scale`` (the factor to the working scale) overrides ``diameter_px``; with neither, the diameter is
+        estimated by the pre-segmentation pass.
+        """
+        image = as_rgb8(image)
+        if scale is None:
+            scale = self.scale_for(image, diameter_px)
+        working = rescale_image(image, scale)
+        labels, _ = self.predict_working_scale(working)
+        if self.refine is not None and labels.any():
+            labels = self.refine(labels, working)
+        labels = rescale_labels(labels, image.shape[:2])
+        return relabel_sequential(labels.astype(np.int32, copy=False))[0]
+
+
+def segment_image(
+    image: np.ndarray,
+    predictor: InstancePredictor,
+    diameter_px: float | None = None,
+    preseg: InstancePredictor | None = None,
+    size: SizeRule | None = None,
+    tiles: TileParams | None = None,
+    tta: bool = False,
+) -> np.ndarray:
+    """Label image int32 (H, W) of one image with any instance predictor (see :class:`NucleusSegmenter`).
+
+    diameter_px: nucleus diameter in the image's pixels; estimated with ``preseg`` (or ``predictor``) when None.
+    size, tiles: the size rule and tiling (defaults: 40 px target, 512 px tiles overlapping by 64 px).
+    tta: vote over all eight flips and 90-degree rotations.
+    """
+    segmenter = NucleusSegmenter(
+        predictor, preseg, size or SizeRule(), tiles or TileParams(), tuple(TRANSFORMS) if tta else ()
+    )
+    return segmenter.segment(image, diameter_px=diameter_px)
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check an ``infer.py`` configuration before anything runs (see ``nucleaizer.infer_job``)."""
+    from nucleaizer.infer_job import validate_config as validate
+
+    validate(cfg)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """The ``infer.py`` job: segment a folder with a model bundle (see ``nucleaizer.infer_job``)."""
+    from nucleaizer.infer_job import run as run_job
+
+    return run_job(cfg)

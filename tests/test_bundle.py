@@ -1,0 +1,117 @@
+"""Model bundle folder: written, read back, and clear errors for missing or incomplete bundles."""
+
+import json
+
+import numpy as np
+import pytest
+from test_inference_helpers import TINY_MASKRCNN
+
+from nucleaizer.bundle import BUNDLE_FILE, load_predictors, read_bundle, write_bundle
+from nucleaizer.errors import UserError
+from nucleaizer.infer_job import postprocess_refiner
+from nucleaizer.size import SizeRule
+
+
+@pytest.fixture
+def weights(tmp_path):
+    """Two stand-in weight files (the bundle only copies and checks files; loading is tested below)."""
+    (tmp_path / "src").mkdir()
+    seg, pre, unet = (tmp_path / "src" / name for name in ("best.pt", "pre.pt", "unets.pt"))
+    seg.write_bytes(b"segmenter")
+    pre.write_bytes(b"preseg")
+    unet.write_bytes(b"unets")
+    return seg, pre, unet
+
+
+def test_written_bundle_reads_back(tmp_path, weights):
+    seg, pre, unet = weights
+    size = SizeRule(target_diameter_px=32, min_scale=0.5, max_scale=3.0, min_object_area_px=10)
+    spec = {"ensemble": "unets.pt", "params": {"p2_min_area_px": 30}}
+    path = write_bundle(tmp_path / "model", seg, preseg=pre, size=size, postprocess=spec, files={"unets.pt": unet})
+    assert path == tmp_path / "model" / BUNDLE_FILE
+    content = json.loads(path.read_text())
+    assert content["segmenter"] == "segmenter.pt" and content["preseg"] == "preseg.pt"
+    assert content["target_diameter_px"] == 32
+    bundle = read_bundle(tmp_path / "model")
+    assert bundle.segmenter.read_bytes() == b"segmenter" and bundle.preseg.read_bytes() == b"preseg"
+    assert bundle.size == size and bundle.postprocess == spec
+    assert bundle.path("unets.pt").read_bytes() == b"unets"
+    # the bundle can be moved: paths are relative to its folder
+    (tmp_path / "model").rename(tmp_path / "moved")
+    assert read_bundle(tmp_path / "moved").segmenter == tmp_path / "moved" / "segmenter.pt"
+
+
+def test_minimal_bundle_has_defaults_and_no_postprocessing(tmp_path, weights):
+    write_bundle(tmp_path / "m", weights[0])
+    bundle = read_bundle(tmp_path / "m")
+    assert bundle.preseg is None and bundle.postprocess is None and bundle.size == SizeRule()
+    # no post-processing section: the hook is a no-op whatever the switch says
+    assert postprocess_refiner(bundle, True, "cpu") is None
+
+
+def test_training_size_section_is_accepted(tmp_path, weights):
+    write_bundle(tmp_path / "m", weights[0])
+    content = json.loads((tmp_path / "m" / BUNDLE_FILE).read_text())
+    content["size"] = {"target_diameter_px": 40, "diameter_px": None, "min_scale": 0.25, "max_scale": 4.0,
+                       "min_object_area_px": 16}
+    (tmp_path / "m" / BUNDLE_FILE).write_text(json.dumps(content))
+    assert read_bundle(tmp_path / "m").size == SizeRule()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda folder: (folder / "segmenter.pt").unlink(), "segmenter.pt, which is missing"),
+        (lambda folder: (folder / BUNDLE_FILE).unlink(), "bundle.json is missing"),
+        (lambda folder: (folder / BUNDLE_FILE).write_text("{not json"), "not readable JSON"),
+        (lambda folder: (folder / BUNDLE_FILE).write_text('{"segmenter": "segmenter.pt"}'), "target_diameter_px"),
+        (lambda folder: (folder / BUNDLE_FILE).write_text(
+            '{"segmenter": "segmenter.pt", "target_diameter_px": 40, "size": {"max_scal": 2}}'), "max_scal"),
+        (lambda folder: (folder / BUNDLE_FILE).write_text(
+            '{"segmenter": "segmenter.pt", "target_diameter_px": 40, "size": {"min_scale": 5}}'), "min_scale"),
+    ],
+    ids=["no-weights", "no-json", "bad-json", "missing-key", "unknown-size-key", "bad-clamps"],
+)
+def test_incomplete_bundles_raise_user_errors_naming_the_problem(tmp_path, weights, damage, message):
+    write_bundle(tmp_path / "m", weights[0])
+    damage(tmp_path / "m")
+    with pytest.raises(UserError, match=message):
+        read_bundle(tmp_path / "m")
+
+
+def test_missing_bundle_paths(tmp_path, weights):
+    with pytest.raises(UserError, match="does not exist"):
+        read_bundle(tmp_path / "nowhere")
+    with pytest.raises(UserError, match="is a file"):
+        read_bundle(weights[0])
+    with pytest.raises(UserError, match="does not exist"):
+        write_bundle(tmp_path / "m", tmp_path / "missing.pt")
+
+
+def test_postprocess_ensemble_must_travel_with_the_bundle(tmp_path, weights):
+    with pytest.raises(UserError, match="unets.pt"):
+        write_bundle(tmp_path / "m", weights[0], postprocess={"ensemble": "unets.pt", "params": {}})
+    write_bundle(tmp_path / "m", weights[0], postprocess={"ensemble": "unets.pt"}, files={"unets.pt": weights[2]})
+    (tmp_path / "m" / "unets.pt").unlink()
+    with pytest.raises(UserError, match="incomplete model bundle"):
+        read_bundle(tmp_path / "m")
+
+
+def test_postprocess_switch_and_incomplete_section(tmp_path, weights):
+    write_bundle(tmp_path / "m", weights[0], postprocess={"params": {}})
+    bundle = read_bundle(tmp_path / "m")
+    assert postprocess_refiner(bundle, False, "cpu") is None  # postprocess=false
+    with pytest.raises(UserError, match="ensemble"):
+        postprocess_refiner(bundle, True, "cpu")
+
+
+def test_mask_rcnn_bundle_loads_as_instance_predictors(tmp_path):
+    segmenter = pytest.importorskip("nucleaizer.segmenter")
+    arch = TINY_MASKRCNN
+    model = segmenter.build_maskrcnn(**arch)
+    checkpoint = segmenter.save_segmenter(tmp_path / "seg.pt", model, arch)
+    write_bundle(tmp_path / "m", checkpoint, preseg=checkpoint)
+    predictor, preseg = load_predictors(read_bundle(tmp_path / "m"))
+    assert preseg is not None
+    (masks, scores), = predictor([np.zeros((64, 64, 3), np.uint8)])
+    assert masks.dtype == bool and masks.shape[1:] == (64, 64) and scores.dtype == np.float32

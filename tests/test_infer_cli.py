@@ -1,0 +1,147 @@
+"""infer.py end to end in a subprocess: outputs, evaluation, and one-line errors for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from hydra import compose, initialize_config_dir
+from test_inference_helpers import TINY_MASKRCNN
+
+from nucleaizer import io, simulate
+from nucleaizer.bundle import write_bundle
+from nucleaizer.cli import check_config
+from nucleaizer.inference import validate_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def infer(*args, cwd=ROOT):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "infer.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, env=env, timeout=300)
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Three simulated images (one per look) with labels, one of them 16-bit grey, one RGBA."""
+    folder = tmp_path_factory.mktemp("data")
+    for index, style in enumerate(simulate.STYLES):
+        image, labels = simulate.sample(style, size=96, diameter_px=20, density=0.25, seed=index)
+        (folder / "images").mkdir(exist_ok=True)
+        if style == "fluorescence":
+            tifffile.imwrite(folder / "images" / f"img{index}.tif", image[..., 0].astype(np.uint16) * 257)
+        elif style == "he":
+            rgba = np.concatenate([image, np.full((*image.shape[:2], 1), 255, np.uint8)], axis=2)
+            cv2.imwrite(str(folder / "images" / f"img{index}.png"), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+        else:
+            io.write_image(folder / "images" / f"img{index}.png", image)
+        io.write_labels(folder / "labels" / f"img{index}.png", labels)
+    return folder
+
+
+def test_classical_model_end_to_end_with_evaluation(dataset, tmp_path):
+    out = tmp_path / "out"
+    result = infer("model=classical", f"input={dataset}", f"output={out}", f"ground_truth={dataset / 'labels'}",
+                   "diameter=20")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("img0", "img1", "img2"):
+        labels = io.read_labels(out / "labels" / f"{name}.png")
+        assert labels.shape == (96, 96) and labels.max() > 0
+        assert io.read_image(out / "overlays" / f"{name}.png").shape == (96, 96, 3)
+    nuclei = pd.read_csv(out / "nuclei.csv")
+    assert set(nuclei["image"]) == {"img0", "img1", "img2"}
+    assert {"area_px", "centroid_y", "bbox_x1", "equivalent_diameter_px", "mean_intensity"} <= set(nuclei.columns)
+    images = pd.read_csv(out / "images.csv")
+    assert (images["diameter_source"] == "given").all() and np.allclose(images["scale"], 2.0)
+    assert len(nuclei) == images["nuclei"].sum()
+    summary = json.loads((out / "evaluation" / "summary.json").read_text())
+    assert summary["images"] == 3 and summary["dsb"] > 0.2
+
+
+BAD_COMMAND_LINES = [
+    (["model={tmp}/no_such_model", "input={data}", "output={tmp}/o"], "does not exist"),
+    (["model=classical", "input={tmp}/no_such_folder", "output={tmp}/o"], "input folder"),
+    (["model=classical", "input={data}", "output={data}/images/out"], "inside the input"),
+    (["model=classical", "input={data}", "output={tmp}/o", "diameter=-3"], "diameter"),
+    (["model=classical", "input={data}", "output={tmp}/o", "tile_overlap=600"], "tile_overlap"),
+    (["model=classical", "input={data}", "output={tmp}/o", "tta_transforms=[rot45]"], "rot45"),
+    (["model=classical", "input={data}", "output={tmp}/o", "label_format=jpg"], "label_format"),
+    (["model=classical", "input={data}"], "output"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_COMMAND_LINES,
+                         ids=["missing-model", "missing-input", "output-in-input", "bad-diameter", "bad-tiles",
+                              "bad-tta", "bad-format", "no-output"])
+def test_bad_command_line_gives_one_line_error(dataset, tmp_path, capsys, args, message):
+    """The check infer.py runs before Hydra starts (so nothing is written), called in-process."""
+    with pytest.raises(SystemExit) as exit_info:
+        check_config("infer", [a.format(tmp=tmp_path, data=dataset) for a in args], validate_config)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+    assert not (dataset / "images" / "out").exists()  # nothing is ever written into the input
+
+
+def test_folder_without_images_through_infer_py_gives_one_line_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = infer("model=classical", f"input={tmp_path / 'empty'}", f"output={tmp_path / 'o'}")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error:") and "empty" in lines[-1], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_incomplete_bundle_is_reported(dataset, tmp_path, capsys):
+    (tmp_path / "seg.pt").write_bytes(b"x")
+    write_bundle(tmp_path / "model", tmp_path / "seg.pt")
+    (tmp_path / "model" / "segmenter.pt").unlink()
+    with pytest.raises(SystemExit):
+        check_config("infer", [f"model={tmp_path / 'model'}", f"input={dataset}", f"output={tmp_path / 'o'}"],
+                     validate_config)
+    assert "incomplete model bundle" in capsys.readouterr().err
+
+
+def test_mask_rcnn_bundle_end_to_end(dataset, tmp_path):
+    segmenter = pytest.importorskip("nucleaizer.segmenter")
+    arch = TINY_MASKRCNN
+    checkpoint = segmenter.save_segmenter(tmp_path / "seg.pt", segmenter.build_maskrcnn(**arch), arch)
+    write_bundle(tmp_path / "model", checkpoint)
+    out = tmp_path / "out"
+    result = infer(f"model={tmp_path / 'model'}", f"input={dataset}", f"output={out}", "tta=true",
+                   "tta_transforms=[identity,rot90]", "device=cpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in (out / "labels").iterdir()) == ["img0.png", "img1.png", "img2.png"]
+    assert pd.read_csv(out / "images.csv")["diameter_source"].isin(["estimated", "dataset_median"]).all()
+
+
+def test_bundle_with_post_processing_is_refined_unless_switched_off(dataset, tmp_path):
+    """A bundle with a post-processing section gets the U-Net refiner; postprocess=false leaves it out."""
+    from omegaconf import OmegaConf
+
+    from nucleaizer.infer_job import build_segmenter
+    from nucleaizer.postprocess.unet import UNet, UNetEnsemble, member_specs
+
+    maskrcnn = pytest.importorskip("nucleaizer.segmenter")
+    checkpoint = maskrcnn.save_segmenter(tmp_path / "seg.pt", maskrcnn.build_maskrcnn(**TINY_MASKRCNN), TINY_MASKRCNN)
+    specs = member_specs(1, [0.0], 2, 4)
+    ensemble = UNetEnsemble([UNet(depth=2, base_filters=4)], specs).save(tmp_path / "unet.pt")
+    write_bundle(tmp_path / "model", checkpoint, postprocess={"ensemble": "unet.pt", "params": {"p2_min_area_px": 5}},
+                 files={"unet.pt": ensemble})
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("infer", [f"model={tmp_path / 'model'}", f"input={dataset}", f"output={tmp_path / 'o'}",
+                                "device=cpu"])
+    segmenter, bundle = build_segmenter(cfg)
+    assert bundle.postprocess["ensemble"] == "unet.pt" and segmenter.refine is not None
+    labels = np.zeros((64, 64), np.int32)
+    labels[10:30, 10:30] = 1
+    refined = segmenter.refine(labels, np.zeros((64, 64, 3), np.uint8))
+    assert refined.shape == (64, 64) and refined.dtype == np.int32
+    OmegaConf.update(cfg, "postprocess", False)
+    assert build_segmenter(cfg)[0].refine is None
