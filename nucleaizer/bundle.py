@@ -165,10 +165,10 @@ def write_bundle(
 
 def load_predictors(bundle: Bundle, device: str = "cpu", batch_size: int = 4, mask_threshold: float = 0.5):
     """(segmenter predictor, preseg predictor or None) of a bundle, as ``MaskRCNNPredictor`` on ``device``."""
-    try:  # the network module alone: no Lightning import, so infer.py starts faster
-        from nucleaizer.maskrcnn import MaskRCNNPredictor, load_segmenter
-    except ImportError:
-        from nucleaizer.segmenter import MaskRCNNPredictor, load_segmenter
+    from nucleaizer.maskrcnn import (  # the network alone: no Lightning import
+        MaskRCNNPredictor,
+        load_segmenter,
+    )
 
     def predictor(path: Path):
         model, _ = load_segmenter(path, device=device)

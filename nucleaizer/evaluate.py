@@ -12,7 +12,6 @@ last line of standard output. Mistakes in the input end with one line on standar
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import sys
@@ -107,13 +106,6 @@ def score_folders(pred_dir: str | Path, gt_dir: str | Path, **scoring) -> list[d
     return score_sources(pred_sources, gt_sources, **scoring)
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with io.atomic_write(path) as temporary, temporary.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def evaluate_folders(
     pred_dir: str | Path,
     gt_dir: str | Path,
@@ -137,7 +129,7 @@ def evaluate_folders(
     summary = metrics.summarize(rows)
     summary["missing_predictions"] = summary["images"] - summary.pop("predicted")
     if out_dir is not None:
-        _write_csv(out_dir / PER_IMAGE_CSV, rows)
+        io.write_csv(out_dir / PER_IMAGE_CSV, rows)
         with io.atomic_write(out_dir / SUMMARY_JSON) as temporary:
             temporary.write_text(json.dumps(summary, indent=2) + "\n")
         log.info("wrote %s and %s", out_dir / PER_IMAGE_CSV, out_dir / SUMMARY_JSON)

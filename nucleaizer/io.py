@@ -9,6 +9,7 @@ and count them at the end, or fail on the first one (`on_bad_file="fail"`).
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import uuid
@@ -247,6 +248,16 @@ def _encode(path: Path, array: np.ndarray) -> None:
     if not ok:
         raise UserError(f"{path}: cannot encode as {suffix}")
     path.write_bytes(encoded.tobytes())
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> Path:
+    """Write a list of flat dictionaries (one per row, same keys) as CSV, atomically."""
+    path = Path(path)
+    with atomic_write(path) as temporary, temporary.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 def write_image(path: str | Path, image: np.ndarray) -> Path:

@@ -43,13 +43,6 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    with io.atomic_write(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def stage_sizes(ctx, out: Path, summary: dict) -> None:
     """Median nucleus diameter per target image from the pre-segmentation, and its scale factor."""
     cfg = ctx.cfg.size
@@ -67,7 +60,7 @@ def stage_sizes(ctx, out: Path, summary: dict) -> None:
              "diameter_px": round(d, 2),
              "scale": round(size.scale_factor(d, cfg.target_diameter_px, cfg.min_scale, cfg.max_scale), 4)}
             for f, m, d in zip(label_files, measured, diameters, strict=True)]
-    write_csv(out / "sizes.csv", rows)
+    io.write_csv(out / "sizes.csv", rows)
     summary.update(images=len(rows), median_diameter_px=round(float(sorted(diameters)[len(diameters) // 2]), 1),
                    no_detection_images=sum(m is None for m in measured) if not cfg.diameter_px else 0)
 
@@ -319,7 +312,7 @@ def stage_synthetic(ctx, out: Path, summary: dict) -> None:
         ctx.tracker.log_images(f"synthetic/{style_dir.name}", {f.stem: im for f, im in zip(label_files[:4], images[:4], strict=False)})
     if not rows:
         raise UserError("no synthetic pairs were made (no style had usable nuclei): run with style=none")
-    write_csv(out / "styles.csv", rows)
+    io.write_csv(out / "styles.csv", rows)
     summary.update(pairs=len(rows), realism=realism)
 
 
