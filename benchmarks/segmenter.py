@@ -71,6 +71,7 @@ def train(samples, args, out_dir: Path, size_cfg: dict) -> tuple[Path, dict]:
     trainer_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "trainer" / "cpu.yaml"))
     trainer_cfg["enable_progress_bar"] = False
     kwargs = training_kwargs_from_config(segmenter_cfg)
+    kwargs["synthetic_share"] = 0.0  # real pairs only
     if args.stage_epochs:
         epochs = [int(e) for e in args.stage_epochs.split(",")]
         kwargs["stages"] = [{**stage, "epochs": e} for stage, e in zip(kwargs["stages"], epochs, strict=True)]
