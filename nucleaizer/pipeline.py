@@ -114,8 +114,12 @@ def run(cfg: DictConfig, stage_functions: dict[str, StageFunction] | None = None
     ctx = Context(cfg=cfg, run=run_folder, tracker=tracker)
     log.info("run folder: %s; stages: %s", cfg.run_dir, ", ".join(active_stages(cfg)))
     upstream = ""
+    planned = active_stages(cfg)
+    chosen = [i for i, stage in enumerate(planned) if stage in cfg.stages]
+    # stages after the last chosen one are not needed; earlier ones must be done (or chosen)
+    planned = planned[:chosen[-1] + 1] if chosen else []
     try:
-        for stage in active_stages(cfg):
+        for stage in planned:
             stage_fingerprint = fingerprint(stage_settings(cfg, stage), upstream)
             upstream = stage_fingerprint
             if run_folder.is_done(stage, stage_fingerprint) and not (cfg.force and stage in cfg.stages):

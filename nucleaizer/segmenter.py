@@ -243,11 +243,22 @@ class SegmenterData(pl.LightningDataModule):
         return DataLoader(self.val_set, batch_size=1, collate_fn=collate_lists, num_workers=self.num_workers)
 
 
-def split_samples_by_hash(names: Sequence[str], modulus: int = 5) -> np.ndarray:
-    """bool (N,): True where sha1(name) % modulus == 0 (a fixed validation split independent of order)."""
+def split_train_val(samples: Sequence, val_fraction: float = 0.2,
+                    max_val_images: int | None = None) -> tuple[list, list]:
+    """A fixed split by sha1 of each sample's ``name``, independent of order: about ``val_fraction`` validates.
+
+    At most ``max_val_images`` validate (those with the smallest hashes; the rest go back to training), so a
+    large source does not spend most of an epoch on validation. With no training sample left, all train.
+    """
     import hashlib
 
-    return np.array([int(hashlib.sha1(n.encode()).hexdigest(), 16) % modulus == 0 for n in names], dtype=bool)
+    hashes = [int(hashlib.sha1(s.name.encode()).hexdigest(), 16) for s in samples]
+    modulus = max(round(1 / val_fraction), 1) if val_fraction > 0 else 0
+    val_index = sorted((h, i) for i, h in enumerate(hashes) if modulus and h % modulus == 0)
+    chosen = {i for _, i in val_index[:max_val_images]}
+    train = [s for i, s in enumerate(samples) if i not in chosen]
+    val = [s for i, s in enumerate(samples) if i in chosen]
+    return (train or val), val
 
 
 def fit_segmenter(
@@ -388,9 +399,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.rescale is not None:
         kwargs["augment"] = {**kwargs["augment"], "rescale": args.rescale}
     samples = [s for folder in args.data for s in list_samples(folder, require_labels=True)]
-    is_val = split_samples_by_hash([s.name for s in samples], round(1 / segmenter["val_fraction"]))
-    path = fit_segmenter([s for s, v in zip(samples, is_val, strict=True) if not v],
-                         [s for s, v in zip(samples, is_val, strict=True) if v], args.out, trainer=trainer,
+    train, val = split_train_val(samples, segmenter["val_fraction"], segmenter["max_val_images"])
+    path = fit_segmenter(train, val, args.out, trainer=trainer,
                          seed=args.seed, max_time_s=None if args.max_minutes is None else args.max_minutes * 60,
                          **kwargs)
     log.info("best segmenter: %s", path)

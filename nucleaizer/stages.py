@@ -149,14 +149,11 @@ def fit_kwargs(cfg: DictConfig, stages_key: str = "stages") -> dict:
     return kwargs
 
 
-def split_train_val(samples: list[io.Sample]) -> tuple[list[io.Sample], list[io.Sample]]:
-    """A fixed split by hash of the sample name: about one in five samples validates."""
-    from nucleaizer.segmenter import split_samples_by_hash
+def split_train_val(cfg: DictConfig, samples: list[io.Sample]) -> tuple[list[io.Sample], list[io.Sample]]:
+    """The segmenter's fixed split by hash of the sample name (segmenter.val_fraction, max_val_images)."""
+    from nucleaizer.segmenter import split_train_val as split
 
-    is_val = split_samples_by_hash([s.name for s in samples])
-    train = [s for s, v in zip(samples, is_val, strict=True) if not v]
-    val = [s for s, v in zip(samples, is_val, strict=True) if v]
-    return (train or val), val
+    return split(samples, cfg.segmenter.val_fraction, cfg.segmenter.max_val_images)
 
 
 # --- the stages -------------------------------------------------------------------------------------------
@@ -173,7 +170,7 @@ def stage_preseg(ctx, out: Path, summary: dict) -> None:
             raise UserError(f"preseg.checkpoint: {checkpoint} is not a segmenter .pt file")
         summary["trained"] = False
     else:
-        train, val = split_train_val(source_samples(cfg))
+        train, val = split_train_val(cfg, source_samples(cfg))
         kwargs = fit_kwargs(cfg)
         kwargs["augment"] = {**kwargs.get("augment", {}), "rescale": cfg.preseg.rescale_jitter}
         checkpoint = fit_segmenter(train, val, out, checkpoint_name="preseg.pt", **kwargs)
@@ -339,7 +336,7 @@ def stage_segmenter(ctx, out: Path, summary: dict) -> None:
     from nucleaizer.segmenter import fit_segmenter
 
     cfg = ctx.cfg
-    train, val = split_train_val(source_samples(cfg))
+    train, val = split_train_val(cfg, source_samples(cfg))
     synthetic_dir = ctx.run.path("synthetic")
     diameters = {row["image"]: float(row["diameter_px"]) for row in read_csv(ctx.run.path("sizes") / "sizes.csv")}
     scores = {}
@@ -383,7 +380,7 @@ def stage_postprocess(ctx, out: Path, summary: dict) -> None:
     if not pp.enabled:
         summary["enabled"] = False
         return
-    train, val = split_train_val(source_samples(cfg))
+    train, val = split_train_val(cfg, source_samples(cfg))
     train_pairs = [(image, labels) for _, image, labels, _ in working_scale_source(cfg, train)]
     if cfg.style != "none":
         synthetic = io.list_samples(ctx.run.path("synthetic"), require_labels=True)

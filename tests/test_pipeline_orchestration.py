@@ -71,6 +71,15 @@ def test_subset_needs_finished_earlier_stages_and_force_redoes(tmp_path):
     assert forced.ran == ["styles"]
 
 
+def test_subset_stops_after_its_last_stage(tmp_path):
+    first = Recorder()
+    report = pipeline.run(make_cfg(tmp_path, "stages=[preseg]"), first.functions())
+    assert first.ran == ["preseg"] and list(report["stages"]) == ["preseg"]
+    then = Recorder()
+    pipeline.run(make_cfg(tmp_path, "stages=[sizes,styles]"), then.functions())
+    assert then.ran == ["sizes", "styles"]
+
+
 def test_nostyle_skips_the_style_stages(tmp_path):
     recorder = Recorder()
     pipeline.run(make_cfg(tmp_path, "style=none"), recorder.functions())

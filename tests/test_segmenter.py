@@ -17,6 +17,7 @@ from nucleaizer.segmenter import (
     paint_by_score,
     read_segmenter_file,
     save_segmenter,
+    split_train_val,
     stage_at_epoch,
     trainable_mask,
 )
@@ -178,3 +179,21 @@ def test_anchor_sizes_per_map_may_be_lists_of_equal_length():
     assert model.rpn.anchor_generator.num_anchors_per_location() == [6, 6, 6]
     with pytest.raises(UserError, match="same number"):
         build_maskrcnn(**{**TINY, "anchor_sizes": [[16, 24], [32], [64]]})
+
+
+def test_train_val_split_is_fixed_by_name_and_capped():
+    from types import SimpleNamespace
+
+    samples = [SimpleNamespace(name=f"image_{i:03d}") for i in range(200)]
+    train, val = split_train_val(samples, val_fraction=0.2)
+    assert 25 < len(val) < 55 and len(train) + len(val) == 200
+    assert not {s.name for s in train} & {s.name for s in val}
+    # order of the input does not change who validates
+    _, val_reversed = split_train_val(samples[::-1], val_fraction=0.2)
+    assert {s.name for s in val_reversed} == {s.name for s in val}
+    # the cap keeps a subset of the same validation images; the rest train
+    capped_train, capped_val = split_train_val(samples, val_fraction=0.2, max_val_images=10)
+    assert len(capped_val) == 10 and {s.name for s in capped_val} < {s.name for s in val}
+    assert len(capped_train) == 190
+    # a single sample cannot be split: it trains (and validates)
+    assert split_train_val(samples[:1], val_fraction=1.0) == (samples[:1], samples[:1])

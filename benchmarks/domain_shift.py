@@ -1,0 +1,303 @@
+"""The paper's domain-shift experiment on real data: does learning the target's style (AUTOstyle) help?
+
+    python benchmarks/domain_shift.py [--quick] [--targets tissue,cpm15] [--jobs 2] [--threads 1]
+                                      [--phase all|adapt|score] [--work DIR] [-- HYDRA_OVERRIDE ...]
+
+Source: the fluorescence and bright-field images of ../shared/data/dsb2018_train with their labels.
+Targets: (a) ``tissue``: dsb2018_train's colour tissue images, split by sha1 of the id into an adaptation
+half (labels unused) and an evaluation half; (b) ``cpm15``: cpm15_he, adapted on all images unlabelled and
+scored on their labels.
+
+Everything runs through ``python train.py`` as a user would run it, in run folders under ``--work``:
+1. ``source``: the pre-segmentation model trained on the source (stages=[preseg]); shared by every run.
+2. per target, ``<target>_auto`` (style=auto, compare=[none]: AUTOstyle and NOstyle fine-tuned from the
+   same source model with the same budget) and ``<target>_gt`` (style=gt: styles learned from the
+   adaptation images' own labels), stages preseg..segmenter (post-processing is left out: it is the same
+   for every variant and costs the budget). Runs of different targets go in parallel (``--jobs``).
+3. scoring, here: each variant's model segments the evaluation images with the same nucleus diameter
+   (estimated once per image by the source model, as infer.py would) and is scored with nucleaizer.metrics,
+   beside the source model without fine-tuning and the classical baseline (Otsu + watershed).
+
+Writes benchmarks/results/domain_shift{,_quick}.json, .md and .png (DSB per variant and target), with the
+date, machine, profile, budget overrides and git commit, plus each run's diagnostics (styles, synthetic
+pairs, realism of the synthetic images, stage timings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from metrics import git_commit, machine  # noqa: E402  (benchmarks/metrics.py: same machine record)
+
+from nucleaizer import io  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+SOURCE_GROUPS = ("gray_darkbg_fluorescence", "gray_brightbg_brightfield")
+TISSUE_GROUP = "colour_brightbg_HE_like"
+VARIANTS = {"nostyle": ("auto", "none"), "autostyle": ("auto", "auto"), "gtstyle": ("gt", "gt")}
+# The CPU budget: the cpu profile with bigger styles (fewer pix2pix models) and shorter pix2pix training.
+BUDGET = ["profile=cpu", "styles.images_per_style_range=[15,30]", "stylegen.train.budget.max_steps=300"]
+QUICK_BUDGET = ["profile=tiny"]
+log = logging.getLogger("benchmark.domain_shift")
+
+
+def half_of(image_id: str) -> str:
+    """adapt | eval: a fixed split of the tissue images by the sha1 of the id."""
+    return "eval" if int(hashlib.sha1(image_id.encode()).hexdigest(), 16) % 2 == 0 else "adapt"
+
+
+def link_folder(folder: Path, ids: list[str], dataset: Path) -> Path:
+    """``folder/{images,labels}`` of symbolic links to ``dataset``'s files of ``ids`` (data are never copied)."""
+    for kind in ("images", "labels"):
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+        for image_id in ids:
+            link = folder / kind / f"{image_id}.png"
+            if not link.exists():
+                link.symlink_to(dataset / kind / f"{image_id}.png")
+    return folder
+
+
+def prepare_data(work: Path, quick: bool) -> dict[str, dict[str, Path]]:
+    """Source and target folders (links into ../shared/data); per target its adapt and eval folders."""
+    dsb = DATA / "dsb2018_train"
+    manifest = pd.read_csv(dsb / "manifest.csv")
+    source_ids = sorted(manifest.loc[manifest["group"].isin(SOURCE_GROUPS), "id"])
+    tissue_ids = sorted(manifest.loc[manifest["group"] == TISSUE_GROUP, "id"])
+    cpm_ids = sorted(p.stem for p in (DATA / "cpm15_he" / "images").glob("*.png"))
+    if quick:
+        source_ids, tissue_ids, cpm_ids = source_ids[:12], tissue_ids[:12], cpm_ids[:3]
+    data = work / "data"
+    source = link_folder(data / "source", source_ids, dsb)
+    tissue_adapt = link_folder(data / "tissue_adapt", [i for i in tissue_ids if half_of(i) == "adapt"], dsb)
+    tissue_eval = link_folder(data / "tissue_eval", [i for i in tissue_ids if half_of(i) == "eval"], dsb)
+    cpm = link_folder(data / "cpm15", cpm_ids, DATA / "cpm15_he")
+    return {"source": {"adapt": source},
+            "tissue": {"adapt": tissue_adapt, "eval": tissue_eval},
+            "cpm15": {"adapt": cpm, "eval": cpm}}
+
+
+def train_py(run_dir: Path, target: Path, source: Path, overrides: list[str], threads: int, log_file: Path) -> float:
+    """``python train.py`` for one run (its output goes to ``log_file``); returns the wall time in seconds."""
+    command = [sys.executable, str(ROOT / "train.py"), "+target=new_experiment", f"target.name={run_dir.name}",
+               f"target.images={target / 'images'}", f"train.datasets=[{source}]", f"run_dir={run_dir}",
+               "logger=none", "trainer.enable_progress_bar=false", *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log.info("%s", " ".join(command))
+    started = time.perf_counter()
+    with open(log_file, "a") as handle:
+        result = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise RuntimeError(f"{run_dir.name} failed (exit {result.returncode}); see {log_file}")
+    return time.perf_counter() - started
+
+
+def adapt(work: Path, data: dict, targets: list[str], budget: list[str], extra: list[str], jobs: int,
+          threads: int) -> dict[str, float]:
+    """Train the source model, then every target's runs (targets in parallel); returns wall seconds per run."""
+    runs, logs = work / "runs", work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    source = data["source"]["adapt"]
+    seconds = {"source": train_py(runs / "source", data["tissue"]["adapt"], source,
+                                  [*budget, *extra, "stages=[preseg]"], threads, logs / "source.log")}
+    preseg = runs / "source" / "preseg" / "preseg.pt"
+    adapt_stages = "stages=[preseg,sizes,styles,stylegen,masks,synthetic,segmenter]"
+
+    def target_runs(target: str) -> dict[str, float]:
+        folder = data[target]["adapt"]
+        done = {}
+        for style, more in (("auto", ["style=auto", "compare=[none]"]),
+                            ("gt", ["style=gt", f"target.labels={folder / 'labels'}"])):
+            name = f"{target}_{style}"
+            done[name] = train_py(runs / name, folder, source,
+                                  [*budget, *extra, adapt_stages, f"preseg.checkpoint={preseg}", *more],
+                                  threads, logs / f"{name}.log")
+        return done
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for result in pool.map(target_runs, targets):
+            seconds.update(result)
+    return seconds
+
+
+def score_target(work: Path, eval_folder: Path, target: str, threads: int) -> tuple[pd.DataFrame, dict]:
+    """Per-image scores of every variant, the source model and the classical baseline on the eval images."""
+    import torch
+
+    from nucleaizer import baseline, metrics
+    from nucleaizer.inference import NucleusSegmenter
+    from nucleaizer.maskrcnn import MaskRCNNPredictor, load_segmenter
+    from nucleaizer.size import SizeRule
+
+    torch.set_num_threads(threads)
+    runs = work / "runs"
+    checkpoints = {"source_only": runs / "source" / "preseg" / "preseg.pt"}
+    for variant, (run_style, model) in VARIANTS.items():
+        checkpoints[variant] = runs / f"{target}_{run_style}" / "segmenter" / f"{model}.pt"
+    segmenters = {name: NucleusSegmenter(MaskRCNNPredictor(load_segmenter(path)[0]), size=SizeRule())
+                  for name, path in checkpoints.items() if path.is_file()}
+    rows, diameters = [], {}
+    samples = io.list_samples(eval_folder, require_labels=True)
+    for sample in samples:
+        image, truth = sample.read_image(), sample.read_labels()
+        # one size for every method: the source model's estimate, as infer.py makes it (no nucleus: scale 1)
+        scale = segmenters["source_only"].scale_for(image)
+        diameters[sample.name] = round(SizeRule().target_diameter_px / scale, 2)
+        predictions = {name: seg.segment(image, scale=scale) for name, seg in segmenters.items()}
+        predictions["classical_baseline"] = baseline.segment_classical(image)
+        for method, labels in predictions.items():
+            rows.append({"target": target, "image": sample.name, "method": method, **metrics.score_image(truth, labels)})
+    return pd.DataFrame(rows), {"images": len(samples), "estimated_diameters_px": diameters}
+
+
+SUMMARY_KEYS = ("images", "dsb", "map", "mf1", "f1_50", "mean_iou", "n_gt", "n_pred", "missed", "extra", "merges",
+                "splits", "miss_rate")
+
+
+def summarise(table: pd.DataFrame) -> dict:
+    from nucleaizer import metrics
+
+    result = {}
+    for (target, method), rows in table.groupby(["target", "method"], sort=False):
+        summary = metrics.summarize(rows.drop(columns=["target", "image", "method"]).to_dict("records"))
+        result.setdefault(target, {})[method] = {k: round(v, 4) if isinstance(v, float) else v
+                                                 for k, v in summary.items() if k in SUMMARY_KEYS}
+    return result
+
+
+def run_diagnostics(work: Path, targets: list[str]) -> dict:
+    """What each run learned and made: styles, synthetic pairs, realism, preseg objects, stage seconds."""
+    result = {}
+    for name in ["source", *[f"{t}_{s}" for t in targets for s in ("auto", "gt")]]:
+        report_file = work / "runs" / name / "report.json"
+        if not report_file.is_file():
+            continue
+        stages = json.loads(report_file.read_text())["stages"]
+        summary = {stage: record["summary"] for stage, record in stages.items()}
+        result[name] = {
+            "stage_seconds": {stage: round(record["seconds"]) for stage, record in stages.items()},
+            "preseg_objects": summary.get("preseg", {}).get("objects"),
+            "styles": summary.get("styles"),
+            "synthetic_pairs": summary.get("synthetic", {}).get("pairs"),
+            "realism": summary.get("synthetic", {}).get("realism"),
+            "median_diameter_px": summary.get("sizes", {}).get("median_diameter_px"),
+        }
+    return result
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"# Domain-shift benchmark ({report['date']})", "",
+             f"Machine: {m.get('platform')}, {m.get('cpu_count')} CPUs, torch {m.get('torch')}, "
+             f"{report['threads']} thread(s) per run, {report['jobs']} run(s) in parallel; commit {report['commit']}.",
+             "", f"Budget (Hydra overrides of every run): `{' '.join(report['budget'])}`.", "",
+             "Source: dsb2018_train fluorescence + bright-field with labels. Targets: `tissue` = dsb2018_train colour "
+             "tissue, adapted on one half by hash of the id (labels unused), scored on the other; `cpm15` = "
+             "cpm15_he, adapted on all images unlabelled, scored on their labels. Every method segments an "
+             "evaluation image at the same nucleus diameter, estimated by the source model.", "",
+             "| target | method | images | DSB | mAP | mF1 | F1@0.5 | missed | extra | merges | splits |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for target, methods in report["scores"].items():
+        for method, s in methods.items():
+            lines.append(f"| {target} | {method} | {s['images']} | {s['dsb']:.3f} | {s['map']:.3f} | {s['mf1']:.3f} | "
+                         f"{s['f1_50']:.3f} | {s['missed']} | {s['extra']} | {s['merges']} | {s['splits']} |")
+    lines += ["", "AUTOstyle minus NOstyle (DSB; the goal is at least +0.05): " +
+              ", ".join(f"{t} {d:+.3f}" for t, d in report["autostyle_gain"].items()), "",
+              "## Runs", "", "| run | wall s | preseg objects | styles | synthetic pairs | realism (C2ST acc., per style) |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for name, d in report["runs"].items():
+        styles = d["styles"] or {}
+        realism = {k: v.get("c2st_accuracy") for k, v in (d["realism"] or {}).items()}
+        lines.append(f"| {name} | {report['run_seconds'].get(name, 0):.0f} | {d['preseg_objects']} | "
+                     f"{styles.get('styles', '-')} (sizes {styles.get('sizes', '-')}) | {d['synthetic_pairs'] or '-'} | "
+                     f"{realism or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def bar_plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = list(report["scores"])
+    methods = list(dict.fromkeys(m for t in targets for m in report["scores"][t]))
+    width = 0.8 / len(methods)
+    figure, axis = plt.subplots(figsize=(1.6 + 1.4 * len(targets) * len(methods) / 3, 3.6))
+    for index, method in enumerate(methods):
+        values = [report["scores"][t].get(method, {}).get("dsb", np.nan) for t in targets]
+        axis.bar(np.arange(len(targets)) + (index - (len(methods) - 1) / 2) * width, values, width, label=method)
+    axis.set_xticks(np.arange(len(targets)), targets)
+    axis.set_ylabel("DSB score (eval images)")
+    axis.set_title(f"Domain shift, {report['profile']} budget, {report['date'][:10]}")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny profile and a few images: checks the script")
+    parser.add_argument("--targets", default="tissue,cpm15")
+    parser.add_argument("--phase", choices=("all", "adapt", "score"), default="all")
+    parser.add_argument("--jobs", type=int, default=2, help="targets adapted in parallel")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/nucleaizer_bench/domain_shift"))
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (after --)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if not (DATA / "dsb2018_train").is_dir():
+        raise SystemExit(f"needs the shared data at {DATA}")
+    targets = [t for t in args.targets.split(",") if t]
+    work = args.work / "quick" if args.quick else args.work
+    budget = QUICK_BUDGET if args.quick else BUDGET
+    data = prepare_data(work, args.quick)
+    seconds_file = work / "run_seconds.json"
+    if args.phase in ("all", "adapt"):
+        seconds = adapt(work, data, targets, budget, args.overrides, args.jobs, args.threads)
+        seconds_file.write_text(json.dumps(seconds, indent=2))
+    if args.phase == "adapt":
+        return
+    tables, evaluation = [], {}
+    for target in targets:
+        table, evaluation[target] = score_target(work, data[target]["eval"], target, args.threads)
+        tables.append(table)
+    scores = summarise(pd.concat(tables))
+    report = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(), "commit": git_commit(),
+        "profile": "tiny" if args.quick else "cpu", "budget": [*budget, *args.overrides], "threads": args.threads,
+        "jobs": args.jobs, "targets": targets, "scores": scores,
+        "autostyle_gain": {t: round(s["autostyle"]["dsb"] - s["nostyle"]["dsb"], 4)
+                           for t, s in scores.items() if "autostyle" in s and "nostyle" in s},
+        "runs": run_diagnostics(work, targets),
+        "run_seconds": json.loads(seconds_file.read_text()) if seconds_file.is_file() else {},
+        "evaluation": evaluation,
+    }
+    name = "domain_shift_quick" if args.quick else "domain_shift"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2, default=str))
+    (RESULTS / f"{name}.md").write_text(markdown(report))
+    bar_plot(report, RESULTS / f"{name}.png")
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
