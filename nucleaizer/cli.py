@@ -7,6 +7,7 @@ traceback. Set ``HYDRA_FULL_ERROR=1`` to see the traceback anyway.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -87,6 +88,16 @@ def check_config(
     return cfg
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def describe_disk_full(exc: OSError) -> str:
+    """The one-line message for a write that failed because the disk (or quota) is full."""
+    where = f" while writing {exc.filename}" if exc.filename else ""
+    return (f"no space left on the device{where}. Free some space and run the same command again: finished "
+            "stages are kept, and the interrupted stage (its half-written files are in .partial/) starts over")
+
+
 def hydra_entry_point(
     config_name: str, task: Callable[[DictConfig], object], validate: Callable[[DictConfig], None] | None = None
 ) -> None:
@@ -99,10 +110,11 @@ def hydra_entry_point(
     def _main(cfg: DictConfig) -> None:
         try:
             task(cfg)
-        except UserError as exc:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        except (UserError, OSError) as exc:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1" or (isinstance(exc, OSError) and exc.errno not in DISK_FULL):
                 raise
-            log.error("%s", exc)
-            fail(str(exc))
+            message = describe_disk_full(exc) if isinstance(exc, OSError) else str(exc)
+            log.error("%s", message)
+            fail(message)
 
     _main()

@@ -351,6 +351,7 @@ def stage_segmenter(ctx, out: Path, summary: dict) -> None:
                           checkpoint_name="model.pt", **kwargs)
             (out / variant / "model.pt").replace(checkpoint)
         predictions = segment_folder(cfg, checkpoint, target_samples(cfg), out / variant / "labels", diameters)
+        log_overlays(ctx, f"segmenter/{variant}_overlays", predictions)
         scored = score_target(ctx, predictions)
         if scored is not None:
             scores[STYLE_NAMES[variant]] = scored
@@ -358,6 +359,19 @@ def stage_segmenter(ctx, out: Path, summary: dict) -> None:
 
 
 STYLE_NAMES = {"none": "nostyle", "auto": "autostyle", "gt": "gtstyle"}
+OVERLAYS_LOGGED = 4  # target images whose segmentation overlay goes to W&B per variant
+
+
+def log_overlays(ctx, key: str, predictions: dict[str, np.ndarray]) -> None:
+    """Colour overlays of the first few segmented target images, to the tracker."""
+    from nucleaizer.inference import as_rgb8
+    from nucleaizer.overlay import overlay
+
+    if not ctx.tracker.enabled:
+        return
+    images = io.files_by_stem(Path(ctx.cfg.target.images), io.IMAGE_SUFFIXES)
+    ctx.tracker.log_images(key, {name: overlay(as_rgb8(io.read_image(images[name])), labels)
+                                 for name, labels in list(predictions.items())[:OVERLAYS_LOGGED]})
 
 
 def working_scale_source(cfg: DictConfig, samples: list[io.Sample]):
@@ -395,7 +409,10 @@ def stage_postprocess(ctx, out: Path, summary: dict) -> None:
     section = fit_postprocess(train_pairs, val_items, segment_working_scale, out, unet=plain(pp.unet),
                               ga=plain(pp.ga), params=plain(pp.params), trainer=trainer_settings(cfg),
                               seed=cfg.seed)
-    summary.update(enabled=True, bundle_section=section)
+    history = [{k: float(v) for k, v in row.items()} for row in read_csv(out / "ga_history.csv")]
+    ctx.tracker.log_table("postprocess/ga_history", history)
+    ctx.tracker.log_images("postprocess/ga_curve", {"DSB per generation": io.read_image(out / "ga_history.png")})
+    summary.update(enabled=True, bundle_section=section, ga_generations=len(history))
 
 
 def stage_bundle(ctx, out: Path, summary: dict) -> None:

@@ -19,14 +19,16 @@ ROOT = Path(__file__).resolve().parent.parent
 # One torch thread: with threads waiting on each other, a step can take 10x longer on a busy machine.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 # GTstyle with a given diameter: every stage has work to do even though tiny models learn nothing
-TINY = ["+target=demo", "profile=tiny", "logger=none", "style=gt", "compare=[none]", "size.diameter_px=30",
+TINY = ["+target=demo", "profile=tiny", "style=gt", "compare=[none]", "size.diameter_px=30",
         "target.demo.n_source=6", "target.demo.n_target=4", "target.demo.image_size=96"]
 
 
-def train(run_dir: Path, *extra: str, **popen) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, f"run_dir={run_dir}", *extra],
-                            cwd=run_dir.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
-                            **popen)
+def train(run_dir: Path, *extra: str, logger: str = "none", **popen) -> subprocess.Popen:
+    # W&B offline is real and local: the environment's WANDB_MODE (CI disables W&B) must not override it
+    env = {**ENV, "WANDB_MODE": "offline"}
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, f"logger={logger}", f"run_dir={run_dir}",
+                             *extra], cwd=run_dir.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, **popen)
 
 
 def finish(process: subprocess.Popen) -> str:
@@ -63,7 +65,7 @@ def results(run_dir: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
-    finish(train(run_dir))
+    finish(train(run_dir, logger="wandb"))
     return run_dir
 
 
@@ -79,6 +81,16 @@ def test_every_stage_writes_its_results_and_the_report(finished_run):
     bundle = json.loads((finished_run / "model" / "bundle.json").read_text())
     assert (finished_run / "model" / bundle["postprocess"]["ensemble"]).is_file()
     assert not (finished_run / ".partial").exists() or not any((finished_run / ".partial").iterdir())
+
+
+def test_weights_and_biases_offline_run_has_montages_samples_overlays_and_ga_curve(finished_run):
+    runs = list((finished_run / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    media = runs[0] / "files" / "media"
+    logged = {str(p.relative_to(media)).rsplit("_", 2)[0] for p in media.rglob("*.*")}
+    assert {"images/styles/montages", "images/stylegen/style_0", "images/masks/montages",
+            "images/synthetic/style_0", "images/segmenter/gt_overlays", "images/segmenter/none_overlays",
+            "images/postprocess/ga_curve", "table/postprocess/ga_history"} <= logged
 
 
 def test_second_run_skips_everything(finished_run):
