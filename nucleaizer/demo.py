@@ -1,8 +1,7 @@
 """The built-in demo experiment: an annotated source domain and a differently stained, unlabelled target.
 
-The source mixes fluorescence (bright nuclei on a dark background) and bright-field images (dark nuclei on a
-grey background), the two grey looks of DSB 2018; the target looks like H&E-stained tissue (dark purple
-nuclei on a bright pink textured background) with somewhat larger nuclei: a colour look no source image has.
+The source looks like fluorescence microscopy (bright nuclei on a dark background); the target looks like
+H&E-stained tissue (dark purple nuclei on a bright pink textured background) with somewhat larger nuclei.
 Target labels are written too, but only for scoring at the end: the pipeline never trains on them unless
 asked to (style=gt).
 """
@@ -18,15 +17,13 @@ from nucleaizer import io, simulate
 
 log = logging.getLogger(__name__)
 
-SOURCE_STYLES = ("fluorescence", "brightfield")  # alternate, one image each
+SOURCE_STYLE = "fluorescence"
 TARGET_STYLE = "he"
 
 
-def _write_domain(folder: Path, styles: tuple[str, ...], n_images: int, image_size: int, diameter_px: float,
-                  seed: int) -> None:
+def _write_domain(folder: Path, style: str, n_images: int, image_size: int, diameter_px: float, seed: int) -> None:
     rng = np.random.default_rng(seed)
     for index in range(n_images):
-        style = styles[index % len(styles)]
         density = rng.uniform(0.15, 0.35)
         image, labels = simulate.sample(style, image_size, diameter_px, density, seed=rng)
         name = f"{style}_{index:03d}"
@@ -52,7 +49,7 @@ def make_demo(
     if done_marker.exists():
         return folder
     log.info("simulating the demo experiment in %s", folder)
-    _write_domain(folder / "source", SOURCE_STYLES, n_source, image_size, source_diameter_px, seed)
-    _write_domain(folder / "target", (TARGET_STYLE,), n_target, image_size, target_diameter_px, seed + 1)
+    _write_domain(folder / "source", SOURCE_STYLE, n_source, image_size, source_diameter_px, seed)
+    _write_domain(folder / "target", TARGET_STYLE, n_target, image_size, target_diameter_px, seed + 1)
     done_marker.write_text(f"n_source={n_source} n_target={n_target} image_size={image_size} seed={seed}\n")
     return folder

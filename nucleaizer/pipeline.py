@@ -64,10 +64,15 @@ class Context:
 StageFunction = Callable[[Context, Path, dict], None]
 
 
+PRESEG_METHODS = ("model", "classical")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Check a train configuration before anything runs; raise UserError naming the key to fix."""
     if OmegaConf.select(cfg, "target") is None:
         raise UserError(f"no target experiment chosen: add {TARGETS_HINT}")
+    if cfg.preseg.method not in PRESEG_METHODS:
+        raise UserError(f"preseg.method={cfg.preseg.method} is not one of {list(PRESEG_METHODS)}")
     unknown = [stage for stage in cfg.stages if stage not in STAGES]
     if unknown:
         raise UserError(f"stages: unknown stage(s) {unknown}; known stages are {list(STAGES)}")

@@ -175,10 +175,26 @@ def stage_preseg(ctx, out: Path, summary: dict) -> None:
         kwargs["augment"] = {**kwargs.get("augment", {}), "rescale": cfg.preseg.rescale_jitter}
         checkpoint = fit_segmenter(train, val, out, checkpoint_name="preseg.pt", **kwargs)
         summary.update(trained=True, train_images=len(train), val_images=len(val))
-    labels = segment_folder(cfg, checkpoint, target_samples(cfg), out / "labels",
-                            diameters=None if not cfg.size.diameter_px else
-                            {s.name: cfg.size.diameter_px for s in target_samples(cfg)})
-    summary.update(images=len(labels), objects=int(sum(lab.max() for lab in labels.values())))
+    if cfg.preseg.method == "classical":
+        labels = segment_folder_classically(cfg, target_samples(cfg), out / "labels")
+    else:
+        labels = segment_folder(cfg, checkpoint, target_samples(cfg), out / "labels",
+                                diameters=None if not cfg.size.diameter_px else
+                                {s.name: cfg.size.diameter_px for s in target_samples(cfg)})
+    summary.update(method=cfg.preseg.method, images=len(labels),
+                   objects=int(sum(lab.max() for lab in labels.values())))
+
+
+def segment_folder_classically(cfg: DictConfig, samples: list[io.Sample], out: Path) -> dict[str, np.ndarray]:
+    """Otsu + watershed labels of ``samples`` (haematoxylin channel for colour images) to ``out/<stem>.png``."""
+    from nucleaizer.baseline import segment_classical
+
+    results = {}
+    for sample, image, _ in tqdm(io.iter_samples(samples, on_bad_file=cfg.train.on_bad_file), total=len(samples),
+                                 desc="segmenting classically", unit="image"):
+        results[sample.name] = segment_classical(image)
+        io.write_labels(out / f"{sample.name}.png", results[sample.name])
+    return results
 
 
 def preseg_checkpoint(ctx) -> Path:
