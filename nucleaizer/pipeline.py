@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # name -> what the stage does (METHOD.md sections in brackets)
 STAGES: dict[str, str] = {
-    "preseg": "pre-segment the target images with a robust generic Mask R-CNN (trained when none is given) [1]",
+    "preseg": "train (or take) the generic pre-segmentation Mask R-CNN and pre-segment the target images [1]",
     "sizes": "estimate the nucleus diameter of every target image and its scale factor to 40 px [1]",
     "styles": "cluster the target images into visual styles [2]",
     "stylegen": "train one pix2pix mask-to-image model per style [3]",
