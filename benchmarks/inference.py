@@ -9,11 +9,15 @@
    from the annotated diameter so every predictor does the same work; the size-estimation pass (a first pass
    of the same predictor on the original image) is timed too (``mp_per_s_with_estimation``) and its
    estimate compared with the annotated diameter. Each measurement runs in a fresh process and reports its
-   peak resident memory (and peak CUDA memory on a GPU).
+   peak resident memory (and peak CUDA memory on a GPU). The ratio of the two MP/s figures is what holds on
+   a busy machine.
 2. Tiled vs whole-image prediction on a mosaic of real fluorescence images (2048 x 2048; 1024 with --quick),
    rescaled by the size rule: the share of objects that differ (no partner at IoU > 0.5 in the other
-   result), and the DSB score of both against the mosaic's ground truth. The predictor is the classical one
-   with one fixed threshold (see tiled_vs_whole).
+   result), and the DSB score of both against the mosaic's ground truth. Predictors: the classical one with
+   one fixed threshold (see tiled_vs_whole), and the trained Mask R-CNN (when the checkpoint exists; in a
+   fresh process, with the same raised caps for the whole image and for each tile; see
+   WHOLE_IMAGE_SETTINGS). ``--maskrcnn-mosaic`` gives Mask R-CNN a smaller mosaic where the whole image
+   does not fit in memory.
 
 Writes benchmarks/results/inference[_cuda][_quick].json and .md.
 """
@@ -29,6 +33,8 @@ import resource
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -47,17 +53,26 @@ from nucleaizer.size import SizeRule, median_diameter, rescale_image, rescale_la
 from nucleaizer.tiling import TileParams, predict_image  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "dsb2018_train"
-DEFAULT_CHECKPOINT = Path("/tmp/nucleaizer_bench/segmenter_cpu.pt")
+DEFAULT_CHECKPOINT = Path("/tmp/nucleaizer_bench/segmenter_cpu_part2.pt")
 RESULTS = ROOT / "benchmarks" / "results"
 TILE_PARAMS = TileParams(tile_size=512, overlap=64, batch_size=4)
 MOSAIC_CELL = 256
+# Mask R-CNN settings for tiled vs whole, the same for the whole image and for every tile so both see the same
+# limits. The CPU profile's caps (RPN 2000 per level before NMS, 1000 after, 500 detections) are meant for one
+# 512 px tile, where about 7000 proposals survive the RPN's NMS; the whole rescaled mosaic would need about
+# 900k. Keeping only proposals of objectness >= 0.05 (torchvision's rpn score_thresh, default 0; on sample
+# tiles it leaves the detections of the default settings unchanged) brings that to tens of thousands, under
+# caps high enough that none is reached (checked and reported; the pre-NMS cap exceeds the anchor count).
+WHOLE_IMAGE_SETTINGS = {"rpn_score_thresh": 0.05, "rpn_pre_nms_top_n": 10_000_000, "rpn_post_nms_top_n": 200_000,
+                        "detections_per_img": 8000}
+CONFIDENT_SCORE = 0.9
 
 
 def machine() -> dict:
     import torch
 
     info = {"platform": platform.platform(), "cpu_count": multiprocessing.cpu_count(), "torch": torch.__version__,
-            "python": platform.python_version()}
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -167,8 +182,9 @@ def throughput_worker(kind: str, names: list[str], device: str, checkpoint: str 
 
 
 def in_fresh_process(function, *args) -> dict:
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(function, args)
+    """``function(*args)`` in a new process; BrokenProcessPool when that process dies (e.g. out of memory)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
 
 
 def differing_objects(whole: np.ndarray, tiled: np.ndarray) -> dict:
@@ -178,6 +194,30 @@ def differing_objects(whole: np.ndarray, tiled: np.ndarray) -> dict:
             "identical": int((table.iou >= 0.999).sum())}
 
 
+def rescaled_mosaic(side: int) -> tuple[np.ndarray, np.ndarray, float, float, np.ndarray]:
+    """(mosaic, its labels, median diameter, scale, mosaic rescaled to 40 px nuclei)."""
+    image, truth = build_mosaic(side)
+    diameter = median_diameter(truth)
+    scale = SizeRule().scale_for(diameter)
+    return image, truth, diameter, scale, rescale_image(image, scale)
+
+
+def comparison_row(description: str, side: int, truth: np.ndarray, diameter: float, scale: float,
+                   tiled: np.ndarray, whole: np.ndarray, tiled_seconds: float, whole_seconds: float) -> dict:
+    """Objects differing between tiled and whole label images (working scale), and both DSB scores."""
+    counts = differing_objects(whole, tiled)
+    differ = (counts["n_whole"] - counts["matched"]) + (counts["n_tiled"] - counts["matched"])
+    back = {k: rescale_labels(v, truth.shape) for k, v in (("tiled", tiled), ("whole", whole))}
+    return {
+        "predictor": description, "mosaic_px": side, "median_gt_diameter_px": round(diameter, 2),
+        "scale": round(scale, 3), "working_px": list(tiled.shape), **counts, "differing_objects": differ,
+        "differing_share": round(differ / max(counts["n_whole"], 1), 5),
+        "tiled_seconds": round(tiled_seconds, 2), "whole_seconds": round(whole_seconds, 2),
+        "dsb_tiled": round(metrics.dsb_score(truth, back["tiled"]), 4),
+        "dsb_whole": round(metrics.dsb_score(truth, back["whole"]), 4), "gt_objects": int(truth.max()),
+    }
+
+
 def tiled_vs_whole(side: int) -> list[dict]:
     """Tiled and whole-image prediction of the same rescaled mosaic; share of differing objects.
 
@@ -185,13 +225,8 @@ def tiled_vs_whole(side: int) -> list[dict]:
     and the predictor's own reach can make the results differ: thresholded components (no watershed; exactly
     local, so any difference is the merging's fault) and the watershed baseline (its h-maxima and distance
     transform see the whole clump of touching nuclei, so clumps cut by a tile edge may split differently).
-    Mask R-CNN is not run on the whole mosaic: torchvision pastes every detection as a full-image mask,
-    thousands x 20 megapixels here.
     """
-    image, truth = build_mosaic(side)
-    diameter = median_diameter(truth)
-    scale = SizeRule().scale_for(diameter)
-    working = rescale_image(image, scale)
+    _, truth, diameter, scale, working = rescaled_mosaic(side)
     channel, _ = nuclear_channel(working)
     threshold = float(threshold_otsu(ndimage.gaussian_filter(channel, ClassicalPredictor.smooth_sigma_px)))
     rows = []
@@ -201,24 +236,64 @@ def tiled_vs_whole(side: int) -> list[dict]:
     ):
         t0 = time.perf_counter()
         tiled = paint_instances(predict_image(working, predictor, TILE_PARAMS), working.shape[:2])[0]
-        tiled_seconds = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t1 = time.perf_counter()
         whole = predictor.segment(working)
-        whole_seconds = time.perf_counter() - t0
-        counts = differing_objects(whole, tiled)
-        differ = (counts["n_whole"] - counts["matched"]) + (counts["n_tiled"] - counts["matched"])
-        back = {k: rescale_labels(v, truth.shape) for k, v in (("tiled", tiled), ("whole", whole))}
-        rows.append({
-            "predictor": f"{description}, fixed threshold {threshold:.3f}", "mosaic_px": side,
-            "median_gt_diameter_px": round(diameter, 2), "scale": round(scale, 3),
-            "working_px": list(working.shape[:2]), **counts, "differing_objects": differ,
-            "differing_share": round(differ / max(counts["n_whole"], 1), 5),
-            "tiled_seconds": round(tiled_seconds, 2), "whole_seconds": round(whole_seconds, 2),
-            "dsb_tiled": round(metrics.dsb_score(truth, back["tiled"]), 4),
-            "dsb_whole": round(metrics.dsb_score(truth, back["whole"]), 4), "gt_objects": int(truth.max()),
-        })
+        t2 = time.perf_counter()
+        rows.append(comparison_row(f"{description}, fixed threshold {threshold:.3f}", side, truth, diameter, scale,
+                                   tiled, whole, t1 - t0, t2 - t1))
         print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def confident_differing(whole: np.ndarray, whole_scores: np.ndarray, tiled: np.ndarray, tiled_scores: np.ndarray,
+                        min_score: float = CONFIDENT_SCORE) -> dict:
+    """Objects of score >= min_score in either result with no object at all at IoU > 0.5 in the other."""
+    table = metrics.overlaps(whole, tiled)
+    best_whole, best_tiled = np.zeros(table.n_gt), np.zeros(table.n_pred)
+    np.maximum.at(best_whole, table.pair_gt, table.iou)
+    np.maximum.at(best_tiled, table.pair_pred, table.iou)
+    confident_whole, confident_tiled = whole_scores >= min_score, tiled_scores >= min_score
+    differ = int((best_whole[confident_whole] <= 0.5).sum() + (best_tiled[confident_tiled] <= 0.5).sum())
+    return {"confident_score": min_score, "confident_whole": int(confident_whole.sum()),
+            "confident_differing": differ,
+            "confident_differing_share": round(differ / max(int(confident_whole.sum()), 1), 5)}
+
+
+def maskrcnn_tiled_vs_whole(side: int, checkpoint: str, device: str) -> dict:
+    """Tiled vs whole-image Mask R-CNN on the rescaled mosaic; runs in its own process (peak memory is its own).
+
+    The predictor pastes each mask into its own box only, so the whole image costs no full-image mask per
+    detection. WHOLE_IMAGE_SETTINGS apply to both runs; the largest proposal and detection counts are reported
+    beside the caps (a cap reached would make the two differ for that reason alone).
+    """
+    _, truth, diameter, scale, working = rescaled_mosaic(side)
+    predictor, description = load_maskrcnn(Path(checkpoint), device)
+    model = predictor.model
+    model.rpn.score_thresh = WHOLE_IMAGE_SETTINGS["rpn_score_thresh"]
+    model.rpn._pre_nms_top_n["testing"] = WHOLE_IMAGE_SETTINGS["rpn_pre_nms_top_n"]
+    model.rpn._post_nms_top_n["testing"] = WHOLE_IMAGE_SETTINGS["rpn_post_nms_top_n"]
+    model.roi_heads.detections_per_img = WHOLE_IMAGE_SETTINGS["detections_per_img"]
+    proposals, anchors = [], []
+    model.rpn.register_forward_hook(lambda module, inputs, output: proposals.append(max(map(len, output[0]))))
+    model.rpn.anchor_generator.register_forward_hook(lambda module, inputs, output: anchors.append(len(output[0])))
+    t0 = time.perf_counter()
+    tiled, tiled_scores = paint_instances(predict_image(working, predictor, TILE_PARAMS), working.shape[:2])
+    t1 = time.perf_counter()
+    peak_tiled = _peak_memory_mb(device)["peak_rss_mb"]
+    most_tile_proposals = max(proposals)
+    instances = predictor([working])[0]
+    whole, whole_scores = paint_instances(instances, working.shape[:2])
+    t2 = time.perf_counter()
+    row = comparison_row(description, side, truth, diameter, scale, tiled, whole, t1 - t0, t2 - t1)
+    caps_reached = (anchors[-1] >= WHOLE_IMAGE_SETTINGS["rpn_pre_nms_top_n"]
+                    or proposals[-1] >= WHOLE_IMAGE_SETTINGS["rpn_post_nms_top_n"]
+                    or len(instances) >= WHOLE_IMAGE_SETTINGS["detections_per_img"])
+    row.update({**confident_differing(whole, whole_scores, tiled, tiled_scores), "settings": WHOLE_IMAGE_SETTINGS,
+                "anchors_whole": anchors[-1], "rpn_proposals_whole": proposals[-1],
+                "rpn_proposals_most_in_a_tile": most_tile_proposals,
+                "detections_whole": len(instances), "caps_reached": bool(caps_reached),
+                "peak_rss_mb_tiled": peak_tiled, **_peak_memory_mb(device)})
+    return row
 
 
 def write_markdown(path: Path, result: dict) -> None:
@@ -244,12 +319,25 @@ def write_markdown(path: Path, result: dict) -> None:
               f"rescaled by {first['scale']} to {first['working_px'][0]} x {first['working_px'][1]} px. "
               "Differing = objects of either result without a partner at IoU > 0.5 in the other; share = "
               "differing / objects whole.", "",
-              "| predictor | objects whole | objects tiled | matched | identical | differing share | DSB tiled | "
-              "DSB whole | s tiled | s whole |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| predictor | mosaic px | objects whole | objects tiled | matched | identical | differing share | "
+              "DSB tiled | DSB whole | s tiled | s whole |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for t in result["tiled_vs_whole"]:
-        lines.append(f"| {t['predictor']} | {t['n_whole']} | {t['n_tiled']} | {t['matched']} | {t['identical']} | "
-                     f"{100 * t['differing_share']:.2f}% | {t['dsb_tiled']} | {t['dsb_whole']} | "
+        lines.append(f"| {t['predictor']} | {t['mosaic_px']} | {t['n_whole']} | {t['n_tiled']} | {t['matched']} | "
+                     f"{t['identical']} | {100 * t['differing_share']:.2f}% | {t['dsb_tiled']} | {t['dsb_whole']} | "
                      f"{t['tiled_seconds']} | {t['whole_seconds']} |")
+    for t in result["tiled_vs_whole"]:
+        if "settings" in t:
+            lines += ["", f"Mask R-CNN, the same settings for both runs: {t['settings']} (see WHOLE_IMAGE_SETTINGS); "
+                      f"the whole image gave {t['rpn_proposals_whole']} RPN proposals and {t['detections_whole']} "
+                      f"detections, the busiest tile {t['rpn_proposals_most_in_a_tile']} proposals "
+                      f"({'a cap was reached' if t['caps_reached'] else 'no cap reached'}). Confident objects "
+                      f"(score >= {t['confident_score']}, {t['confident_whole']} in the whole-image result) "
+                      f"without any object at IoU > 0.5 in the other result: {t['confident_differing']} "
+                      f"({100 * t['confident_differing_share']:.2f}%). Peak RSS {t['peak_rss_mb_tiled']} MB "
+                      f"after the tiled run, {t['peak_rss_mb']} MB with the whole image."]
+    for note in result.get("notes", []):
+        lines += ["", note]
     lines.append("")
     path.write_text("\n".join(lines))
 
@@ -260,6 +348,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
                         help="trained segmenter .pt (save_segmenter); untrained network when it does not exist")
+    parser.add_argument("--maskrcnn-mosaic", type=int, default=None,
+                        help="mosaic side (px) for Mask R-CNN tiled vs whole (default: the classical one's)")
     args = parser.parse_args(argv)
     if not DATA.is_dir():
         raise SystemExit(f"error: {DATA} not found; the benchmark needs ../shared/data/dsb2018_train")
@@ -275,10 +365,28 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(throughput[-1]), flush=True)
     except ImportError as error:
         print(f"Mask R-CNN not measured: {error}", flush=True)
-    comparison = tiled_vs_whole(1024 if args.quick else 2048)
+    side = 1024 if args.quick else 2048
+    comparison, notes = tiled_vs_whole(side), []
+    if checkpoint is None:
+        notes.append(f"Mask R-CNN tiled vs whole not measured: no checkpoint at {args.checkpoint}.")
+    else:
+        # the whole rescaled mosaic goes through the network at once; where that runs out of memory, a smaller
+        # mosaic is used instead (and said so)
+        for mosaic in sorted({args.maskrcnn_mosaic or side, (args.maskrcnn_mosaic or side) // 2}, reverse=True):
+            try:
+                comparison.append(in_fresh_process(maskrcnn_tiled_vs_whole, mosaic, str(checkpoint), args.device))
+                print(json.dumps(comparison[-1]), flush=True)
+                break
+            except (BrokenProcessPool, MemoryError, RuntimeError) as error:
+                notes.append(f"Mask R-CNN on the whole {mosaic} px mosaic failed ({type(error).__name__}: {error}).")
+                print(notes[-1], flush=True)
+        if comparison[-1].get("mosaic_px") != side and "settings" in comparison[-1]:
+            notes.append(f"Mask R-CNN ran on a {comparison[-1]['mosaic_px']} px mosaic, not the {side} px one of "
+                         "the classical predictors.")
     result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
               "commit": git_commit(), "device": args.device, "quick": args.quick, "images": names,
-              "tile_params": TILE_PARAMS.__dict__, "throughput": throughput, "tiled_vs_whole": comparison}
+              "tile_params": TILE_PARAMS.__dict__, "throughput": throughput, "tiled_vs_whole": comparison,
+              "notes": notes}
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = ("" if args.device == "cpu" else f"_{args.device}") + ("_quick" if args.quick else "")
     (RESULTS / f"inference{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -45,7 +45,8 @@ def as_rgb8(image: np.ndarray) -> np.ndarray:
 class NucleusSegmenter:
     """A predictor with everything needed to segment an image of any size.
 
-    predictor: the instance predictor (tiles -> masks, scores) working at ``size.target_diameter_px``;
+    predictor: the instance predictor (tiles -> Instances, or masks + scores; see ``tiling``) working at
+    ``size.target_diameter_px``;
     preseg: predictor for the size-estimation pass on the original image (the main predictor when None);
     tta_transforms: names from ``tta.TRANSFORMS``; empty for no test-time augmentation;
     refine: post-processing applied to the labels at the working scale, or None.

@@ -1,8 +1,9 @@
 """Instances as bounding-box crops, and painting them into a label image by decreasing score.
 
-An instance predictor returns full-tile masks; kept whole, a few hundred of them per tile would cost hundreds
-of megabytes per image. ``Instances`` keeps each object as its bounding box in the image frame plus a boolean
-crop, which is what merging tiles and painting need.
+Full-tile masks, a few hundred of them per tile, would cost hundreds of megabytes per image. ``Instances``
+keeps each object as its bounding box in the image frame plus a boolean crop, which is what merging tiles
+and painting need; the Mask R-CNN predictor returns them directly, simpler predictors may return full-tile
+masks (``Instances.from_masks``).
 
 Painting rule (METHOD.md section 6): instances are painted in decreasing score order and a pixel already
 taken by a higher-score instance is never overwritten (the old code let later masks win). An instance left

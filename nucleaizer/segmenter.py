@@ -35,25 +35,15 @@ from nucleaizer.maskrcnn import (  # noqa: F401  (re-exported: the contract name
     arch_from_config,
     build_maskrcnn,
     load_segmenter,
+    predict_instances,
     read_segmenter_file,
     save_segmenter,
 )
+from nucleaizer.painting import paint_instances
 
 log = logging.getLogger(__name__)
 
 TRAINABLE = ("all", "stage5+", "heads")
-
-
-def paint_by_score(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Label image int32 (H, W) from masks bool (N, H, W): higher scores win, no pixel is overwritten.
-
-    Ids are 1..N in decreasing score order (an id whose pixels were all taken is simply absent).
-    """
-    if len(masks) == 0:
-        return np.zeros(masks.shape[1:], dtype=np.int32)
-    ordered = masks[np.argsort(-np.asarray(scores), kind="stable")]
-    # argmax finds the first (highest-score) mask covering each pixel
-    return np.where(ordered.any(axis=0), ordered.argmax(axis=0) + 1, 0).astype(np.int32)
 
 
 def backbone_stage5_prefixes(model: torch.nn.Module) -> list[str]:
@@ -195,9 +185,9 @@ class SegmenterModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         images, gts = batch
-        for output, gt in zip(self.model(images), gts, strict=True):
-            masks = (output["masks"][:, 0] > 0.5).cpu().numpy()
-            predicted = paint_by_score(masks, output["scores"].float().cpu().numpy())
+        # boxes + crops painted by score, as at inference (no full-image mask per detection)
+        for instances, image, gt in zip(predict_instances(self.model, images), images, gts, strict=True):
+            predicted = paint_instances(instances, tuple(image.shape[-2:]))[0]
             self._val_scores.append(metrics.dsb_score(gt, predicted))
 
     def on_validation_epoch_end(self) -> None:

@@ -9,6 +9,7 @@ from test_inference_helpers import TINY_MASKRCNN
 from nucleaizer.bundle import BUNDLE_FILE, load_predictors, read_bundle, write_bundle
 from nucleaizer.errors import UserError
 from nucleaizer.infer_job import postprocess_refiner
+from nucleaizer.painting import Instances
 from nucleaizer.size import SizeRule
 
 
@@ -113,5 +114,6 @@ def test_mask_rcnn_bundle_loads_as_instance_predictors(tmp_path):
     write_bundle(tmp_path / "m", checkpoint, preseg=checkpoint)
     predictor, preseg = load_predictors(read_bundle(tmp_path / "m"))
     assert preseg is not None
-    (masks, scores), = predictor([np.zeros((64, 64, 3), np.uint8)])
-    assert masks.dtype == bool and masks.shape[1:] == (64, 64) and scores.dtype == np.float32
+    instances, = predictor([np.zeros((64, 64, 3), np.uint8)])
+    assert isinstance(instances, Instances) and instances.scores.dtype == np.float32
+    assert (instances.boxes[:, 2:] <= 64).all()

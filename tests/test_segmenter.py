@@ -14,7 +14,6 @@ from nucleaizer.segmenter import (
     build_maskrcnn,
     fit_segmenter,
     load_segmenter,
-    paint_by_score,
     read_segmenter_file,
     save_segmenter,
     split_train_val,
@@ -84,24 +83,14 @@ def test_save_load_round_trip_gives_identical_predictions(tmp_path):
     loaded, arch = load_segmenter(path)
     assert arch["backbone"] == "mobilenet_v3" and read_segmenter_file(path)["version"] == 1
     tiles = [pairs(1)[0][0], simulate.sample("he", (80, 112), 40, seed=5)[0]]
-    for (masks_a, scores_a), (masks_b, scores_b), tile in zip(MaskRCNNPredictor(model.eval())(tiles),
-                                                              MaskRCNNPredictor(loaded)(tiles), tiles, strict=True):
-        assert masks_a.dtype == bool and masks_a.shape[1:] == tile.shape[:2] and scores_a.dtype == np.float32
-        assert np.array_equal(masks_a, masks_b) and np.array_equal(scores_a, scores_b)
+    for a, b, tile in zip(MaskRCNNPredictor(model.eval(), mask_threshold=0.2)(tiles),
+                          MaskRCNNPredictor(loaded, mask_threshold=0.2)(tiles), tiles, strict=True):
+        assert len(a) and a.scores.dtype == np.float32 and (a.boxes[:, 2:] <= tile.shape[:2]).all()
+        assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
+        assert all(np.array_equal(x, y) for x, y in zip(a.crops, b.crops, strict=True))
     # weights given as a file are loaded where names and shapes match
     rebuilt = build_maskrcnn(**TINY, weights=path)
     assert torch.equal(rebuilt.backbone.body["0"][0].weight, model.backbone.body["0"][0].weight)
-
-
-def test_paint_by_score_never_lets_a_lower_score_overwrite():
-    masks = np.zeros((3, 8, 8), bool)
-    masks[0, 0:4, 0:4] = True   # low score
-    masks[1, 2:6, 2:6] = True   # high score, overlaps both
-    masks[2, 5:8, 5:8] = True   # middle score
-    labels = paint_by_score(masks, np.array([0.2, 0.9, 0.5], np.float32))
-    assert (labels[2:6, 2:6] == 1).all()                    # the best mask is whole and gets id 1
-    assert labels[0, 0] == 3 and labels[6, 6] == 2 and labels[5, 5] == 1
-    assert paint_by_score(np.zeros((0, 4, 5), bool), np.zeros(0)).shape == (4, 5)
 
 
 def test_trainable_groups_and_stage_boundaries():

@@ -1,0 +1,84 @@
+"""MaskRCNNPredictor: box crops identical to torchvision's full-image masks, empty tiles, score order."""
+
+import numpy as np
+import pytest
+import torch
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+from nucleaizer import simulate
+from nucleaizer.data import image_to_tensor
+from nucleaizer.maskrcnn import MaskRCNNPredictor, build_maskrcnn, detections_to_instances
+from nucleaizer.painting import Instances, paint_instances
+
+# a narrow random-init CPU model; score threshold 0 so that it has detections
+TINY = {"backbone": "mobilenet_v3", "anchor_sizes": [16, 32, 64], "mask_head_layers": [16, 16],
+        "box_representation_size": 64, "box_batch_size_per_image": 32, "rpn_pre_nms_top_n_test": 200,
+        "rpn_post_nms_top_n_test": 100, "box_score_thresh": 0.0, "max_detections": 60}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def assert_same_instances(got: Instances, expected: Instances) -> None:
+    assert np.array_equal(got.boxes, expected.boxes)
+    assert np.array_equal(got.scores, expected.scores)
+    assert all(np.array_equal(a, b) for a, b in zip(got.crops, expected.crops, strict=True))
+
+
+def test_crops_equal_torchvision_masks_cut_to_their_boxes():
+    torch.manual_seed(0)
+    model = build_maskrcnn(**TINY).eval()
+    tiles = [simulate.sample("fluorescence", 96, 40, 0.3, seed=1)[0], simulate.sample("he", (80, 112), 40, seed=5)[0]]
+    with torch.inference_mode():
+        outputs = model([image_to_tensor(tile) for tile in tiles])
+    # untrained mask logits give probabilities below 0.5: a lower threshold keeps non-empty masks
+    threshold = 0.2
+    predicted = MaskRCNNPredictor(model, batch_size=len(tiles), mask_threshold=threshold)(tiles)
+    assert len(predicted) == len(tiles)
+    for output, instances, tile in zip(outputs, predicted, tiles, strict=True):
+        masks = (output["masks"][:, 0] > threshold).numpy()
+        scores = output["scores"].numpy()
+        expected = Instances.from_masks(masks, scores)  # tight boxes, empty masks dropped
+        assert len(expected) >= 5, "the test needs detections"
+        assert isinstance(instances, Instances) and instances.scores.dtype == np.float32
+        assert_same_instances(instances, expected)
+        assert (np.diff(instances.scores) <= 0).all()
+        assert (instances.boxes[:, :2] >= 0).all() and (instances.boxes[:, 2:] <= tile.shape[:2]).all()
+        assert all(crop.dtype == bool and crop.any() for crop in instances.crops)
+        # painted, the crops give the label image of the full masks
+        dense_labels, _ = paint_instances(expected, tile.shape[:2])
+        assert np.array_equal(paint_instances(instances, tile.shape[:2])[0], dense_labels)
+
+
+def test_pasting_matches_torchvision_at_image_edges_and_drops_empty_masks():
+    generator = torch.Generator().manual_seed(3)
+    probs = torch.rand(5, 1, 28, 28, generator=generator)
+    probs[3] = 0.1  # nothing above the threshold: dropped
+    # boxes (x0, y0, x1, y1) inside, across each edge, and larger than the image
+    boxes = torch.tensor([[5.3, 7.9, 30.2, 25.0], [-6.0, -3.5, 12.4, 10.0], [40.0, 20.0, 63.7, 49.9],
+                          [10.0, 10.0, 20.0, 20.0], [-10.0, -10.0, 80.0, 70.0]])
+    scores = torch.tensor([0.3, 0.9, 0.5, 0.8, 0.7])
+    shape = (50, 64)
+    got = detections_to_instances(boxes, probs, scores, shape, 0.5)
+    full = paste_masks_in_image(probs, boxes, shape)[:, 0] > 0.5
+    order = torch.argsort(scores, descending=True)
+    expected = Instances.from_masks(full[order].numpy(), scores[order].numpy())
+    assert len(expected) == 4
+    assert_same_instances(got, expected)
+    assert np.array_equal(got.scores, np.array([0.9, 0.7, 0.5, 0.3], np.float32))
+
+
+def test_empty_output_tile():
+    torch.manual_seed(0)
+    model = build_maskrcnn(**TINY).eval()
+    model.roi_heads.score_thresh = 1.0  # no detection passes
+    tiles = [np.zeros((64, 64, 3), np.uint8), simulate.sample("fluorescence", 96, 40, 0.3, seed=1)[0]]
+    for instances in MaskRCNNPredictor(model, batch_size=1)(tiles):
+        assert len(instances) == 0 and instances.boxes.shape == (0, 4)
+    empty = detections_to_instances(torch.zeros(0, 4), torch.zeros(0, 1, 28, 28), torch.zeros(0), (32, 32))
+    assert len(empty) == 0
