@@ -118,23 +118,29 @@ def labels_above(instances, min_score: float, scaled_shape: tuple[int, int], sha
     return size.rescale_labels(paint_instances(kept, scaled_shape)[0], shape)
 
 
-def choose_score_threshold(predict, samples, size_cfg: dict, thresholds: list[float]) -> dict:
-    """Detection score threshold with the best mean DSB on the validation split (never on the test images)."""
+def choose_thresholds(predictor, predict, samples, size_cfg: dict, score_thresholds: list[float],
+                      mask_thresholds: list[float]) -> dict:
+    """Detection score and mask thresholds with the best mean DSB on the validation split (never the test)."""
     from nucleaizer import metrics
 
-    totals = dict.fromkeys(thresholds, 0.0)
+    totals = {(score, mask): 0.0 for score in score_thresholds for mask in mask_thresholds}
     for sample in samples:
         image, gt = sample.read_image(), sample.read_labels()
         scaled = size.rescale_image(image, oracle_scale(gt, size_cfg))
-        instances = predict(scaled)
-        for threshold in thresholds:
-            labels = labels_above(instances, threshold, scaled.shape[:2], gt.shape)
-            totals[threshold] += metrics.dsb_score(gt, labels) / len(samples)
-    return {"chosen": max(totals, key=totals.get), "val_dsb": {str(k): round(v, 4) for k, v in totals.items()}}
+        for mask in mask_thresholds:
+            predictor.mask_threshold = mask
+            instances = predict(scaled)
+            for score in score_thresholds:
+                labels = labels_above(instances, score, scaled.shape[:2], gt.shape)
+                totals[score, mask] += metrics.dsb_score(gt, labels) / len(samples)
+    score, mask = max(totals, key=totals.get)
+    predictor.mask_threshold = mask
+    return {"chosen": score, "mask_threshold": mask,
+            "val_dsb": {f"score {s} mask {m}": round(v, 4) for (s, m), v in totals.items()}}
 
 
 def evaluate(samples, checkpoint: Path, manifest: pd.DataFrame, size_cfg: dict, val_samples,
-             thresholds: list[float]) -> tuple[pd.DataFrame, dict, dict]:
+             thresholds: list[float], mask_thresholds: list[float]) -> tuple[pd.DataFrame, dict, dict]:
     from nucleaizer import baseline, metrics
     from nucleaizer.tiling import TileParams, predict_image
 
@@ -148,8 +154,8 @@ def evaluate(samples, checkpoint: Path, manifest: pd.DataFrame, size_cfg: dict, 
     def predict(scaled: np.ndarray):
         return predict_image(scaled, predictor, tile_params)
 
-    threshold = choose_score_threshold(predict, val_samples, size_cfg, thresholds)
-    log.info("score threshold chosen on the validation split: %s", threshold)
+    threshold = choose_thresholds(predictor, predict, val_samples, size_cfg, thresholds, mask_thresholds)
+    log.info("thresholds chosen on the validation split: %s", threshold)
     rows = []
     timing = {"model_s": 0.0, "baseline_s": 0.0, "megapixels": 0.0}
     for sample in tqdm(samples, desc="test images", mininterval=30):
@@ -207,8 +213,9 @@ def markdown(report: dict) -> str:
                   f"({t['epochs_done']} epochs), {t['steps_per_s_mean'] or 0:.3f} training steps/s; "
                   f"val DSB per epoch {t['val_dsb_per_epoch']}.", ""]
     if report.get("score_threshold"):
-        lines += [f"Detection score threshold {report['score_threshold']['chosen']} (chosen on the validation split: "
-                  f"DSB {report['score_threshold']['val_dsb']}).", ""]
+        chosen = report["score_threshold"]
+        lines += [f"Detection score threshold {chosen['chosen']}, mask threshold {chosen.get('mask_threshold', 0.5)} "
+                  f"(chosen on the validation split: DSB {chosen['val_dsb']}).", ""]
     lines += ["| method | group | images | DSB | mAP | mF1 | F1@0.5 | missed | extra | merges | splits |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for method, groups in report["scores"].items():
@@ -233,6 +240,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/nucleaizer_bench/segmenter_run"))
     parser.add_argument("--score-thresholds", default="0.3,0.5,0.7",
                         help="detection score thresholds tried on the validation split; the best is used on the test")
+    parser.add_argument("--mask-thresholds", default="0.4,0.5,0.6",
+                        help="mask probability thresholds tried on the validation split")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -264,7 +273,9 @@ def main() -> None:
         test = test[:12]
     val = [s for s in samples if split_of(s.name) == "val"]
     thresholds = [float(t) for t in args.score_thresholds.split(",")]
-    table, timing, report["score_threshold"] = evaluate(test, checkpoint, manifest, size_cfg, val, thresholds)
+    mask_thresholds = [float(t) for t in args.mask_thresholds.split(",")]
+    table, timing, report["score_threshold"] = evaluate(test, checkpoint, manifest, size_cfg, val, thresholds,
+                                                        mask_thresholds)
     report["test_images"] = len(test)
     report["checkpoint"] = str(checkpoint)
     report["timing"] = {k: round(v, 2) for k, v in timing.items()}
