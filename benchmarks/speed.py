@@ -474,7 +474,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str, dict, float]]:
 def fmt(value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return f"{value:#.3g}" if abs(value) < 100 else f"{value:.0f}"
 
 
 def write_markdown(path: Path, result: dict) -> None:
@@ -484,7 +484,8 @@ def write_markdown(path: Path, result: dict) -> None:
     lines = [f"# Speed benchmark ({result['date']})", "",
              f"`{command}`; commit {result['commit']}; {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']}, "
              f"device {result['device']}, torch threads {result['threads']}; load average {m['load_average_1min_at_start']:.1f} "
-             "at the start (the machine is shared: wall times are pessimistic).", "",
+             f"at the start (the machine is shared: wall times are pessimistic); {result.get('total_wall_s', '?')} s "
+             "in all.", "",
              "Every measurement ran in its own process; peak RSS is that process's maximum resident memory, peak "
              "CUDA its `torch.cuda.max_memory_allocated`.", "",
              "| measurement | value | unit | peak RSS MB | peak CUDA MB | notes |", "| --- | --- | --- | --- | --- | --- |"]
@@ -538,6 +539,7 @@ def main(argv: list[str] | None = None) -> None:
               "commit": git_commit(), "device": args.device, "threads": args.threads, "quick": args.quick,
               "data": str(args.data) if args.data.is_dir() else "procedural (nucleaizer.simulate)",
               "measurements": []}
+    started = time.perf_counter()
     for key, kind, spec, timeout_s in plan(args):
         print(f"{key}: running", flush=True)
         row = in_fresh_process(kind, spec, args.threads, timeout_s)
@@ -545,6 +547,7 @@ def main(argv: list[str] | None = None) -> None:
         result["measurements"].append(row)
         print(f"{key}: {fmt(row.get('value'))} {row.get('unit') or ''} (peak RSS {row.get('peak_rss_mb', '-')} MB, "
               f"{row['process_wall_s']} s)", flush=True)
+    result["total_wall_s"] = round(time.perf_counter() - started, 1)
     result["demo"] = demo_timings(demo_path)
     demo = result["demo"]
     print(f"demo end to end: {demo['total_seconds']} s" if demo["measured"] else f"demo end to end: not measured "
