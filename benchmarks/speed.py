@@ -353,11 +353,12 @@ MEASUREMENTS = {"inference": measure_inference, "segmenter_training": measure_se
 
 def demo_timings(path: Path) -> dict:
     """Stage timings and total of a finished demo run (report.json written by nucleaizer.pipeline)."""
+    shown = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
     if not path.is_file():
-        return {"measured": False, "report": str(path)}
+        return {"measured": False, "report": shown}
     report = json.loads(path.read_text())
     modified = datetime.datetime.fromtimestamp(path.stat().st_mtime).isoformat(timespec="seconds")
-    return {"measured": True, "report": str(path), "report_written": modified, "profile": report.get("profile"),
+    return {"measured": True, "report": shown, "report_written": modified, "profile": report.get("profile"),
             "style": report.get("style"), "total_seconds": report.get("total_seconds"),
             "stages": {name: round(stage["seconds"], 1) for name, stage in report.get("stages", {}).items()},
             "scores": report.get("scores", {})}
