@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.metadata
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +27,8 @@ from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from common import git_commit, machine  # noqa: E402  (benchmarks/common.py)
 
 from nucleaizer import io, metrics, simulate  # noqa: E402
 
@@ -88,26 +86,6 @@ def big_image_pair(n_objects: int, size: int, seed: int) -> tuple[np.ndarray, np
     new_ids = np.concatenate([[0], rng.permutation(n_objects) + 1])
     pred = new_ids[erode_labels(np.roll(gt, (1, 2), axis=(0, 1)))]
     return gt, pred.astype(np.int32)
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def machine() -> dict:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": importlib.metadata.version("torch"),
-        "load_average_1min_at_start": os.getloadavg()[0],
-    }
 
 
 def run(data: Path, quick: bool, repeats: int, n_objects: int, size: int) -> dict:
