@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from metrics import git_commit, machine  # noqa: E402  (benchmarks/metrics.py: same machine record)
+from common import git_commit, machine  # noqa: E402  (benchmarks/common.py: same machine record)
 
 from nucleaizer import io  # noqa: E402
 
