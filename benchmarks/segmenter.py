@@ -147,8 +147,7 @@ def evaluate(samples, checkpoint: Path, manifest: pd.DataFrame, size_cfg: dict, 
     model, arch = load_segmenter(checkpoint)
     model.roi_heads.score_thresh = min(thresholds)
     predictor = MaskRCNNPredictor(model, batch_size=1)
-    # large images go through the inference tiling (512 px tiles, 64 px overlap): a whole 2000 px image
-    # with hundreds of full-size masks does not fit in memory
+    # large images go through the inference tiling (512 px tiles, 64 px overlap), as infer.py does
     tile_params = TileParams(tile_size=512, overlap=64, batch_size=1)
 
     def predict(scaled: np.ndarray):
