@@ -31,3 +31,14 @@ def machine() -> dict:
         "torch": importlib.metadata.version("torch"),
         "load_average_1min_at_start": os.getloadavg()[0],
     }
+
+
+SCORE_HEADER = "| images | DSB | mAP | mF1 | F1@0.5 | missed | extra | merges | splits |"
+SCORE_RULE = "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+
+
+def score_cells(summary: dict) -> str:
+    """A nucleaizer.metrics summary as the cells under SCORE_HEADER."""
+    s = summary
+    return (f"| {s['images']} | {s['dsb']:.3f} | {s['map']:.3f} | {s['mf1']:.3f} | {s['f1_50']:.3f} | {s['missed']} | "
+            f"{s['extra']} | {s['merges']} | {s['splits']} |")

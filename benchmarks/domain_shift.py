@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import git_commit, machine  # noqa: E402  (benchmarks/common.py: same machine record)
+from common import SCORE_HEADER, SCORE_RULE, git_commit, machine, score_cells  # noqa: E402  (benchmarks/common.py: same machine record)
 
 from nucleaizer import io  # noqa: E402
 
@@ -227,12 +227,9 @@ def markdown(report: dict) -> str:
              "cpm15_he, adapted on all images unlabelled, scored on their labels. Every method segments an "
              "evaluation image at the same nucleus diameter, measured the way the runs' sizes stage measured it "
              "(classical pre-segmentation with `preseg.method=classical`, else the source model).", "",
-             "| target | method | images | DSB | mAP | mF1 | F1@0.5 | missed | extra | merges | splits |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"| target | method {SCORE_HEADER}", f"| --- | --- {SCORE_RULE}"]
     for target, methods in report["scores"].items():
-        for method, s in methods.items():
-            lines.append(f"| {target} | {method} | {s['images']} | {s['dsb']:.3f} | {s['map']:.3f} | {s['mf1']:.3f} | "
-                         f"{s['f1_50']:.3f} | {s['missed']} | {s['extra']} | {s['merges']} | {s['splits']} |")
+        lines += [f"| {target} | {method} {score_cells(s)}" for method, s in methods.items()]
     lines += ["", "AUTOstyle minus NOstyle (DSB; the goal is at least +0.05): " +
               ", ".join(f"{t} {d:+.3f}" for t, d in report["autostyle_gain"].items()), "",
               "## Runs", "", "| run | wall s | preseg objects | styles | synthetic pairs | realism (C2ST acc., per style) |",

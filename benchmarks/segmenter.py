@@ -37,6 +37,9 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import SCORE_HEADER, SCORE_RULE, score_cells  # noqa: E402
+
 from nucleaizer import size  # noqa: E402
 from nucleaizer.io import list_samples  # noqa: E402
 from nucleaizer.segmenter import (  # noqa: E402
@@ -215,12 +218,9 @@ def markdown(report: dict) -> str:
         chosen = report["score_threshold"]
         lines += [f"Detection score threshold {chosen['chosen']}, mask threshold {chosen.get('mask_threshold', 0.5)} "
                   f"(chosen on the validation split: DSB {chosen['val_dsb']}).", ""]
-    lines += ["| method | group | images | DSB | mAP | mF1 | F1@0.5 | missed | extra | merges | splits |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| method | group {SCORE_HEADER}", f"| --- | --- {SCORE_RULE}"]
     for method, groups in report["scores"].items():
-        for group, s in groups.items():
-            lines.append(f"| {method} | {group} | {s['images']} | {s['dsb']:.3f} | {s['map']:.3f} | {s['mf1']:.3f} | "
-                         f"{s['f1_50']:.3f} | {s['missed']} | {s['extra']} | {s['merges']} | {s['splits']} |")
+        lines += [f"| {method} | {group} {score_cells(s)}" for group, s in groups.items()]
     lines += ["", "Model minus the better baseline (DSB): " +
               ", ".join(f"{g} {d:+.3f}" for g, d in report["dsb_gain_over_baseline"].items()), ""]
     return "\n".join(lines)

@@ -16,12 +16,7 @@ TINY = {"backbone": "mobilenet_v3", "anchor_sizes": [16, 32, 64], "mask_head_lay
         "rpn_post_nms_top_n_test": 100, "box_score_thresh": 0.0, "max_detections": 60}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def assert_same_instances(got: Instances, expected: Instances) -> None:

@@ -30,13 +30,7 @@ AUGMENT_OFF = {"flip": 0, "rotate": 0, "translate": 0, "intensity_stretch": 0, "
                "blur": 0, "noise": 0, "channel_swap": 0}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: several times faster than two on the shared, busy test machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def pairs(n: int = 3, size: int = 96):
