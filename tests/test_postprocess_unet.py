@@ -26,15 +26,6 @@ TRAINER = {"accelerator": "cpu", "devices": 1, "precision": "32-true", "num_work
            "enable_progress_bar": False}
 
 
-@pytest.fixture
-def one_thread():
-    # the test machine is shared: one thread per process is much faster than oversubscribed cores
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_member_specs_broadcast_scalars_and_check_lengths():
     assert member_specs(2, [0, 1.5], 3, [8, 16]) == [MemberSpec(3, 8, 0.0), MemberSpec(3, 16, 1.5)]
     with pytest.raises(UserError, match="target_blur_sigmas"):
@@ -68,7 +59,7 @@ def test_crops_repeat_for_a_seed_and_small_images_are_padded():
     assert image.shape == (3, 64, 64) and target.shape == (1, 64, 64)
 
 
-def test_tiny_ensemble_loss_falls_and_round_trips(tmp_path, one_thread):
+def test_tiny_ensemble_loss_falls_and_round_trips(tmp_path, one_torch_thread):
     pairs = [simulate.sample("fluorescence", size=64, diameter_px=16, seed=s) for s in range(4)]
     specs = member_specs(2, [0.0, 1.0], 2, 8)
     images = torch.stack([image_tensor(image) for image, _ in pairs])
@@ -117,7 +108,7 @@ def test_load_errors_name_the_file(tmp_path):
         load_ensemble(bad)
 
 
-def test_fit_postprocess_writes_a_bundle_section_that_loads(tmp_path, one_thread):
+def test_fit_postprocess_writes_a_bundle_section_that_loads(tmp_path, one_torch_thread):
     from omegaconf import OmegaConf
 
     from nucleaizer.postprocess.stage import fit_postprocess
