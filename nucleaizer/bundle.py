@@ -4,6 +4,7 @@
 
     model/
       bundle.json     {"segmenter": "segmenter.pt", "preseg": "preseg.pt" | null, "target_diameter_px": 40,
+                       "size_estimation": "model" | "classical",
                        "size": {"min_scale": .., "max_scale": .., "min_object_area_px": ..},
                        "postprocess": {...} | null, "files": [...]}
       segmenter.pt    written by nucleaizer.segmenter.save_segmenter
@@ -29,6 +30,7 @@ BUNDLE_FILE = "bundle.json"
 BUNDLE_FORMAT = "nucleaizer-bundle"
 SEGMENTER_FILE = "segmenter.pt"
 PRESEG_FILE = "preseg.pt"
+SIZE_ESTIMATIONS = ("model", "classical")
 # keys of a size section that only matter to training (the user's own estimate for the target images)
 _TRAINING_ONLY_SIZE_KEYS = {"diameter_px"}
 
@@ -43,6 +45,7 @@ class Bundle:
     size: SizeRule
     postprocess: dict[str, Any] | None
     files: tuple[Path, ...] = ()
+    size_estimation: str = "model"   # model: the preseg (else the segmenter); classical: Otsu + watershed
 
     def path(self, name: str) -> Path:
         """A file of the bundle named relative to its folder (as the post-processing section names them)."""
@@ -104,6 +107,9 @@ def read_bundle(folder: str | Path) -> Bundle:
     if postprocess is not None and "ensemble" in postprocess:
         _existing_file(folder, postprocess["ensemble"], "postprocess.ensemble", source)
     preseg = content.get("preseg")
+    size_estimation = content.get("size_estimation", "model")
+    if size_estimation not in SIZE_ESTIMATIONS:
+        raise UserError(f"{source}: 'size_estimation' must be one of {list(SIZE_ESTIMATIONS)}, not {size_estimation!r}")
     return Bundle(
         folder=folder,
         segmenter=_existing_file(folder, content["segmenter"], "segmenter", source),
@@ -111,6 +117,7 @@ def read_bundle(folder: str | Path) -> Bundle:
         size=_size_rule(dict(content.get("size") or {}), float(content["target_diameter_px"]), source),
         postprocess=postprocess,
         files=tuple(_existing_file(folder, name, "files", source) for name in content.get("files", [])),
+        size_estimation=size_estimation,
     )
 
 
@@ -132,13 +139,16 @@ def write_bundle(
     size: SizeRule | None = None,
     postprocess: dict[str, Any] | None = None,
     files: dict[str, str | Path] | None = None,
+    size_estimation: str = "model",
 ) -> Path:
     """Write a bundle folder; returns the path of its ``bundle.json`` (written last, atomically).
 
     segmenter, preseg: ``.pt`` files written by ``save_segmenter``, copied in as segmenter.pt / preseg.pt.
     size: the size rule the segmenter was trained with. postprocess: the tuned post-processing section (a JSON
     object) or None. files: extra files to copy in, as {name in the bundle: source path}; the postprocess
-    section refers to them by those names.
+    section refers to them by those names. size_estimation: how infer.py measures the nucleus size of a new
+    image: "model" (the preseg, else the segmenter) or "classical" (Otsu + watershed, as preseg.method=classical
+    pre-segmented the target when training).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -150,6 +160,7 @@ def write_bundle(
         "segmenter": _copy_into(folder, segmenter, SEGMENTER_FILE),
         "preseg": None if preseg is None else _copy_into(folder, preseg, PRESEG_FILE),
         "target_diameter_px": size.target_diameter_px,
+        "size_estimation": size_estimation,
         "size": size_section,
         "postprocess": postprocess,
         "files": [_copy_into(folder, path, name) for name, path in (files or {}).items()],
@@ -164,7 +175,11 @@ def write_bundle(
 
 
 def load_predictors(bundle: Bundle, device: str = "cpu", batch_size: int = 4, mask_threshold: float = 0.5):
-    """(segmenter predictor, preseg predictor or None) of a bundle, as ``MaskRCNNPredictor`` on ``device``."""
+    """(segmenter predictor, size-estimation predictor or None) of a bundle on ``device``.
+
+    The segmenter (and a preseg model) load as ``MaskRCNNPredictor``; a bundle whose size estimation is
+    classical gets a ``ClassicalPredictor`` for it.
+    """
     from nucleaizer.maskrcnn import (  # the network alone: no Lightning import
         MaskRCNNPredictor,
         load_segmenter,
@@ -174,4 +189,8 @@ def load_predictors(bundle: Bundle, device: str = "cpu", batch_size: int = 4, ma
         model, _ = load_segmenter(path, device=device)
         return MaskRCNNPredictor(model, device=device, batch_size=batch_size, mask_threshold=mask_threshold)
 
+    if bundle.size_estimation == "classical":
+        from nucleaizer.baseline import ClassicalPredictor
+
+        return predictor(bundle.segmenter), ClassicalPredictor()
     return predictor(bundle.segmenter), None if bundle.preseg is None else predictor(bundle.preseg)

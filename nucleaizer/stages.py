@@ -440,7 +440,7 @@ def stage_bundle(ctx, out: Path, summary: dict) -> None:
     section = record.get("summary", {}).get("bundle_section")
     files = {} if section is None else {section["ensemble"]: ctx.run.path("postprocess") / section["ensemble"]}
     write_bundle(out, segmenter=ctx.run.path("segmenter") / f"{cfg.style}.pt", preseg=preseg_checkpoint(ctx),
-                 size=size_rule(cfg), postprocess=section, files=files)
+                 size=size_rule(cfg), postprocess=section, files=files, size_estimation=cfg.preseg.method)
     with io.atomic_write(out / "config.yaml") as tmp:
         tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     summary.update(postprocess=section is not None)

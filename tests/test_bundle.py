@@ -117,3 +117,27 @@ def test_mask_rcnn_bundle_loads_as_instance_predictors(tmp_path):
     instances, = predictor([np.zeros((64, 64, 3), np.uint8)])
     assert isinstance(instances, Instances) and instances.scores.dtype == np.float32
     assert (instances.boxes[:, 2:] <= 64).all()
+
+
+def test_classical_size_estimation_travels_with_the_bundle(tmp_path):
+    from nucleaizer import simulate
+    from nucleaizer.baseline import ClassicalPredictor
+    from nucleaizer.inference import NucleusSegmenter
+
+    segmenter = pytest.importorskip("nucleaizer.segmenter")
+    checkpoint = segmenter.save_segmenter(tmp_path / "seg.pt", segmenter.build_maskrcnn(**TINY_MASKRCNN),
+                                          TINY_MASKRCNN)
+    write_bundle(tmp_path / "m", checkpoint, preseg=checkpoint, size_estimation="classical")
+    bundle = read_bundle(tmp_path / "m")
+    assert bundle.size_estimation == "classical"
+    predictor, estimator = load_predictors(bundle)
+    assert isinstance(estimator, ClassicalPredictor)
+    # the diameter of H&E-like nuclei measured classically, as the training run's preseg stage measured it
+    image, labels = simulate.sample("he", 256, diameter_px=30, density=0.2, seed=1)
+    measured = NucleusSegmenter(predictor, preseg=estimator).estimate_diameter(image)
+    assert measured == pytest.approx(SizeRule().diameter_of(labels), rel=0.25)
+    content = json.loads((tmp_path / "m" / BUNDLE_FILE).read_text())
+    content["size_estimation"] = "guess"
+    (tmp_path / "m" / BUNDLE_FILE).write_text(json.dumps(content))
+    with pytest.raises(UserError, match="size_estimation"):
+        read_bundle(tmp_path / "m")
