@@ -57,11 +57,12 @@ VARIANTS = {"nostyle": ("auto", "none"), "autostyle": ("auto", "auto"), "gtstyle
 # The target is pre-segmented classically (preseg.method): a source model trained for minutes on grey images
 # finds almost no nucleus in H&E tissue, and AUTOstyle would learn its styles from empty masks.
 BUDGET = ["profile=cpu", "preseg.method=classical", "styles.images_per_style_range=[15,30]",
-          "stylegen.train.budget.max_steps=300"]
+          "stylegen.train.budget.max_steps=200"]
 # quick: an untrained tiny model keeps its low-score boxes so every stage has objects to work with
 QUICK_BUDGET = ["profile=tiny", "segmenter.box_score_thresh=0.01"]
-# Fine-tuning validates on fewer source images than the source model did: it only picks the best epoch.
-ADAPT_ONLY = ["segmenter.max_val_images=8"]
+# Fine-tuning validates on fewer source images than the source model did (it only picks the best epoch) and
+# runs 100 steps per variant, so both targets' five models fit the session's budget.
+ADAPT_ONLY = ["segmenter.max_val_images=8", "segmenter.finetune_stages=[{trainable:all,lr:2.5e-4,epochs:2}]"]
 log = logging.getLogger("benchmark.domain_shift")
 
 
