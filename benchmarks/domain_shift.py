@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -164,7 +165,7 @@ def score_target(work: Path, eval_folder: Path, target: str, threads: int,
                   for name, path in checkpoints.items() if path.is_file()}
     rows, diameters = [], {}
     samples = io.list_samples(eval_folder, require_labels=True)
-    for sample in samples:
+    for sample in tqdm(samples, desc=f"scoring {target}", unit="image"):
         image, truth = sample.read_image(), sample.read_labels()
         # one size for every method, measured as the runs' sizes stage measured the adaptation images
         classical = baseline.segment_classical(image)
@@ -272,7 +273,7 @@ def main() -> None:
     parser.add_argument("--targets", default="tissue,cpm15")
     parser.add_argument("--phase", choices=("all", "adapt", "score"), default="all")
     parser.add_argument("--jobs", type=int, default=2, help="targets adapted in parallel")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (scoring uses every core)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/nucleaizer_bench/domain_shift"))
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (after --)")
     args = parser.parse_args()
@@ -291,7 +292,7 @@ def main() -> None:
         return
     tables, evaluation = [], {}
     for target in targets:
-        table, evaluation[target] = score_target(work, data[target]["eval"], target, args.threads,
+        table, evaluation[target] = score_target(work, data[target]["eval"], target, os.cpu_count() or 1,
                                                  "classical" if "preseg.method=classical" in budget else "model")
         tables.append(table)
     scores = summarise(pd.concat(tables))
