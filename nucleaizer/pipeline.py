@@ -117,12 +117,12 @@ def run(cfg: DictConfig, stage_functions: dict[str, StageFunction] | None = None
                       project=cfg.logger.get("project", "nucleaizer"), entity=cfg.logger.get("entity"),
                       config=OmegaConf.to_container(cfg, resolve=True))
     ctx = Context(cfg=cfg, run=run_folder, tracker=tracker)
-    log.info("run folder: %s; stages: %s", cfg.run_dir, ", ".join(active_stages(cfg)))
-    upstream = ""
     planned = active_stages(cfg)
     chosen = [i for i, stage in enumerate(planned) if stage in cfg.stages]
     # stages after the last chosen one are not needed; earlier ones must be done (or chosen)
     planned = planned[:chosen[-1] + 1] if chosen else []
+    log.info("run folder: %s; stages: %s", cfg.run_dir, ", ".join(planned))
+    upstream = ""
     try:
         for stage in planned:
             stage_fingerprint = fingerprint(stage_settings(cfg, stage), upstream)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -120,12 +121,19 @@ def segment_folder(cfg: DictConfig, checkpoint: Path, samples: list[io.Sample], 
 
     model, _ = load_segmenter(checkpoint, device=device_of(cfg))
     segmenter = NucleusSegmenter(MaskRCNNPredictor(model, device=device_of(cfg)), size=size_rule(cfg))
+    return write_segmentations(
+        cfg, samples, out, lambda name, image: segmenter.segment(image, diameter_px=(diameters or {}).get(name)),
+        f"segmenting with {checkpoint.stem}")
+
+
+def write_segmentations(cfg: DictConfig, samples: list[io.Sample], out: Path,
+                        segment: Callable[[str, np.ndarray], np.ndarray], desc: str) -> dict[str, np.ndarray]:
+    """``segment(name, image)`` of every sample, written to ``out/<stem>.png`` and returned by stem."""
     results = {}
     for sample, image, _ in tqdm(io.iter_samples(samples, on_bad_file=cfg.train.on_bad_file), total=len(samples),
-                                 desc=f"segmenting with {checkpoint.stem}", unit="image"):
-        labels = segmenter.segment(image, diameter_px=(diameters or {}).get(sample.name))
-        io.write_labels(out / f"{sample.name}.png", labels)
-        results[sample.name] = labels
+                                 desc=desc, unit="image"):
+        results[sample.name] = segment(sample.name, image)
+        io.write_labels(out / f"{sample.name}.png", results[sample.name])
     return results
 
 
@@ -175,26 +183,18 @@ def stage_preseg(ctx, out: Path, summary: dict) -> None:
         kwargs["augment"] = {**kwargs.get("augment", {}), "rescale": cfg.preseg.rescale_jitter}
         checkpoint = fit_segmenter(train, val, out, checkpoint_name="preseg.pt", **kwargs)
         summary.update(trained=True, train_images=len(train), val_images=len(val))
+    samples = target_samples(cfg)
     if cfg.preseg.method == "classical":
-        labels = segment_folder_classically(cfg, target_samples(cfg), out / "labels")
+        from nucleaizer.baseline import segment_classical
+
+        labels = write_segmentations(cfg, samples, out / "labels", lambda _, image: segment_classical(image),
+                                     "segmenting classically")
     else:
-        labels = segment_folder(cfg, checkpoint, target_samples(cfg), out / "labels",
-                                diameters=None if not cfg.size.diameter_px else
-                                {s.name: cfg.size.diameter_px for s in target_samples(cfg)})
+        labels = segment_folder(cfg, checkpoint, samples, out / "labels",
+                                diameters={s.name: cfg.size.diameter_px for s in samples} if cfg.size.diameter_px
+                                else None)
     summary.update(method=cfg.preseg.method, images=len(labels),
                    objects=int(sum(lab.max() for lab in labels.values())))
-
-
-def segment_folder_classically(cfg: DictConfig, samples: list[io.Sample], out: Path) -> dict[str, np.ndarray]:
-    """Otsu + watershed labels of ``samples`` (haematoxylin channel for colour images) to ``out/<stem>.png``."""
-    from nucleaizer.baseline import segment_classical
-
-    results = {}
-    for sample, image, _ in tqdm(io.iter_samples(samples, on_bad_file=cfg.train.on_bad_file), total=len(samples),
-                                 desc="segmenting classically", unit="image"):
-        results[sample.name] = segment_classical(image)
-        io.write_labels(out / f"{sample.name}.png", results[sample.name])
-    return results
 
 
 def preseg_checkpoint(ctx) -> Path:
