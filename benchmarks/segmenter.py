@@ -78,6 +78,9 @@ def train(samples, args, out_dir: Path, size_cfg: dict) -> tuple[Path, dict]:
     if args.stage_epochs:
         epochs = [int(e) for e in args.stage_epochs.split(",")]
         kwargs["stages"] = [{**stage, "epochs": e} for stage, e in zip(kwargs["stages"], epochs, strict=True)]
+    if args.stage_lrs:
+        lrs = [float(lr) for lr in args.stage_lrs.split(",")]
+        kwargs["stages"] = [{**stage, "lr": lr} for stage, lr in zip(kwargs["stages"], lrs, strict=True)]
     if args.quick:
         kwargs["stages"] = [{**kwargs["stages"][0], "epochs": 1}]
         kwargs["steps_per_epoch"] = 5
@@ -231,6 +234,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few steps and 12 test images: checks the script")
     parser.add_argument("--train-minutes", type=float, default=50.0)
     parser.add_argument("--stage-epochs", default="10,2,2", help="epochs per stage of the CPU profile schedule")
+    parser.add_argument("--stage-lrs", default=None,
+                        help="learning rate per stage (default: the profile's); lower ones suit a continued segment")
     parser.add_argument("--checkpoint", type=Path, default=None, help="skip training and score this .pt")
     parser.add_argument("--init-checkpoint", type=Path, default=None,
                         help="continue from this segmenter .pt (a second training segment)")

@@ -32,6 +32,9 @@ from nucleaizer.painting import Instances
 log = logging.getLogger(__name__)
 
 BACKBONES = ("resnet50", "resnet18", "mobilenet_v3")
+# Stride of the coarsest feature map of every backbone here (the FPN's pooled level; the others divide it):
+# tiles that start on multiples of it see the image on the same feature grid as the whole image.
+FEATURE_GRID_PX = 64
 CHECKPOINT_FORMAT = "nucleaizer-segmenter"
 # keys of the segmenter config block that describe the network (the rest is about training)
 ARCH_KEYS = (
@@ -259,7 +262,10 @@ class MaskRCNNPredictor:
     differ. Each tile's objects come as boxes in tile pixels + boolean crops + scores, in decreasing score
     order: the soft masks thresholded at ``mask_threshold`` exactly as torchvision's ``model(images)``
     would give them, cut to each object's box (see :func:`predict_instances`); empty masks are dropped.
+    ``grid_px`` tells the tiling (nucleaizer.tiling) to start tiles on the network's feature grid.
     """
+
+    grid_px = FEATURE_GRID_PX
 
     def __init__(self, model: nn.Module, device: str | torch.device = "cpu", batch_size: int = 4,
                  mask_threshold: float = 0.5):

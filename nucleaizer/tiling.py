@@ -1,18 +1,26 @@
 """Prediction of a large image in overlapping tiles, merged without seams (METHOD.md section 6).
 
-Tiles of ``tile_size`` px overlap by at least ``overlap`` px and go to the predictor in batches. An object is
-*cut* in a tile when its mask touches an edge of that tile that lies inside the image. Merging:
+Tiles of ``tile_size`` px overlap by at least ``overlap`` px and go to the predictor in batches. A predictor
+with a ``grid_px`` attribute (a network whose coarsest feature map has that stride) gets tiles that start on
+multiples of it, so every tile sees the image on the same feature grid as the whole image does (a tile
+shifted off that grid changes the network's output everywhere, not only near the tile's edges); the last
+tile of a row or column may then be shorter. An object is *cut* in a tile when its mask touches an edge of
+that tile that lies inside the image. Merging:
 
-1. Two detections from different tiles are the same object when they agree where both tiles see the image:
+1. Every tile *owns* a core: the part of the image closer to its centre than to its neighbours' (the tiles'
+   overlaps split down the middle). An uncut object whose centre lies in another tile's core, and which
+   that tile holds uncut too, is that tile's to report: it is dropped here. (Near its own edges a tile sees
+   a truncated neighbourhood and finds objects, or misses them, where the whole image would not.)
+2. Two detections from different tiles are the same object when they agree where both tiles see the image:
    with ``R`` the intersection of the two tiles, the IoU of (A within R) and (B within R) is at least
    ``match_iou``. (Plain IoU would not do: the piece of a cut object is much smaller than the whole.) When
    one of them is a cut piece, the intersection is measured against the smaller of the two parts instead:
    inside one tile a cut object can fall apart into several pieces (it may be connected only through pixels
    outside that tile), each of which lies inside the other tile's view of the object.
-2. An object seen whole (not cut) in a tile is taken from that tile; among duplicates seen whole in several
+3. An object seen whole (not cut) in a tile is taken from that tile; among duplicates seen whole in several
    tiles the one farthest from its tile's internal edges wins (most context; then the highest score), and
    every cut piece of it is dropped.
-3. An object larger than the overlap can be cut in every tile that holds it. Its pieces match each other in
+4. An object larger than the overlap can be cut in every tile that holds it. Its pieces match each other in
    the shared strips; they are joined (union of the masks, highest score).
 
 The pairwise overlaps are one sparse matrix product over the detections near tile borders; per-object work
@@ -53,21 +61,62 @@ class TileParams:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
-def tile_starts(length: int, tile_size: int, overlap: int) -> np.ndarray:
-    """Start offsets (int64) of tiles covering ``[0, length)``: full-size tiles spread evenly, overlap >= ``overlap``."""
+def tile_starts(length: int, tile_size: int, overlap: int, grid: int = 1) -> np.ndarray:
+    """Start offsets (int64) of tiles covering ``[0, length)`` that overlap by at least ``overlap``.
+
+    grid = 1: full-size tiles spread evenly. grid > 1: every start is a multiple of ``grid``; the tiles step
+    by the largest multiple of ``grid`` that keeps the overlap, and the last tile (which may overhang the end
+    of the image, and is then cut short) starts on the first multiple that lets it reach the end.
+    """
     if length <= tile_size:
         return np.zeros(1, dtype=np.int64)
-    count = int(np.ceil((length - overlap) / (tile_size - overlap)))
-    return np.round(np.linspace(0, length - tile_size, count)).astype(np.int64)
+    if grid == 1:
+        count = int(np.ceil((length - overlap) / (tile_size - overlap)))
+        return np.round(np.linspace(0, length - tile_size, count)).astype(np.int64)
+    step = (tile_size - overlap) // grid * grid
+    if step < grid:
+        raise ValueError(f"tile_size - tile_overlap must be at least the predictor's feature grid ({grid} px), got "
+                         f"tile_size={tile_size}, tile_overlap={overlap}")
+    last = -(-(length - tile_size) // grid) * grid
+    return np.append(np.arange(0, last, step), last).astype(np.int64)
 
 
-def tile_boxes(shape: tuple[int, int], tile_size: int, overlap: int) -> np.ndarray:
+def tile_boxes(shape: tuple[int, int], tile_size: int, overlap: int, grid: int = 1) -> np.ndarray:
     """Tiles of an image of ``shape`` (H, W) as int64 (T, 4) boxes (y0, x0, y1, x1), row by row."""
-    ys = tile_starts(shape[0], tile_size, overlap)
-    xs = tile_starts(shape[1], tile_size, overlap)
+    ys = tile_starts(shape[0], tile_size, overlap, grid)
+    xs = tile_starts(shape[1], tile_size, overlap, grid)
     y0, x0 = np.meshgrid(ys, xs, indexing="ij")
     y0, x0 = y0.ravel(), x0.ravel()
-    return np.stack([y0, x0, y0 + min(tile_size, shape[0]), x0 + min(tile_size, shape[1])], axis=1)
+    return np.stack([y0, x0, np.minimum(y0 + tile_size, shape[0]), np.minimum(x0 + tile_size, shape[1])], axis=1)
+
+
+def _core_edges(starts: np.ndarray, ends: np.ndarray, length: int) -> np.ndarray:
+    """Edges (float, (n + 1,)) of the cores of tiles [starts, ends) along one axis: overlaps split in the middle."""
+    return np.concatenate([[0.0], (starts[1:] + ends[:-1]) / 2, [float(length)]])
+
+
+def _owner_tiles(instances: Instances, boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """int64 (N,): the tile (row of ``boxes``) whose core holds each instance's box centre."""
+    index = {(y0, x0): t for t, (y0, x0) in enumerate(boxes[:, :2].tolist())}
+    ys, first_y = np.unique(boxes[:, 0], return_index=True)
+    xs, first_x = np.unique(boxes[:, 1], return_index=True)
+    y_edges = _core_edges(ys, boxes[first_y, 2], shape[0])
+    x_edges = _core_edges(xs, boxes[first_x, 3], shape[1])
+    centre = (instances.boxes[:, :2] + instances.boxes[:, 2:]) / 2
+    row = np.clip(np.searchsorted(y_edges, centre[:, 0], side="right") - 1, 0, len(ys) - 1)
+    col = np.clip(np.searchsorted(x_edges, centre[:, 1], side="right") - 1, 0, len(xs) - 1)
+    return np.array([index[y, x] for y, x in zip(ys[row].tolist(), xs[col].tolist(), strict=True)], np.int64)
+
+
+def _held_uncut(boxes_of: np.ndarray, tiles: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """bool (N,): each box (y0, x0, y1, x1) lies in its tile (row of ``tiles``) without touching an edge of the
+    tile that lies inside the image (an instance found in a tile is cut there when this is False)."""
+    return (
+        ((boxes_of[:, 0] > tiles[:, 0]) | (tiles[:, 0] == 0))
+        & ((boxes_of[:, 1] > tiles[:, 1]) | (tiles[:, 1] == 0))
+        & ((boxes_of[:, 2] < tiles[:, 2]) | (tiles[:, 2] == shape[0]))
+        & ((boxes_of[:, 3] < tiles[:, 3]) | (tiles[:, 3] == shape[1]))
+    )
 
 
 def _pad_to_min_size(image: np.ndarray, min_px: int) -> np.ndarray:
@@ -99,18 +148,6 @@ def predict_tiles(
                 masks, scores = output
                 per_tile.append(Instances.from_masks(masks, scores, offset=(int(y0), int(x0))))
     return per_tile
-
-
-def _cut_flags(instances: Instances, tile_of: np.ndarray, boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """bool (N,): the instance touches an edge of its tile that lies inside the image."""
-    tile = boxes[tile_of]
-    b = instances.boxes
-    return (
-        ((b[:, 0] == tile[:, 0]) & (tile[:, 0] > 0))
-        | ((b[:, 1] == tile[:, 1]) & (tile[:, 1] > 0))
-        | ((b[:, 2] == tile[:, 2]) & (tile[:, 2] < shape[0]))
-        | ((b[:, 3] == tile[:, 3]) & (tile[:, 3] < shape[1]))
-    )
 
 
 def _context_margin(instances: Instances, tile_of: np.ndarray, boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -193,7 +230,13 @@ def merge_tiles(per_tile: list[Instances], boxes: np.ndarray, shape: tuple[int, 
     if len(boxes) == 1 or not len(instances):
         return instances
     tile_of = np.repeat(np.arange(len(per_tile)), [len(p) for p in per_tile])
-    cut = _cut_flags(instances, tile_of, boxes, shape)
+    cut = ~_held_uncut(instances.boxes, boxes[tile_of], shape)  # touches an edge of its tile inside the image
+
+    # uncut objects centred in another tile's core, which holds them uncut too, are that tile's to report
+    owner = _owner_tiles(instances, boxes, shape)
+    reported_elsewhere = ~cut & (owner != tile_of) & _held_uncut(instances.boxes, boxes[owner], shape)
+    kept = np.flatnonzero(~reported_elsewhere)
+    instances, tile_of, cut = instances.select(kept), tile_of[kept], cut[kept]
     pairs = _matching_pairs(instances, tile_of, cut, boxes, shape, match_iou)
     whole_pair = ~cut[pairs[:, 0]] & ~cut[pairs[:, 1]]
     cut_pair = cut[pairs[:, 0]] & cut[pairs[:, 1]]
@@ -230,7 +273,7 @@ def predict_image(image: np.ndarray, predictor: InstancePredictor, params: TileP
     """Instances of an image (uint8 (H, W, 3)) of any size, predicted in overlapping tiles and merged."""
     shape = image.shape[:2]
     padded = _pad_to_min_size(image, params.min_input_px)
-    boxes = tile_boxes(padded.shape[:2], params.tile_size, params.overlap)
+    boxes = tile_boxes(padded.shape[:2], params.tile_size, params.overlap, int(getattr(predictor, "grid_px", 1)))
     per_tile = predict_tiles(padded, predictor, boxes, params.batch_size)
     merged = merge_tiles(per_tile, boxes, padded.shape[:2], params.match_iou)
     return merged if padded is image else merged.clipped(shape)

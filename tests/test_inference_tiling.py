@@ -31,6 +31,56 @@ def test_tiles_cover_the_image_with_at_least_the_overlap():
     assert tile_boxes((50, 60), 512, 64).tolist() == [[0, 0, 50, 60]]
 
 
+def test_tiles_start_on_the_predictors_feature_grid():
+    for length, size, overlap, grid in [(1000, 512, 64, 64), (5776, 512, 64, 64), (513, 512, 64, 64),
+                                        (2852, 512, 192, 64), (300, 100, 20, 16)]:
+        starts = tile_starts(length, size, overlap, grid)
+        assert (starts % grid == 0).all() and starts[0] == 0
+        assert starts[-1] + size >= length > starts[-1] and (np.diff(starts) <= size - overlap).all()
+    boxes = tile_boxes((1000, 700), 512, 64, 64)
+    assert boxes[:, 2].max() == 1000 and boxes[:, 3].max() == 700 and (boxes[:, 2:] - boxes[:, :2] <= 512).all()
+    with pytest.raises(ValueError, match="feature grid"):
+        tile_starts(1000, 100, 60, 64)
+
+
+class GridThresholdPredictor:
+    """The threshold predictor, announcing a 16 px feature grid like a network would."""
+
+    grid_px = 16
+
+    def __call__(self, tiles):
+        self.shapes = getattr(self, "shapes", []) + [t.shape[:2] for t in tiles]
+        return threshold_predictor(tiles)
+
+
+def test_grid_aligned_tiles_still_merge_without_seams():
+    predictor = GridThresholdPredictor()
+    for seed, diameter in [(0, 12), (1, 30)]:
+        image = objects_image(simulate.random_labels((230, 190), 60, diameter, np.random.default_rng(seed)))
+        out = tiled_labels(image, predictor, tile_size=64, overlap=16)
+        assert same_partition(out, threshold_predictor_labels(image))
+    assert {shape for shape in predictor.shapes} > {(64, 64)}  # the last row and column are cut short
+
+
+def test_objects_a_tile_invents_near_its_own_edges_are_left_to_the_tile_that_owns_them():
+    """A predictor that sees a false object 4-9 px from every tile's top-left corner (as a network may near
+    the zero padding around a tile): the whole image shows it once, at the image corner; tiled prediction must
+    not add one per tile, because each of those lies in the core of a neighbouring tile that sees no object."""
+
+    def with_corner_artefact(tiles):
+        artefact = Instances(np.array([[4, 4, 10, 10]]), [np.ones((6, 6), bool)], np.array([0.6], np.float32))
+        return [Instances.concat([Instances.from_masks(masks, scores), artefact])
+                for masks, scores in threshold_predictor(tiles)]
+
+    labels = simulate.random_labels((300, 260), 30, 14, np.random.default_rng(3))
+    labels[:16, :16] = 0
+    image = objects_image(labels)
+    whole = paint_instances(with_corner_artefact([image])[0], image.shape[:2])[0]
+    out = tiled_labels(image, with_corner_artefact, tile_size=100, overlap=24)
+    assert len(tile_boxes(image.shape[:2], 100, 24)) > 4
+    assert same_partition(out, whole)
+
+
 def test_object_straddling_a_seam_is_one_object():
     labels = np.zeros((200, 200), np.int32)
     yy, xx = np.mgrid[:200, :200]
