@@ -11,17 +11,26 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+# The CPU-profile Mask R-CNN that benchmarks/segmenter.py trains, for the benchmarks that need a trained one
+SEGMENTER_CHECKPOINT = Path("/tmp/nucleaizer_bench/segmenter_cpu.pt")
 
 
 def git_commit() -> str:
+    """Short hash of the checkout, with ``+dirty`` when tracked files differ from it; ``unknown`` outside git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()  # fmt: skip
+        commit, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return commit + ("+dirty" if dirty else "")
 
 
 def machine() -> dict:
+    """The machine a figure was measured on (call it after setting torch's thread count)."""
+    import torch
+
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
@@ -29,6 +38,8 @@ def machine() -> dict:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "torch": importlib.metadata.version("torch"),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "load_average_1min_at_start": os.getloadavg()[0],
     }
 

@@ -28,9 +28,7 @@ import argparse
 import datetime
 import json
 import multiprocessing
-import platform
 import resource
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -45,6 +43,9 @@ from skimage.filters import threshold_otsu
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import SEGMENTER_CHECKPOINT, git_commit, machine  # noqa: E402
+
 from nucleaizer import io, metrics  # noqa: E402
 from nucleaizer.baseline import ClassicalPredictor, nuclear_channel  # noqa: E402
 from nucleaizer.inference import NucleusSegmenter  # noqa: E402
@@ -53,7 +54,7 @@ from nucleaizer.size import SizeRule, median_diameter, rescale_image, rescale_la
 from nucleaizer.tiling import TileParams, predict_image  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "dsb2018_train"
-DEFAULT_CHECKPOINT = Path("/tmp/nucleaizer_bench/segmenter_cpu_part2.pt")
+DEFAULT_CHECKPOINT = SEGMENTER_CHECKPOINT
 RESULTS = ROOT / "benchmarks" / "results"
 TILE_PARAMS = TileParams(tile_size=512, overlap=64, batch_size=4)
 MOSAIC_CELL = 256
@@ -66,23 +67,6 @@ MOSAIC_CELL = 256
 WHOLE_IMAGE_SETTINGS = {"rpn_score_thresh": 0.05, "rpn_pre_nms_top_n": 10_000_000, "rpn_post_nms_top_n": 200_000,
                         "detections_per_img": 8000}
 CONFIDENT_SCORE = 0.9
-
-
-def machine() -> dict:
-    import torch
-
-    info = {"platform": platform.platform(), "cpu_count": multiprocessing.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
-def git_commit() -> str:
-    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                           text=True).stdout.strip()
-    return result.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def pick_images(per_group: int) -> list[str]:

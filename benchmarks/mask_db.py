@@ -16,10 +16,7 @@ import csv
 import datetime
 import json
 import logging
-import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +28,9 @@ from skimage.measure import regionprops_table
 ROOT = Path(__file__).resolve().parent.parent
 # This script is called mask_db.py too: "import mask_db" must find the package, not the script.
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.append(str(ROOT / "benchmarks"))  # last, for common.py only
+
+from common import git_commit, machine  # noqa: E402
 
 from mask_db.cli import main as cli_main  # noqa: E402
 from mask_db.features import SHAPE_SPACE, shape_features, whole_nuclei  # noqa: E402
@@ -60,19 +60,6 @@ class Timer:
 
 def read_labels(path: Path) -> np.ndarray:
     return cv2.imread(str(path), cv2.IMREAD_UNCHANGED).astype(np.int32)
-
-
-def machine() -> dict:
-    try:
-        import torch
-
-        torch_version = torch.__version__
-    except ImportError:
-        torch_version = None
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "platform": platform.platform(),
-            "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
-            "torch": torch_version, "git_commit": commit.stdout.strip()}
 
 
 def bench_build(dataset: Path, workdir: Path, limit: int | None) -> tuple[dict, Path]:
@@ -177,7 +164,7 @@ def markdown(results: dict) -> str:
     lines = [
         "# mask_db benchmark", "",
         f"{results['machine']['date']}, {results['machine']['platform']}, {results['machine']['cpu_count']} CPUs "
-        f"(1-min load average {results['machine']['load_average_1min']} at start: the machine is shared, so "
+        f"(1-min load average {results['machine']['load_average_1min_at_start']:.2f} at start: the machine is shared, so "
         f"wall time can exceed CPU time), torch {results['machine']['torch']}, commit "
         f"{results['machine']['git_commit']}; config: {json.dumps(results['config'])}.", "",
         "| measure | result | target |", "| --- | --- | --- |",
@@ -225,7 +212,8 @@ def main() -> None:
         raise SystemExit(f"error: {dataset} not found; give --data")
     args.workdir.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    results = {"machine": machine(), "config": {"quick": args.quick, "simulated_share": 0.5, "min_area": 16,
+    results = {"machine": {**machine(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                           "git_commit": git_commit()}, "config": {"quick": args.quick, "simulated_share": 0.5, "min_area": 16,
                                                  "neighbours": 5, "seed": 0}}
     log.info("building the database ...")
     results["build"], db_path = bench_build(dataset, args.workdir, 120 if args.quick else None)

@@ -20,9 +20,7 @@ import csv
 import hashlib
 import json
 import logging
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -36,6 +34,9 @@ from skimage.segmentation import relabel_sequential
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "benchmarks"))
+
+from common import SEGMENTER_CHECKPOINT, git_commit, machine  # noqa: E402
 
 from nucleaizer.io import list_samples  # noqa: E402
 from nucleaizer.postprocess.genetic import genes_from_config  # noqa: E402
@@ -47,7 +48,6 @@ from nucleaizer.size import median_diameter, rescale_image, rescale_labels, scal
 log = logging.getLogger("benchmarks.postprocess")
 DATA = ROOT.parent / "shared" / "data" / "dsb2018_train"
 RESULTS = ROOT / "benchmarks" / "results"
-CHECKPOINT = Path("/tmp/nucleaizer_bench/segmenter_cpu.pt")
 CACHE = Path("/tmp/nucleaizer_bench/postprocess")
 
 
@@ -110,19 +110,11 @@ def steady_rate(history: list[dict]) -> float | None:
     return evaluations / max(history[-1]["seconds"] - history[0]["seconds"], 1e-9)
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few images and generations (a smoke run)")
     parser.add_argument("--raw", choices=["auto", "maskrcnn", "baseline"], default="auto")
-    parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
+    parser.add_argument("--checkpoint", type=Path, default=SEGMENTER_CHECKPOINT)
     parser.add_argument("--workers", type=int, default=None, help="GA processes (config: postprocess.ga.workers)")
     parser.add_argument("--crop", type=int, default=320, help="centre window at the working scale, px")
     parser.add_argument("--train-images", type=int, default=32, help="U-Net training images (of the 80%%)")
@@ -221,8 +213,7 @@ def main() -> None:
 
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
+        "machine": machine(),
         "git_commit": git_commit(),
         "quick": args.quick,
         "raw_segmentation": raw_name,
@@ -262,7 +253,7 @@ def markdown(report: dict, suffix: str) -> str:
     lines = [
         "# Post-processing benchmark" + (f" ({suffix.strip('.')})" if suffix else ""), "",
         f"- date {report['date']}, commit {report['git_commit']}, {report['machine']['platform']}, "
-        f"{report['machine']['cpus']} CPUs, torch {report['machine']['torch']} "
+        f"{report['machine']['cpu_count']} CPUs, torch {report['machine']['torch']} "
         f"({report['machine']['torch_threads']} thread per process)",
         f"- raw segmentation: **{report['raw_segmentation']}**",
         *([f"- note: {report['note']}"] if report.get("note") else []),

@@ -21,9 +21,7 @@ import datetime
 import hashlib
 import json
 import logging
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import SCORE_HEADER, SCORE_RULE, score_cells  # noqa: E402
+from common import SCORE_HEADER, SCORE_RULE, SEGMENTER_CHECKPOINT, git_commit, machine, score_cells  # noqa: E402
 
 from nucleaizer import size  # noqa: E402
 from nucleaizer.io import list_samples  # noqa: E402
@@ -51,7 +49,6 @@ from nucleaizer.segmenter import (  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "dsb2018_train"
 RESULTS = ROOT / "benchmarks" / "results"
-SHARED_CHECKPOINT = Path("/tmp/nucleaizer_bench/segmenter_cpu.pt")
 GROUPS = {"gray_darkbg_fluorescence": "fluorescence", "gray_brightbg_brightfield": "brightfield",
           "colour_brightbg_HE_like": "tissue"}
 log = logging.getLogger("benchmark.segmenter")
@@ -198,17 +195,11 @@ def summarise(table: pd.DataFrame) -> dict:
     return result
 
 
-def machine() -> dict:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    return {"platform": platform.platform(), "cpus": __import__("os").cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "commit": commit.strip()}
-
-
 def markdown(report: dict) -> str:
     lines = [f"# Segmenter benchmark ({report['date']})", "",
-             f"Machine: {report['machine']['platform']}, {report['machine']['cpus']} CPUs (shared), torch "
+             f"Machine: {report['machine']['platform']}, {report['machine']['cpu_count']} CPUs (shared), torch "
              f"{report['machine']['torch']}, {report['machine']['torch_threads']} thread(s); commit "
-             f"{report['machine']['commit']}.", "",
+             f"{report['commit']}.", "",
              "Data: dsb2018_train; test = sha1(id) % 5 == 0 "
              f"({report['test_images']} images); sizes by the test images' own ground truth (oracle size).", ""]
     if report.get("training"):
@@ -256,13 +247,14 @@ def main() -> None:
 
     samples = list_samples(DATA, require_labels=True)
     manifest = pd.read_csv(DATA / "manifest.csv").set_index("id")
-    report = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine()}
+    report = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
+              "commit": git_commit()}
     checkpoint = args.checkpoint
     if args.phase in ("all", "train") and checkpoint is None:
         checkpoint, report["training"] = train(samples, args, args.work, size_cfg)
-        SHARED_CHECKPOINT.parent.mkdir(parents=True, exist_ok=True)
+        SEGMENTER_CHECKPOINT.parent.mkdir(parents=True, exist_ok=True)
         if not args.quick:
-            shutil.copy(checkpoint, SHARED_CHECKPOINT)
+            shutil.copy(checkpoint, SEGMENTER_CHECKPOINT)
         (args.work / "training.json").write_text(json.dumps(report["training"], indent=2, default=str))
         log.info("best checkpoint %s", checkpoint)
     if args.phase == "train":

@@ -26,8 +26,6 @@ import datetime
 import json
 import logging
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +39,9 @@ from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "benchmarks"))  # last: "import stylegen" must find the package, not this script
+
+from common import git_commit, machine  # noqa: E402
 
 from stylegen import Pix2Pix, realism_report, render_masks, sample_grid, save_style, train_style  # noqa: E402
 
@@ -79,26 +80,6 @@ def mean_l1(fakes: list[np.ndarray], reals: list[np.ndarray]) -> float:
             ]
         )
     )
-
-
-def machine() -> dict:
-    return {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "load_average": list(os.getloadavg()),
-    }
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:
@@ -215,7 +196,7 @@ def main() -> None:
     results = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "git_commit": git_commit(),
-        "machine": {**machine(), "load_average_before": load_before},
+        "machine": {**machine(), "load_average_before": load_before, "load_average": list(os.getloadavg())},
         "profile": profile,
         "config": {"stylegen": config_name, "train": train_cfg, "trainer": trainer, "realism": realism_cfg},
         "data": {
@@ -248,7 +229,7 @@ def markdown(r: dict) -> str:
     lines = [
         f"# stylegen benchmark ({r['profile']} profile)",
         "",
-        f"{r['date']}, commit {r['git_commit'][:10]}; {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']} "
+        f"{r['date']}, commit {r['git_commit']}; {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']} "
         f"({m['torch_threads']} threads), GPU {m['gpu']}; load average before {m['load_average_before'][0]:.1f}, "
         f"after {m['load_average'][0]:.1f} (shared machine).",
         "",

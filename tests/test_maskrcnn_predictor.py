@@ -77,3 +77,15 @@ def test_empty_output_tile():
         assert len(instances) == 0 and instances.boxes.shape == (0, 4)
     empty = detections_to_instances(torch.zeros(0, 4), torch.zeros(0, 1, 28, 28), torch.zeros(0), (32, 32))
     assert len(empty) == 0
+
+
+@pytest.mark.parametrize("backbone, returned_layers, n_maps", [("mobilenet_v3", [3, 4, 5], 4),
+                                                               ("mobilenet_v3", None, 3), ("resnet18", None, 5)])
+def test_tiles_start_on_the_coarsest_feature_grid_of_every_backbone(backbone, returned_layers, n_maps):
+    """The predictor's grid_px is what the tiling aligns tile starts to: every feature stride must divide it,
+    and the coarsest one must equal it (a coarser map would leave tiles off its grid)."""
+    model = build_maskrcnn(backbone=backbone, returned_layers=returned_layers, anchor_sizes=[32] * n_maps).eval()
+    with torch.inference_mode():
+        features = model.backbone(torch.zeros(1, 3, 256, 256))
+    strides = [256 // f.shape[-1] for f in features.values()]
+    assert max(strides) == MaskRCNNPredictor.grid_px and all(MaskRCNNPredictor.grid_px % s == 0 for s in strides)
