@@ -1,13 +1,16 @@
 """Segmenter benchmark: train the CPU profile on DSB 2018 (80%) and score the held-out 20% beside a classical baseline.
 
     python benchmarks/segmenter.py [--quick] [--train-minutes 50] [--checkpoint PATH] [--phase all|train|eval]
+                                   [--tta identity,flip_h,flip_v,rot180]
 
 Split: an image is held out for the test when sha1(id) % 5 == 0 (fixed, independent of order). From the
 remaining 80%, images with sha1(id) % 60 in {1, 2} (about 3%) are the validation split that picks the
 best epoch; the rest train. Test images are rescaled by the median nucleus diameter of their own ground
 truth (an oracle size: no preseg pass), segmented whole, and the labels are rescaled back and scored at the
 original size (in 512 px tiles with 64 px overlap, merged by nucleaizer.tiling, painted by nucleaizer.painting).
-The detection score threshold is chosen on the validation split. The classical baseline (Otsu + distance-transform watershed, haematoxylin channel for colour
+The detection score and mask thresholds are chosen on the validation split. With ``--tta``, the vote of
+those views (nucleaizer.tta) is scored as ``model_tta`` beside ``model`` (the identity view alone), each with
+its own thresholds. The classical baseline (Otsu + distance-transform watershed, haematoxylin channel for colour
 images; nucleaizer.baseline) is scored on the same images in the same run, at the original size and at the
 oracle scale; the better of the two is the baseline the model is compared with.
 Writes benchmarks/results/segmenter.json and .md; the best checkpoint is copied to
@@ -113,37 +116,59 @@ def oracle_scale(gt: np.ndarray, size_cfg: dict) -> float:
                              size_cfg["min_scale"], size_cfg["max_scale"])
 
 
-def labels_above(instances, min_score: float, scaled_shape: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
-    """Instances with score >= min_score painted by score (nucleaizer.painting), rescaled back to ``shape``."""
-    from nucleaizer.painting import paint_instances
+def labels_by_method(predict, scaled: np.ndarray, score_thresholds: list[float], transforms: list[str],
+                     match_iou: float = 0.5) -> dict[str, dict[float, np.ndarray]]:
+    """Label images (at the scaled size) of the instances scored >= each threshold, painted by score.
 
-    kept = instances.select(np.flatnonzero(instances.scores >= min_score))
-    return size.rescale_labels(paint_instances(kept, scaled_shape)[0], shape)
+    ``model``: the prediction of the image itself (the first transform, identity). With more transforms,
+    ``model_tta`` too: the vote of all views (nucleaizer.tta), each view thresholded before the vote.
+    """
+    from nucleaizer.painting import paint_instances
+    from nucleaizer.tta import TRANSFORMS, vote
+
+    views = []
+    for name in transforms:
+        forward, inverse = TRANSFORMS[name]
+        moved = np.ascontiguousarray(forward(scaled))
+        views.append((predict(moved), inverse, moved.shape[:2]))
+    result: dict[str, dict[float, np.ndarray]] = {"model": {}, "model_tta": {}} if len(views) > 1 else {"model": {}}
+    for score in score_thresholds:
+        painted = [paint_instances(found.select(np.flatnonzero(found.scores >= score)), shape)
+                   for found, _, shape in views]
+        labels = [np.ascontiguousarray(inverse(lab)) for (lab, _), (_, inverse, _) in zip(painted, views, strict=True)]
+        result["model"][score] = labels[0]
+        if len(views) > 1:
+            result["model_tta"][score] = vote(labels, [scores for _, scores in painted], match_iou)[0]
+    return result
 
 
 def choose_thresholds(predictor, predict, samples, size_cfg: dict, score_thresholds: list[float],
-                      mask_thresholds: list[float]) -> dict:
-    """Detection score and mask thresholds with the best mean DSB on the validation split (never the test)."""
+                      mask_thresholds: list[float], transforms: list[str]) -> dict[str, dict]:
+    """Per method, the detection score and mask thresholds with the best mean DSB on the validation split."""
     from nucleaizer import metrics
 
-    totals = {(score, mask): 0.0 for score in score_thresholds for mask in mask_thresholds}
+    totals: dict[str, dict[tuple[float, float], float]] = {}
     for sample in samples:
         image, gt = sample.read_image(), sample.read_labels()
         scaled = size.rescale_image(image, oracle_scale(gt, size_cfg))
         for mask in mask_thresholds:
             predictor.mask_threshold = mask
-            instances = predict(scaled)
-            for score in score_thresholds:
-                labels = labels_above(instances, score, scaled.shape[:2], gt.shape)
-                totals[score, mask] += metrics.dsb_score(gt, labels) / len(samples)
-    score, mask = max(totals, key=totals.get)
-    predictor.mask_threshold = mask
-    return {"chosen": score, "mask_threshold": mask,
-            "val_dsb": {f"score {s} mask {m}": round(v, 4) for (s, m), v in totals.items()}}
+            for method, by_score in labels_by_method(predict, scaled, score_thresholds, transforms).items():
+                for score, labels in by_score.items():
+                    dsb = metrics.dsb_score(gt, size.rescale_labels(labels, gt.shape)) / len(samples)
+                    totals.setdefault(method, {}).setdefault((score, mask), 0.0)
+                    totals[method][score, mask] += dsb
+    chosen = {}
+    for method, by_pair in totals.items():
+        score, mask = max(by_pair, key=by_pair.get)
+        chosen[method] = {"chosen": score, "mask_threshold": mask,
+                          "val_dsb": {f"score {s} mask {m}": round(v, 4) for (s, m), v in by_pair.items()}}
+    return chosen
 
 
 def evaluate(samples, checkpoint: Path, manifest: pd.DataFrame, size_cfg: dict, val_samples,
-             thresholds: list[float], mask_thresholds: list[float]) -> tuple[pd.DataFrame, dict, dict]:
+             thresholds: list[float], mask_thresholds: list[float],
+             transforms: list[str]) -> tuple[pd.DataFrame, dict, dict]:
     from nucleaizer import baseline, metrics
     from nucleaizer.tiling import TileParams, predict_image
 
@@ -156,8 +181,8 @@ def evaluate(samples, checkpoint: Path, manifest: pd.DataFrame, size_cfg: dict, 
     def predict(scaled: np.ndarray):
         return predict_image(scaled, predictor, tile_params)
 
-    threshold = choose_thresholds(predictor, predict, val_samples, size_cfg, thresholds, mask_thresholds)
-    log.info("thresholds chosen on the validation split: %s", threshold)
+    chosen = choose_thresholds(predictor, predict, val_samples, size_cfg, thresholds, mask_thresholds, transforms)
+    log.info("thresholds chosen on the validation split: %s", chosen)
     rows = []
     timing = {"model_s": 0.0, "baseline_s": 0.0, "megapixels": 0.0}
     for sample in tqdm(samples, desc="test images", mininterval=30):
@@ -165,7 +190,13 @@ def evaluate(samples, checkpoint: Path, manifest: pd.DataFrame, size_cfg: dict, 
         scale = oracle_scale(gt, size_cfg)
         scaled = size.rescale_image(image, scale)
         started = time.perf_counter()
-        predicted = labels_above(predict(scaled), threshold["chosen"], scaled.shape[:2], gt.shape)
+        predicted = {}
+        for mask in sorted({c["mask_threshold"] for c in chosen.values()}):
+            predictor.mask_threshold = mask
+            scores = sorted({c["chosen"] for c in chosen.values() if c["mask_threshold"] == mask})
+            for method, by_score in labels_by_method(predict, scaled, scores, transforms).items():
+                if chosen[method]["mask_threshold"] == mask:
+                    predicted[method] = size.rescale_labels(by_score[chosen[method]["chosen"]], gt.shape)
         timing["model_s"] += time.perf_counter() - started
         timing["megapixels"] += gt.size / 1e6
         started = time.perf_counter()
@@ -173,11 +204,11 @@ def evaluate(samples, checkpoint: Path, manifest: pd.DataFrame, size_cfg: dict, 
         baseline_scaled = size.rescale_labels(baseline.segment_classical(scaled), gt.shape)
         timing["baseline_s"] += time.perf_counter() - started
         group = GROUPS[manifest.loc[sample.name, "group"]]
-        for method, labels in (("model", predicted), ("baseline_original_scale", baseline_original),
+        for method, labels in (*predicted.items(), ("baseline_original_scale", baseline_original),
                                ("baseline_oracle_scale", baseline_scaled)):
             rows.append({"image": sample.name, "group": group, "method": method, "scale": scale,
                          **metrics.score_image(gt, labels)})
-    return pd.DataFrame(rows), timing, threshold
+    return pd.DataFrame(rows), timing, chosen
 
 
 def summarise(table: pd.DataFrame) -> dict:
@@ -208,15 +239,18 @@ def markdown(report: dict) -> str:
                   f"images, best epoch picked on {t['val_images']}; {t['steps_done']} steps in {t['wall_s']:.0f} s "
                   f"({t['epochs_done']} epochs), {t['steps_per_s_mean'] or 0:.3f} training steps/s; "
                   f"val DSB per epoch {t['val_dsb_per_epoch']}.", ""]
-    if report.get("score_threshold"):
-        chosen = report["score_threshold"]
-        lines += [f"Detection score threshold {chosen['chosen']}, mask threshold {chosen.get('mask_threshold', 0.5)} "
-                  f"(chosen on the validation split: DSB {chosen['val_dsb']}).", ""]
+    if report.get("transforms", ["identity"]) != ["identity"]:
+        lines += [f"model_tta: test-time augmentation (nucleaizer.tta), the vote of {len(report['transforms'])} views "
+                  f"({', '.join(report['transforms'])}); model: the first view alone, from the same run.", ""]
+    for method, chosen in report.get("thresholds", {}).items():
+        lines += [f"{method}: detection score threshold {chosen['chosen']}, mask threshold "
+                  f"{chosen['mask_threshold']} (chosen on the validation split: DSB {chosen['val_dsb']}).", ""]
     lines += [f"| method | group {SCORE_HEADER}", f"| --- | --- {SCORE_RULE}"]
     for method, groups in report["scores"].items():
         lines += [f"| {method} | {group} {score_cells(s)}" for group, s in groups.items()]
-    lines += ["", "Model minus the better baseline (DSB): " +
-              ", ".join(f"{g} {d:+.3f}" for g, d in report["dsb_gain_over_baseline"].items()), ""]
+    for method, gains in report["dsb_gain_over_baseline"].items():
+        lines += ["", f"{method} minus the better baseline (DSB): " + ", ".join(f"{g} {d:+.3f}" for g, d in gains.items())]
+    lines += [""]
     return "\n".join(lines)
 
 
@@ -237,6 +271,8 @@ def main() -> None:
                         help="detection score thresholds tried on the validation split; the best is used on the test")
     parser.add_argument("--mask-thresholds", default="0.4,0.5,0.6",
                         help="mask probability thresholds tried on the validation split")
+    parser.add_argument("--tta", default="identity",
+                        help="comma-separated TTA transforms (nucleaizer.tta), identity first: scores model_tta too")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -270,8 +306,11 @@ def main() -> None:
     val = [s for s in samples if split_of(s.name) == "val"]
     thresholds = [float(t) for t in args.score_thresholds.split(",")]
     mask_thresholds = [float(t) for t in args.mask_thresholds.split(",")]
-    table, timing, report["score_threshold"] = evaluate(test, checkpoint, manifest, size_cfg, val, thresholds,
-                                                        mask_thresholds)
+    report["transforms"] = args.tta.split(",")
+    if report["transforms"][0] != "identity":
+        raise SystemExit("--tta: the first transform must be identity (the model's own view)")
+    table, timing, report["thresholds"] = evaluate(test, checkpoint, manifest, size_cfg, val, thresholds,
+                                                   mask_thresholds, report["transforms"])
     report["test_images"] = len(test)
     report["checkpoint"] = str(checkpoint)
     report["timing"] = {k: round(v, 2) for k, v in timing.items()}
@@ -280,8 +319,9 @@ def main() -> None:
                         key=lambda m: report["scores"][m]["all"]["dsb"])
     report["baseline"] = best_baseline
     report["dsb_gain_over_baseline"] = {
-        group: round(report["scores"]["model"][group]["dsb"] - report["scores"][best_baseline][group]["dsb"], 4)
-        for group in report["scores"]["model"]}
+        method: {group: round(report["scores"][method][group]["dsb"] - report["scores"][best_baseline][group]["dsb"], 4)
+                 for group in report["scores"][method]}
+        for method in report["thresholds"]}
     name = "segmenter_quick" if args.quick else "segmenter"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2, default=str))
