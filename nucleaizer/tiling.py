@@ -97,15 +97,16 @@ def _core_edges(starts: np.ndarray, ends: np.ndarray, length: int) -> np.ndarray
 
 def _owner_tiles(instances: Instances, boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """int64 (N,): the tile (row of ``boxes``) whose core holds each instance's box centre."""
-    index = {(y0, x0): t for t, (y0, x0) in enumerate(boxes[:, :2].tolist())}
     ys, first_y = np.unique(boxes[:, 0], return_index=True)
     xs, first_x = np.unique(boxes[:, 1], return_index=True)
+    tile_at = np.empty((len(ys), len(xs)), np.int64)  # the tiles form a grid of rows and columns
+    tile_at[np.searchsorted(ys, boxes[:, 0]), np.searchsorted(xs, boxes[:, 1])] = np.arange(len(boxes))
     y_edges = _core_edges(ys, boxes[first_y, 2], shape[0])
     x_edges = _core_edges(xs, boxes[first_x, 3], shape[1])
     centre = (instances.boxes[:, :2] + instances.boxes[:, 2:]) / 2
     row = np.clip(np.searchsorted(y_edges, centre[:, 0], side="right") - 1, 0, len(ys) - 1)
     col = np.clip(np.searchsorted(x_edges, centre[:, 1], side="right") - 1, 0, len(xs) - 1)
-    return np.array([index[y, x] for y, x in zip(ys[row].tolist(), xs[col].tolist(), strict=True)], np.int64)
+    return tile_at[row, col]
 
 
 def _held_uncut(boxes_of: np.ndarray, tiles: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
