@@ -439,7 +439,9 @@ def stage_bundle(ctx, out: Path, summary: dict) -> None:
     record = ctx.run.record("postprocess") or {}
     section = record.get("summary", {}).get("bundle_section")
     files = {} if section is None else {section["ensemble"]: ctx.run.path("postprocess") / section["ensemble"]}
-    write_bundle(out, segmenter=ctx.run.path("segmenter") / f"{cfg.style}.pt", preseg=preseg_checkpoint(ctx),
+    # a classical size estimation needs no preseg model in the bundle (infer.py would never load it)
+    preseg = None if cfg.preseg.method == "classical" else preseg_checkpoint(ctx)
+    write_bundle(out, segmenter=ctx.run.path("segmenter") / f"{cfg.style}.pt", preseg=preseg,
                  size=size_rule(cfg), postprocess=section, files=files, size_estimation=cfg.preseg.method)
     with io.atomic_write(out / "config.yaml") as tmp:
         tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))

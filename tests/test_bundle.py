@@ -1,6 +1,7 @@
 """Model bundle folder: written, read back, and clear errors for missing or incomplete bundles."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -141,3 +142,24 @@ def test_classical_size_estimation_travels_with_the_bundle(tmp_path):
     (tmp_path / "m" / BUNDLE_FILE).write_text(json.dumps(content))
     with pytest.raises(UserError, match="size_estimation"):
         read_bundle(tmp_path / "m")
+
+
+@pytest.mark.parametrize("method, has_preseg", [("model", True), ("classical", False)])
+def test_bundle_stage_copies_the_preseg_model_only_when_it_estimates_sizes(tmp_path, weights, method, has_preseg):
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from nucleaizer.run_folder import RunFolder
+    from nucleaizer.stages import stage_bundle
+
+    run = RunFolder(tmp_path / "run")
+    run.path("segmenter").mkdir(parents=True)
+    shutil.copy(weights[0], run.path("segmenter") / "auto.pt")
+    cfg = OmegaConf.create({"style": "auto", "preseg": {"method": method, "checkpoint": str(weights[1])},
+                            "size": {"target_diameter_px": 40, "min_scale": 0.25, "max_scale": 4.0,
+                                     "min_object_area_px": 16}})
+    stage_bundle(SimpleNamespace(cfg=cfg, run=run), tmp_path / "model", {})
+    bundle = read_bundle(tmp_path / "model")
+    assert bundle.size_estimation == method
+    assert (bundle.preseg is not None) == has_preseg == (tmp_path / "model" / "preseg.pt").exists()
