@@ -26,12 +26,13 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor as Torchvis
 from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 
+from nucleaizer.efficientnet import IMAGE_MEAN, IMAGE_STD, EfficientNetLite0FPN
 from nucleaizer.errors import UserError
 from nucleaizer.painting import Instances
 
 log = logging.getLogger(__name__)
 
-BACKBONES = ("resnet50", "resnet18", "mobilenet_v3")
+BACKBONES = ("resnet50", "resnet18", "mobilenet_v3", "efficientnet_lite0")
 # Stride of the coarsest feature map of every backbone here (the FPN's pooled level; the others divide it):
 # tiles that start on multiples of it see the image on the same feature grid as the whole image.
 FEATURE_GRID_PX = 64
@@ -41,7 +42,7 @@ ARCH_KEYS = (
     "backbone", "weights", "backbone_weights", "returned_layers", "anchor_sizes", "anchor_ratios", "max_detections",
     "box_nms_thresh", "rpn_nms_thresh", "box_score_thresh", "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train",
     "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "box_batch_size_per_image", "mask_head_layers",
-    "box_representation_size",
+    "box_representation_size", "pretrained", "frozen_batchnorm", "fpn_channels",
 )
 
 
@@ -71,7 +72,18 @@ def _load_matching(module: nn.Module, state: dict, what: str) -> None:
              len(own) - len(usable))
 
 
-def _backbone(backbone: str, returned_layers: list[int] | None) -> nn.Module:
+def _backbone(backbone: str, returned_layers: list[int] | None, pretrained: bool, frozen_batchnorm: bool,
+              fpn_channels: int) -> nn.Module:
+    """The feature extractor + FPN: ``body`` (the network), ``fpn``, ``out_channels``."""
+    if backbone == "efficientnet_lite0":
+        if returned_layers is not None:
+            raise UserError("segmenter.returned_layers does not apply to efficientnet_lite0 (its strides 8, 16 and "
+                            "32 feed the FPN): set it to null")
+        return EfficientNetLite0FPN(fpn_channels, pretrained=pretrained, frozen_batchnorm=frozen_batchnorm)
+    if pretrained or frozen_batchnorm or fpn_channels != 256:
+        raise UserError(f"segmenter.pretrained, frozen_batchnorm and fpn_channels (other than 256) apply to "
+                        f"efficientnet_lite0 only, not to {backbone}; use segmenter.backbone_weights for an "
+                        "ImageNet file of your own")
     if backbone in ("resnet50", "resnet18"):
         return resnet_fpn_backbone(backbone_name=backbone, weights=None, norm_layer=nn.BatchNorm2d,
                                    trainable_layers=5, returned_layers=returned_layers)
@@ -99,6 +111,9 @@ def build_maskrcnn(
     box_representation_size: int = 1024,
     weights: str | Path | None = None,
     backbone_weights: str | Path | None = None,
+    pretrained: bool = False,
+    frozen_batchnorm: bool = False,
+    fpn_channels: int = 256,
 ) -> MaskRCNN:
     """A two-class torchvision Mask R-CNN for nuclei about 40 px across; every parameter trainable.
 
@@ -112,12 +127,16 @@ def build_maskrcnn(
     weights: optional local file with a full Mask R-CNN state dict (e.g. COCO); tensors whose shapes differ
     (the class-specific heads) stay freshly initialised. backbone_weights: optional local file with an
     ImageNet state dict of the bare backbone network.
+    efficientnet_lite0 (strides 8, 16, 32 + pool: 4 feature maps, ``fpn_channels`` wide): ``pretrained`` loads
+    the ImageNet weights shipped by a pip package, ``frozen_batchnorm`` fixes its BatchNorm layers
+    (nucleaizer.efficientnet).
     """
-    body = _backbone(backbone, list(returned_layers) if returned_layers is not None else None)
+    layers = list(returned_layers) if returned_layers is not None else None
+    body = _backbone(backbone, layers, bool(pretrained), bool(frozen_batchnorm), int(fpn_channels))
     if backbone_weights is not None:
         _load_matching(body.body, _load_state_dict(backbone_weights, "segmenter.backbone_weights"),
                        "backbone weights")
-    n_maps = len(body.body.return_layers) + 1  # the FPN adds a max-pooled level
+    n_maps = len(body.fpn.inner_blocks) + 1  # the FPN adds a max-pooled level
     if len(anchor_sizes) != n_maps:
         raise UserError(f"segmenter.anchor_sizes needs {n_maps} sizes for backbone {backbone} (one per feature "
                         f"map), got {list(anchor_sizes)}")
@@ -143,8 +162,9 @@ def build_maskrcnn(
         box_detections_per_img=max_detections,
         box_batch_size_per_image=box_batch_size_per_image,
     )
-    model.transform = NoResizeTransform(min_size=1, max_size=1, image_mean=model.transform.image_mean,
-                                        image_std=model.transform.image_std)
+    mean, std = ((IMAGE_MEAN, IMAGE_STD) if backbone == "efficientnet_lite0"
+                 else (model.transform.image_mean, model.transform.image_std))
+    model.transform = NoResizeTransform(min_size=1, max_size=1, image_mean=list(mean), image_std=list(std))
     if weights is not None:
         _load_matching(model, _load_state_dict(weights, "segmenter.weights"), "Mask R-CNN weights")
     # torchvision freezes early layers for pretrained backbones; from scratch (or fine-tuning) all train
@@ -160,13 +180,14 @@ def arch_from_config(config: dict) -> dict:
 def save_segmenter(path: str | Path, model: nn.Module, arch: dict) -> Path:
     """Write one .pt file holding the state dict and the build_maskrcnn kwargs; atomic; returns the path.
 
-    Local weight paths are dropped from the stored kwargs: the state dict already holds those weights.
+    Local weight paths and ``pretrained`` are dropped from the stored kwargs: the state dict already holds
+    those weights.
     """
     from nucleaizer.io import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    stored_arch = {**arch, "weights": None, "backbone_weights": None}
+    stored_arch = {**arch, "weights": None, "backbone_weights": None, "pretrained": False}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     with atomic_write(path) as tmp:
         torch.save({"format": CHECKPOINT_FORMAT, "version": 1, "arch": stored_arch, "state_dict": state}, tmp)

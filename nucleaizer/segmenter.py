@@ -12,6 +12,7 @@ re-exported here (the names of the project's contract).
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -47,7 +48,10 @@ TRAINABLE = ("all", "stage5+", "heads")
 
 
 def backbone_stage5_prefixes(model: torch.nn.Module) -> list[str]:
-    """Parameter-name prefixes of the last backbone stage (ResNet layer4, MobileNetV3's last stage)."""
+    """Parameter-name prefixes of the last backbone stage (ResNet layer4, MobileNetV3's last stage, the stride-32
+    blocks of EfficientNet-Lite0)."""
+    if hasattr(model.backbone, "last_stage_prefixes"):
+        return model.backbone.last_stage_prefixes()
     body = model.backbone.body
     names = [name for name, _ in body.named_children()]
     if "layer4" in names:
@@ -103,10 +107,15 @@ class SegmenterModule(pl.LightningModule):
     arch: build_maskrcnn kwargs. stages: [{trainable: all|stage5+|heads, lr, epochs}]. optimizer: sgd | adamw.
     Parameters outside the current stage keep their values (their gradients are dropped before each step, so
     DDP sees the same parameters every step) and their BatchNorm statistics are frozen.
+    ema_decay > 0 keeps an exponential moving average of the weights (``ema_model``; the decay ramps up as
+    ``min(ema_decay, (1 + n) / (10 + n))`` over the first steps): validation scores it and it is what
+    training exports. An average of the last few hundred steps does what a final learning-rate decay does,
+    at any moment, so a run stopped by a time budget (and continued later) needs no schedule planned ahead.
     """
 
     def __init__(self, arch: dict, stages: Sequence[dict], optimizer: str = "sgd", momentum: float = 0.9,
-                 weight_decay: float = 1e-4, warmup_steps: int = 0, init_state_dict: dict | None = None):
+                 weight_decay: float = 1e-4, warmup_steps: int = 0, init_state_dict: dict | None = None,
+                 ema_decay: float = 0.0):
         super().__init__()
         self.arch = dict(arch)
         self.stages = check_stages(stages)
@@ -118,6 +127,10 @@ class SegmenterModule(pl.LightningModule):
         self.model = build_maskrcnn(**self.arch)
         if init_state_dict is not None:
             self.model.load_state_dict(init_state_dict)
+        if not 0.0 <= float(ema_decay) < 1.0:
+            raise UserError(f"segmenter.ema_decay={ema_decay}: use 0 (off) or a decay in (0, 1), e.g. 0.998")
+        self.ema_decay = float(ema_decay)
+        self.ema_model = copy.deepcopy(self.model).requires_grad_(False).eval() if self.ema_decay else None
         self.frozen: set[str] = set()
         self._val_scores: list[float] = []
 
@@ -147,6 +160,8 @@ class SegmenterModule(pl.LightningModule):
         super().train(mode)
         if mode and self.frozen:
             self._freeze_batchnorm()
+        if self.ema_model is not None:
+            self.ema_model.eval()  # never trained, only averaged and validated
         return self
 
     def on_train_epoch_start(self) -> None:
@@ -157,6 +172,20 @@ class SegmenterModule(pl.LightningModule):
         for optimizer in self.trainer.optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = lr
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema_model is None:
+            return
+        steps = self.global_step
+        decay = min(self.ema_decay, (1 + steps) / (10 + steps))
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.ema_model.parameters()), list(self.model.parameters()), 1.0 - decay)
+            for averaged, current in zip(self.ema_model.buffers(), self.model.buffers(), strict=True):
+                averaged.copy_(current)
+
+    def exported_model(self) -> torch.nn.Module:
+        """The network training hands on: the weight average when there is one, else the trained weights."""
+        return self.ema_model if self.ema_model is not None else self.model
 
     def on_before_optimizer_step(self, optimizer) -> None:
         if self.frozen:
@@ -186,7 +215,7 @@ class SegmenterModule(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         images, gts = batch
         # boxes + crops painted by score, as at inference (no full-image mask per detection)
-        for instances, image, gt in zip(predict_instances(self.model, images), images, gts, strict=True):
+        for instances, image, gt in zip(predict_instances(self.exported_model(), images), images, gts, strict=True):
             predicted = paint_instances(instances, tuple(image.shape[-2:]))[0]
             self._val_scores.append(metrics.dsb_score(gt, predicted))
 
@@ -278,6 +307,8 @@ def fit_segmenter(
     max_time_s: float | None = None,
     gradient_clip_val: float | None = 10.0,
     checkpoint_name: str = "segmenter.pt",
+    ema_decay: float = 0.0,
+    resume: bool = False,
 ) -> Path:
     """Train a Mask R-CNN and return the path of the best one-file checkpoint (``out_dir/checkpoint_name``).
 
@@ -288,7 +319,11 @@ def fit_segmenter(
     augment: the config's ``augment:`` block; ``augment['rescale'] > 0`` jitters the scale (the preseg model).
     trainer: Lightning settings (accelerator, devices, num_nodes, strategy, precision, num_workers, ...).
     init_checkpoint: a segmenter .pt to start from (same architecture), e.g. the preseg model.
-    max_time_s: stop after this many seconds of training (the best checkpoint so far is kept).
+    max_time_s: stop after this many seconds of training in all (the best checkpoint so far is kept).
+    ema_decay: average the weights (see SegmenterModule); the average is validated and exported.
+    resume: continue from ``out_dir/lightning/last.ckpt`` when it exists (weights, optimizer, schedule position
+    and the time already spent, which counts against ``max_time_s``): a run killed or stopped by its time
+    budget goes on where it stopped. That file is written after every epoch and when training stops.
     The best epoch by ``val_dsb`` is kept; without validation pairs the last epoch is kept.
     Lightning logs (metrics.csv) go to ``out_dir/logs``.
     """
@@ -313,10 +348,14 @@ def fit_segmenter(
             raise UserError(f"init checkpoint {init_checkpoint} has backbone {content['arch'].get('backbone')}, "
                             f"the config asks for {arch.get('backbone')}")
         init_state = content["state_dict"]
-    module = SegmenterModule(arch, stages, optimizer, momentum, weight_decay, warmup_steps, init_state)
+    module = SegmenterModule(arch, stages, optimizer, momentum, weight_decay, warmup_steps, init_state, ema_decay)
     checkpoint = ModelCheckpoint(dirpath=out_dir / "lightning", filename="best",
                                  monitor="val_dsb" if val_pairs else None, mode="max", save_top_k=1,
-                                 save_last=False)
+                                 save_last=True)
+    last = out_dir / "lightning" / "last.ckpt"
+    resume_from = last if resume and last.is_file() else None
+    if resume_from is not None:
+        log.info("resuming from %s", resume_from)
     extra = {}
     if max_time_s is not None:
         extra["max_time"] = {"seconds": float(max_time_s)}
@@ -334,15 +373,18 @@ def fit_segmenter(
         **trainer_settings,
     )
     started = time.perf_counter()
-    fit.fit(module, datamodule=data)
+    fit.fit(module, datamodule=data, ckpt_path=resume_from)
+    fit.save_checkpoint(last)  # where a time budget stopped it (mid-epoch): the next resume starts here
     log.info("segmenter training took %.0f s (%d epochs, best val_dsb %s)", time.perf_counter() - started,
              fit.current_epoch, checkpoint.best_model_score)
     best_path = out_dir / checkpoint_name
     if fit.is_global_zero:
-        state = module.model.state_dict()
+        state = module.exported_model().state_dict()
         if checkpoint.best_model_path:
             lightning_state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
-            state = {k.removeprefix("model."): v for k, v in lightning_state["state_dict"].items()}
+            prefix = "ema_model." if module.ema_model is not None else "model."
+            state = {k.removeprefix(prefix): v for k, v in lightning_state["state_dict"].items()
+                     if k.startswith(prefix)}
         best = build_maskrcnn(**arch)
         best.load_state_dict(state)
         save_segmenter(best_path, best, arch)
@@ -356,8 +398,8 @@ def _config_dir() -> Path:
 
 def training_kwargs_from_config(segmenter: dict) -> dict:
     """fit_segmenter kwargs (besides samples, out_dir, trainer) from a segmenter config block (plain dict)."""
-    keys = ("steps_per_epoch", "optimizer", "momentum", "weight_decay", "warmup_steps", "gradient_clip_val", "crop_size", "batch_size", "augment",
-            "synthetic_share", "max_crop_tries")
+    keys = ("steps_per_epoch", "optimizer", "momentum", "weight_decay", "warmup_steps", "gradient_clip_val",
+            "crop_size", "batch_size", "augment", "synthetic_share", "max_crop_tries", "ema_decay")
     return {"arch": arch_from_config(segmenter), "stages": list(segmenter["stages"]),
             **{k: segmenter[k] for k in keys if k in segmenter}}
 
