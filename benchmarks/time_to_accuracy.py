@@ -85,8 +85,8 @@ def size_config() -> dict:
 def train_segment(candidate: str, minutes: float, work: Path, quick: bool) -> dict:
     """Train (or continue) a candidate up to ``minutes`` of training in all; returns the segment's record."""
     import pandas as pd
-
     import segmenter as bench
+
     from nucleaizer.io import list_samples
     from nucleaizer.segmenter import fit_segmenter
 
@@ -114,8 +114,8 @@ def train_segment(candidate: str, minutes: float, work: Path, quick: bool) -> di
 def evaluate_checkpoint(checkpoint: Path, quick: bool) -> dict:
     """Held-out scores (oracle size, no TTA) of a checkpoint and of Otsu + watershed, per group."""
     import pandas as pd
-
     import segmenter as bench
+
     from nucleaizer.io import list_samples
 
     samples = list_samples(bench.DATA, require_labels=True)

@@ -17,6 +17,7 @@ Paths inside ``bundle.json`` are relative to the folder, so a bundle can be move
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -52,19 +53,24 @@ class Bundle:
         return self.folder / name
 
 
-def _size_rule(section: dict[str, Any], target_diameter_px: float, source: Path) -> SizeRule:
+def _number(value: Any, key: str, source: Path) -> float:
+    """A finite number from bundle.json, else a UserError naming the key."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"{source}: '{key}' must be a number, got {value!r}")
+    return value
+
+
+def _size_rule(section: dict[str, Any], target_diameter_px: Any, source: Path) -> SizeRule:
     known = {f.name for f in fields(SizeRule)}
     unknown = sorted(set(section) - known - _TRAINING_ONLY_SIZE_KEYS)
     if unknown:
         raise UserError(f"{source}: unknown key(s) {unknown} in 'size'; known keys are {sorted(known)}")
-    values = {k: v for k, v in section.items() if k in known}
+    values = {k: _number(v, f"size.{k}", source) for k, v in section.items() if k in known}
+    target_diameter_px = _number(target_diameter_px, "target_diameter_px", source)
     if "target_diameter_px" in values and float(values["target_diameter_px"]) != float(target_diameter_px):
         raise UserError(f"{source}: 'target_diameter_px' differs between the top level and 'size'")
     values["target_diameter_px"] = target_diameter_px
-    try:
-        rule = SizeRule(**values)
-    except TypeError as error:
-        raise UserError(f"{source}: bad 'size' section ({error})") from error
+    rule = SizeRule(**values)
     if not 0 < rule.min_scale <= rule.max_scale or rule.target_diameter_px <= 0:
         raise UserError(f"{source}: need target_diameter_px > 0 and 0 < min_scale <= max_scale in 'size', got {rule}")
     return rule
@@ -114,7 +120,7 @@ def read_bundle(folder: str | Path) -> Bundle:
         folder=folder,
         segmenter=_existing_file(folder, content["segmenter"], "segmenter", source),
         preseg=None if preseg is None else _existing_file(folder, preseg, "preseg", source),
-        size=_size_rule(dict(content.get("size") or {}), float(content["target_diameter_px"]), source),
+        size=_size_rule(dict(content.get("size") or {}), content["target_diameter_px"], source),
         postprocess=postprocess,
         files=tuple(_existing_file(folder, name, "files", source) for name in content.get("files", [])),
         size_estimation=size_estimation,

@@ -19,6 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 from nucleaizer.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# Hydra's log folder of each run inside the output/run folder (hydra.run.dir in conf/infer.yaml, train.yaml):
+# Hydra makes it after the command-line checks and before the task runs.
+HYDRA_FOLDER = "hydra"
 log = logging.getLogger(__name__)
 
 

@@ -15,7 +15,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from nucleaizer import io, metrics
+from nucleaizer import io, metrics, output_folder
 from nucleaizer.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -114,9 +114,11 @@ def evaluate_folders(
     error_iou: float = metrics.ERROR_IOU,
     cover_iou: float = metrics.COVER_IOU,
     size_bins_px: Sequence[float] = metrics.SIZE_BINS_PX,
+    names: Collection[str] | None = None,
 ) -> dict:
     """Score `pred_dir` against `gt_dir` and return the dataset summary (`metrics.summarize` keys).
 
+    names: score only these images (the images of one run), whatever else the folders hold.
     The summary also counts `missing_predictions` (ground-truth images without prediction, scored as
     empty). With `out_dir`, writes `per_image.csv` and `summary.json` there; `out_dir` may not lie inside
     a folder that is read.
@@ -124,7 +126,12 @@ def evaluate_folders(
     gt_folder, gt_sources = find_label_sources(gt_dir, "ground truth")
     pred_folder, pred_sources = find_label_sources(pred_dir, "prediction")
     if out_dir is not None:  # before the scoring, so a bad output path costs no time
-        out_dir = io.check_output_dir(out_dir, pred_folder, gt_folder)
+        output_folder.check_output(out_dir, {"prediction folder": pred_folder, "ground-truth folder": gt_folder})
+        out_dir = output_folder.claim(out_dir, "evaluate")
+    if names is not None:
+        names = set(names)
+        gt_sources = {k: v for k, v in gt_sources.items() if k in names}
+        pred_sources = {k: v for k, v in pred_sources.items() if k in names}
     rows = score_sources(pred_sources, gt_sources, thresholds, error_iou, cover_iou, size_bins_px)
     summary = metrics.summarize(rows)
     summary["missing_predictions"] = summary["images"] - summary.pop("predicted")

@@ -15,7 +15,10 @@ Output folder::
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -24,9 +27,10 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from nucleaizer import io
+from nucleaizer import io, output_folder
 from nucleaizer.baseline import ClassicalPredictor
 from nucleaizer.bundle import Bundle, load_predictors, read_bundle
+from nucleaizer.cli import HYDRA_FOLDER
 from nucleaizer.errors import UserError
 from nucleaizer.inference import NucleusSegmenter, Refiner
 from nucleaizer.overlay import NUCLEI_COLUMNS, nuclei_table, overlay
@@ -44,11 +48,6 @@ DEVICES = ("auto", "cpu", "cuda")
 def _given(cfg: DictConfig, key: str) -> Any:
     """The value of ``key``, or None when it is unset (``???``) or null."""
     return None if OmegaConf.is_missing(cfg, key) else cfg[key]
-
-
-def _lies_inside(path: Path, folder: Path) -> bool:
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
 
 
 def tile_params(cfg: DictConfig) -> TileParams:
@@ -69,13 +68,9 @@ def validate_config(cfg: DictConfig) -> None:
         raise UserError(f"input folder {source} does not exist or is not a folder (key: input)")
     if truth is not None and not Path(truth).is_dir():
         raise UserError(f"ground_truth folder {truth} does not exist or is not a folder (key: ground_truth)")
-    if output is not None:
-        for key, folder in (("input", source), ("ground_truth", truth)):
-            if folder is not None and _lies_inside(Path(output), Path(folder)):
-                raise UserError(f"output folder {output} lies inside the {key} folder {folder}; choose an "
-                                "output folder outside it (inputs are never written to)")
     diameter = _given(cfg, "diameter")
-    if diameter is not None and (not isinstance(diameter, (int, float)) or isinstance(diameter, bool) or diameter <= 0):
+    if diameter is not None and (not isinstance(diameter, (int, float)) or isinstance(diameter, bool)
+                                 or not math.isfinite(diameter) or diameter <= 0):
         raise UserError(f"diameter={diameter!r}: give the nucleus diameter in pixels (a positive number) or null")
     if str(cfg.label_format) not in LABEL_FORMATS:
         raise UserError(f"label_format={cfg.label_format}: use one of {', '.join(LABEL_FORMATS)}")
@@ -88,6 +83,10 @@ def validate_config(cfg: DictConfig) -> None:
     except ValueError as error:
         raise UserError(f"tta_transforms: {error}") from error
     tile_params(cfg)
+    if output is not None:  # last: it probes the output folder
+        model_folder = None if model is None or str(model) == CLASSICAL else read_bundle(model).folder
+        output_folder.check_output(output, {"input folder": source, "ground_truth folder": truth,
+                                            "model folder": model_folder}, ignore=(HYDRA_FOLDER,))
 
 
 def resolve_device(device: str) -> str:
@@ -151,42 +150,110 @@ def estimate_diameters(
     }
 
 
+# the settings that make a segmentation: an image finished with other settings is segmented again
+RESULT_SETTINGS = ("model", "diameter", "tta", "tta_transforms", "postprocess", "tile_size", "tile_overlap",
+                   "match_iou", "min_input_px", "mask_threshold", "label_format", "classical", "classical_size", "seed")
+PARTS = ".parts"  # one record per finished image: written last, after its label image and overlay
+
+
+def result_fingerprint(cfg: DictConfig) -> str:
+    from nucleaizer.run_folder import fingerprint
+
+    settings = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+                for key in RESULT_SETTINGS}
+    if str(cfg.model) != CLASSICAL:
+        settings["model"] = str(Path(cfg.model).resolve())
+    return fingerprint(settings)
+
+
+def finished_images(output: Path, samples: list[io.Sample], fingerprint: str) -> dict[str, dict]:
+    """Records of the images an earlier run with the same settings finished (label image and overlay there)."""
+    done = {}
+    for sample in samples:
+        record_path = output / PARTS / f"{sample.name}.json"
+        if not record_path.is_file():
+            continue
+        record = json.loads(record_path.read_text())
+        if record.get("fingerprint") == fingerprint and all((output / f).is_file() for f in record["files"]):
+            done[sample.name] = record
+    return done
+
+
+def ground_truth_shapes(cfg: DictConfig, samples: list[io.Sample]) -> dict[str, tuple[Path, tuple[int, int]]]:
+    """Per image of this run that has ground truth: (its file, its size); every one is read up front, so an
+    unreadable or non-integer ground truth fails before any image is segmented."""
+    from nucleaizer.evaluate import find_label_sources
+
+    _, sources = find_label_sources(cfg.ground_truth, "ground truth")
+    return {s.name: (sources[s.name].path, sources[s.name].read().shape) for s in samples if s.name in sources}
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Segment the ``input`` folder (see module doc); returns a summary (images, nuclei, seconds, evaluation)."""
+    """Segment the ``input`` folder (see module doc); returns a summary (images, nuclei, seconds, evaluation).
+
+    A rerun with the same settings into the same output folder skips the images an interrupted run finished.
+    A user error found before any image is written removes an output folder this run created.
+    """
     validate_config(cfg)
+    output = Path(cfg.output)
+    fresh = not output.exists() or all(p.name == HYDRA_FOLDER for p in output.iterdir())
+    try:
+        return _segment_folder(cfg, output_folder.claim(output, "infer"))
+    except UserError:
+        if fresh and all(p.name in (HYDRA_FOLDER, output_folder.MARKER) for p in output.iterdir()):
+            shutil.rmtree(output, ignore_errors=True)
+        raise
+
+
+def _segment_folder(cfg: DictConfig, output: Path) -> dict[str, Any]:
     started = time.perf_counter()
-    output = io.check_output_dir(cfg.output, cfg.input, cfg.ground_truth)
     samples = io.list_samples(cfg.input)
+    truth = ground_truth_shapes(cfg, samples) if cfg.ground_truth is not None else None
+    fingerprint = result_fingerprint(cfg)
+    done = finished_images(output, samples, fingerprint)
+    if done:
+        log.info("%d of %d images were finished by an earlier run with the same settings; skipping them",
+                 len(done), len(samples))
+    todo = [s for s in samples if s.name not in done]
     segmenter, _ = build_segmenter(cfg)
     if cfg.diameter is not None:
-        diameters = {s.name: (float(cfg.diameter), "given") for s in samples}
+        diameters = {s.name: (float(cfg.diameter), "given") for s in todo}
     else:
-        diameters = estimate_diameters(segmenter, samples, str(cfg.on_bad_file))
+        diameters = estimate_diameters(segmenter, todo, str(cfg.on_bad_file)) if todo else {}
     suffix = LABEL_FORMATS[str(cfg.label_format)]
-    tables, rows = [], []
-    for sample, image, _ in tqdm(io.iter_samples(samples, str(cfg.on_bad_file)), total=len(samples), desc="segmenting"):
+    records = dict(done)
+    for sample, image, _ in tqdm(io.iter_samples(todo, str(cfg.on_bad_file)), total=len(todo), desc="segmenting"):
+        if truth is not None and sample.name in truth and truth[sample.name][1] != image.shape[:2]:
+            path, shape = truth[sample.name]
+            raise UserError(f"{path}: ground-truth size {shape} differs from its image {image.shape[:2]}; ground "
+                            "truth must have the image's height and width")
         t0 = time.perf_counter()
         diameter, diameter_source = diameters.get(sample.name, (None, "estimated"))
         scale = segmenter.scale_for(image, diameter)
         labels = segmenter.segment(image, scale=scale)
-        io.write_labels(output / "labels" / f"{sample.name}{suffix}", labels)
-        io.write_image(output / "overlays" / f"{sample.name}.png", overlay(image, labels, seed=int(cfg.seed)))
-        tables.append(nuclei_table(sample.name, labels, image))
-        rows.append({
-            "image": sample.name, "height": image.shape[0], "width": image.shape[1], "diameter_px": diameter,
-            "diameter_source": diameter_source, "scale": scale, "nuclei": int(labels.max()),
-            "seconds": round(time.perf_counter() - t0, 3),
-        })
-    if not rows:
+        files = [f"labels/{sample.name}{suffix}", f"overlays/{sample.name}.png"]
+        io.write_labels(output / files[0], labels)
+        io.write_image(output / files[1], overlay(image, labels, seed=int(cfg.seed)))
+        record = {"fingerprint": fingerprint, "files": files,
+                  "image": {"image": sample.name, "height": image.shape[0], "width": image.shape[1],
+                            "diameter_px": diameter, "diameter_source": diameter_source, "scale": scale,
+                            "nuclei": int(labels.max()), "seconds": round(time.perf_counter() - t0, 3)},
+                  "nuclei": json.loads(nuclei_table(sample.name, labels, image).to_json(orient="records"))}
+        with io.atomic_write(output / PARTS / f"{sample.name}.json") as temporary:
+            temporary.write_text(json.dumps(record, default=float))
+        records[sample.name] = record
+    if not records:
         raise UserError(f"no image of {cfg.input} could be read; nothing was segmented")
-    nuclei = pd.concat(tables, ignore_index=True) if any(len(t) for t in tables) else pd.DataFrame(columns=NUCLEI_COLUMNS)
+    ordered = [records[s.name] for s in samples if s.name in records]
+    nuclei = pd.DataFrame([row for r in ordered for row in r["nuclei"]], columns=NUCLEI_COLUMNS)
     _write_csv(output / "nuclei.csv", nuclei)
-    _write_csv(output / "images.csv", pd.DataFrame(rows))
-    summary: dict[str, Any] = {"images": len(rows), "nuclei": int(sum(r["nuclei"] for r in rows))}
-    if cfg.ground_truth is not None:
+    _write_csv(output / "images.csv", pd.DataFrame([r["image"] for r in ordered]))
+    summary: dict[str, Any] = {"images": len(ordered), "nuclei": int(sum(r["image"]["nuclei"] for r in ordered))}
+    if truth is not None:
         from nucleaizer.evaluate import evaluate_folders
 
-        summary["evaluation"] = evaluate_folders(output / "labels", cfg.ground_truth, output / "evaluation")
+        summary["evaluation"] = evaluate_folders(output / "labels", cfg.ground_truth, output / "evaluation",
+                                                 names=[r["image"]["image"] for r in ordered])
         log.info("DSB score %.4f on %d images", summary["evaluation"]["dsb"], summary["evaluation"]["images"])
     summary["seconds"] = round(time.perf_counter() - started, 2)
     log.info("segmented %d images, %d nuclei, in %.1f s; results in %s", summary["images"], summary["nuclei"],

@@ -449,22 +449,3 @@ def iter_samples(
         yield sample, image, labels
     if n_skipped:
         log.warning("skipped %d of %d samples with unreadable files", n_skipped, n_seen)
-
-
-def check_output_dir(output: str | Path, *inputs: str | Path | None) -> Path:
-    """Create the output folder and return it; `UserError` when it is, or lies inside, an input folder."""
-    output = Path(output)
-    resolved = output.resolve()
-    for folder in inputs:
-        if folder is None:
-            continue
-        folder_resolved = Path(folder).resolve()
-        if resolved == folder_resolved or folder_resolved in resolved.parents:
-            raise UserError(
-                f"output folder {output} lies inside the input folder {folder}; "
-                "choose an output folder outside it (inputs are never written to)"
-            )
-    if output.exists() and not output.is_dir():
-        raise UserError(f"output {output} exists and is not a folder; choose another path")
-    output.mkdir(parents=True, exist_ok=True)
-    return output

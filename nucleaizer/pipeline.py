@@ -16,6 +16,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from nucleaizer import output_folder
+from nucleaizer.cli import HYDRA_FOLDER
 from nucleaizer.errors import UserError
 from nucleaizer.run_folder import RunFolder, fingerprint
 from nucleaizer.tracking import Tracker
@@ -84,6 +86,20 @@ def validate_config(cfg: DictConfig) -> None:
         raise UserError(f"compare={list(cfg.compare)}: only style=none can be trained beside style={cfg.style}")
     if "gt" in variants and OmegaConf.select(cfg, "target.labels") is None:
         raise UserError("style=gt learns styles from target labels: set target.labels=DIR or use style=auto")
+    if isinstance(cfg.train.datasets, str):  # one folder given as a plain path
+        cfg.train.datasets = [cfg.train.datasets]
+    check_run_dir(cfg)
+
+
+def check_run_dir(cfg: DictConfig) -> None:
+    """The run folder may not be, lie in or hold an input, and may not hold files nucleaizer did not write
+    (nucleaizer.output_folder). The demo's simulated data are made by the run itself inside its folder."""
+    inputs = {key: OmegaConf.select(cfg, key, default=None)
+              for key in ("target.images", "target.labels", "preseg.checkpoint", "segmenter.weights",
+                          "segmenter.backbone_weights")}
+    inputs.update({f"train.datasets[{i}]": folder for i, folder in enumerate(cfg.train.datasets)})
+    own = Path(cfg.run_dir) / "demo_data" if OmegaConf.select(cfg, "target.demo") is not None else None
+    output_folder.check_output(cfg.run_dir, inputs, own_inputs=own, ignore=(HYDRA_FOLDER,))
 
 
 def active_stages(cfg: DictConfig) -> list[str]:
@@ -111,6 +127,7 @@ def run(cfg: DictConfig, stage_functions: dict[str, StageFunction] | None = None
 
     validate_config(cfg)
     functions = stage_functions or stage_module.STAGE_FUNCTIONS
+    output_folder.claim(cfg.run_dir, "train")
     stage_module.prepare_inputs(cfg)
     run_folder = RunFolder(cfg.run_dir)
     tracker = Tracker(cfg.run_dir, name=cfg.target.name, mode=cfg.logger.mode,

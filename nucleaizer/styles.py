@@ -38,9 +38,10 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from nucleaizer import output_folder
 from nucleaizer.cli import fail
 from nucleaizer.errors import UserError
-from nucleaizer.io import atomic_write, check_output_dir, iter_samples, list_samples, write_image
+from nucleaizer.io import atomic_write, iter_samples, list_samples, write_image
 from nucleaizer.style_features import (
     BLOCKS,
     FeatureSettings,
@@ -355,7 +356,6 @@ def find_styles(
     """The pipeline's styles stage: cluster the images of ``images_dir`` (any layout ``io.list_samples``
     reads; labels are ignored) and write features.csv, clusters.csv, summary.json and montages to ``out_dir``.
     """
-    out_dir = check_output_dir(out_dir, images_dir)
     # labels play no part in a style: do not spend time reading them
     samples = [replace(s, labels_path=None, mask_paths=None) for s in list_samples(images_dir)]
     named = ((sample.name, image) for sample, image, _ in iter_samples(samples, on_bad_file))
@@ -381,6 +381,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.k is not None:
             values["k"] = args.k
         feature_settings, cluster_settings = settings_from_mapping(values)
+        output_folder.check_output(args.out_dir, {"images folder": args.images_dir})
+        output_folder.claim(args.out_dir, "styles")
         result = find_styles(args.images_dir, args.out_dir, feature_settings, cluster_settings, args.seed)
     except UserError as error:
         fail(str(error))

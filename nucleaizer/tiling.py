@@ -59,6 +59,8 @@ class TileParams:
             raise ValueError(f"need 1 <= tile_overlap < tile_size, got tile_size={self.tile_size}, tile_overlap={self.overlap}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 < self.match_iou <= 1.0:
+            raise ValueError(f"match_iou must lie in (0, 1], got {self.match_iou}")
 
 
 def tile_starts(length: int, tile_size: int, overlap: int, grid: int = 1) -> np.ndarray:

@@ -121,7 +121,7 @@ def test_prediction_of_another_size_is_an_error(folders, capsys):
 def test_output_inside_an_input_folder_is_refused(folders, capsys):
     pred, gt = folders
     message = _main_error(capsys, str(pred), str(gt), "--out", str(gt / "labels" / "eval"))
-    assert "inside the input folder" in message
+    assert "lies inside the ground-truth folder" in message
     assert not (gt / "labels" / "eval").exists()
 
 

@@ -67,7 +67,7 @@ def test_classical_model_end_to_end_with_evaluation(dataset, tmp_path):
 BAD_COMMAND_LINES = [
     (["model={tmp}/no_such_model", "input={data}", "output={tmp}/o"], "does not exist"),
     (["model=classical", "input={tmp}/no_such_folder", "output={tmp}/o"], "input folder"),
-    (["model=classical", "input={data}", "output={data}/images/out"], "inside the input"),
+    (["model=classical", "input={data}", "output={data}/images/out"], "lies inside the input folder"),
     (["model=classical", "input={data}", "output={tmp}/o", "diameter=-3"], "diameter"),
     (["model=classical", "input={data}", "output={tmp}/o", "tile_overlap=600"], "tile_overlap"),
     (["model=classical", "input={data}", "output={tmp}/o", "tta_transforms=[rot45]"], "rot45"),

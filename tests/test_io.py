@@ -400,19 +400,6 @@ def test_labels_of_another_size_raise_even_when_skipping(tmp_path):
         list(io.iter_samples(io.list_samples(tmp_path)))
 
 
-def test_check_output_dir(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    out = io.check_output_dir(tmp_path / "out" / "run", data, None)
-    assert out.is_dir()
-    for inside in (data, data / "results", data / "x" / ".." / "y"):
-        with pytest.raises(UserError, match="inside the input folder"):
-            io.check_output_dir(inside, tmp_path / "elsewhere", data)
-    (tmp_path / "file").write_text("")
-    with pytest.raises(UserError, match="not a folder"):
-        io.check_output_dir(tmp_path / "file")
-
-
 @pytest.mark.data
 def test_real_dsb_folder_lists_and_reads(shared_data):
     samples = io.list_samples(shared_data / "dsb2018_train", require_labels=True)

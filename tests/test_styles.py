@@ -276,7 +276,7 @@ def test_command_line_writes_outputs(tmp_path):
     ("args", "expected"),
     [
         (["{tmp}/missing", "{tmp}/o"], "no such folder"),
-        (["{tmp}/in", "{tmp}/in/inside"], "inside the input folder"),
+        (["{tmp}/in", "{tmp}/in/inside"], "lies inside the images folder"),
         (["{tmp}/in", "{tmp}/o", "--k", "0"], "k=0"),
         (["{tmp}/in", "{tmp}/o", "--config", "{tmp}/none.yaml"], "no such config file"),
     ],
