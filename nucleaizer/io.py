@@ -33,6 +33,7 @@ LABEL_SUFFIXES = frozenset({".png"}) | TIFF_SUFFIXES
 STRETCH_PERCENTILES = (0.5, 99.8)
 MAX_UINT16_LABEL = np.iinfo(np.uint16).max
 ON_BAD_FILE_CHOICES = ("skip", "fail")
+MAX_CHANNELS = 4  # grey, grey + alpha, RGB, RGBA; an image with more channels is read as its first channel
 
 
 # --------------------------------------------------------------------------------------------- arrays
@@ -103,22 +104,55 @@ def _check_readable(path: Path, suffixes: frozenset[str], what: str) -> None:
         raise UserError(f"{path}: the file is empty (0 bytes); re-export or remove it")
 
 
-def _read_tiff_first_plane(path: Path) -> np.ndarray:
-    """The first image of a TIFF file; warns when the file holds more (multi-page, stack)."""
-    with tifffile.TiffFile(path) as tif:
-        if len(tif.pages) == 0:
-            raise ValueError("no image in the file")
-        page = tif.pages[0]
-        array = page.asarray()
-        if len(tif.pages) > 1:
-            log.warning("%s holds %d pages; using the first one only", path, len(tif.pages))
-    # A single page can itself be a stack of planes (e.g. (Z, H, W) with Z > 4): keep the first plane.
-    if array.ndim == 3 and array.shape[0] > 4 and array.shape[-1] > 4:
-        log.warning("%s holds a stack of %d planes; using the first one only", path, array.shape[0])
-        array = array[0]
-    while array.ndim > 3:
-        array = array[0]
+def _first_plane_pages(series) -> tuple[list[int], str, list[str]]:
+    """Which pages of a TIFF series make its first plane, the axes of what they give, and what was left out.
+
+    The series' axes (tifffile's reading of the file's own metadata: ImageJ, OME, shaped) decide: index 0
+    along every axis that is not Y, X or a channel axis (T, Z, ...); a channel axis C spread over pages is
+    kept when it holds at most 4 channels.
+    """
+    page_axes = series.keyframe.axes
+    lead_axes = series.axes[: len(series.axes) - len(page_axes)]
+    lead_shape = series.shape[: len(lead_axes)]
+    keep = [axis == "C" and n <= MAX_CHANNELS for axis, n in zip(lead_axes, lead_shape, strict=True)]
+    dropped = [f"{n} along {axis}" for axis, n, kept in zip(lead_axes, lead_shape, keep, strict=True)
+               if n > 1 and not kept]
+    pages = np.arange(int(np.prod(lead_shape, dtype=np.int64))).reshape(lead_shape)
+    pages = pages[tuple(slice(None) if kept else 0 for kept in keep)].ravel()
+    return [int(p) for p in pages], ("C" if any(keep) else "") + page_axes, dropped
+
+
+def _to_yx_channels(array: np.ndarray, axes: str, path: Path) -> np.ndarray:
+    """(H, W) or (H, W, c <= 4) from an array with named axes: other axes at index 0, channels last."""
+    for axis in [a for a in axes if a not in "YXSC"]:
+        array, axes = np.take(array, 0, axis=axes.index(axis)), axes.replace(axis, "")
+    if "S" in axes and "C" in axes:  # pages of multi-sample pixels: the first channel's samples
+        array, axes = np.take(array, 0, axis=axes.index("C")), axes.replace("C", "")
+    channel = next((a for a in axes if a in "SC"), None)
+    if channel is not None:
+        array = np.moveaxis(array, axes.index(channel), -1)
+        if array.shape[-1] > MAX_CHANNELS:
+            log.warning("%s has %d channels; using the first one", path, array.shape[-1])
+            array = array[..., 0]
     return array
+
+
+def _read_tiff_first_plane(path: Path) -> np.ndarray:
+    """The first plane of a TIFF file as (H, W) or (H, W, channels <= 4), its axes taken from the file's metadata
+    (see _first_plane_pages); warns when the file holds more than that plane."""
+    with tifffile.TiffFile(path) as tif:
+        if not tif.series or len(tif.pages) == 0:
+            raise ValueError("no image in the file")
+        series = tif.series[0]
+        pages, axes, dropped = _first_plane_pages(series)
+        if len(tif.series) > 1:
+            dropped.append(f"{len(tif.series)} images")
+        array = tif.asarray(key=pages, series=0)
+        if len(pages) == 1 and axes.startswith("C"):
+            array = array[None]
+    if dropped:
+        log.warning("%s holds more than one plane (%s); using the first one", path, ", ".join(dropped))
+    return _to_yx_channels(array, axes, path)
 
 
 @contextmanager

@@ -151,7 +151,7 @@ def test_multipage_tiff_gives_first_plane_with_a_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="nucleaizer.io"):
         image = io.read_image(path)
     np.testing.assert_array_equal(image[..., 0], stack[0])
-    assert "3 pages" in caplog.text and "stack.tif" in caplog.text
+    assert "3 images" in caplog.text and "stack.tif" in caplog.text
 
 
 def test_single_page_stack_tiff_gives_first_plane_with_a_warning(tmp_path, caplog):
@@ -161,6 +161,33 @@ def test_single_page_stack_tiff_gives_first_plane_with_a_warning(tmp_path, caplo
         image = io.read_image(tmp_path / "zstack.tif")
     np.testing.assert_array_equal(image[..., 0], stack[0])
     assert "zstack.tif" in caplog.text
+
+
+RNG = np.random.default_rng(7)
+# name -> (array written, tifffile.imwrite arguments, the (H, W[, c]) array read_image must start from)
+TIFF_LAYOUTS = {
+    "YX": (RNG.integers(0, 255, (H, W), np.uint8), {}, lambda a: a),
+    "YXS-rgb": (RNG.integers(0, 255, (H, W, 3), np.uint8), {"photometric": "rgb"}, lambda a: a),
+    "YXS-5-channels-last": (RNG.integers(0, 255, (H, W, 5), np.uint8),
+                            {"photometric": "minisblack", "planarconfig": "contig"}, lambda a: a[..., 0]),
+    "SYX-planar-rgb": (RNG.integers(0, 255, (3, H, W), np.uint8),
+                       {"photometric": "rgb", "planarconfig": "separate"}, lambda a: np.moveaxis(a, 0, -1)),
+    "ZYX": (RNG.integers(0, 255, (7, H, W), np.uint8), {"metadata": {"axes": "ZYX"}}, lambda a: a[0]),
+    "CYX-3": (RNG.integers(0, 255, (3, H, W), np.uint8), {"metadata": {"axes": "CYX"}, "imagej": True},
+              lambda a: np.moveaxis(a, 0, -1)),
+    "CYX-5": (RNG.integers(0, 255, (5, H, W), np.uint8), {"metadata": {"axes": "CYX"}, "imagej": True},
+              lambda a: a[0]),
+    "TZCYX": (RNG.integers(0, 255, (2, 3, 4, H, W), np.uint8), {"metadata": {"axes": "TZCYX"}, "imagej": True},
+              lambda a: np.moveaxis(a[0, 0], 0, -1)),
+}
+
+
+@pytest.mark.parametrize("layout", TIFF_LAYOUTS)
+def test_tiff_axes_come_from_the_file_metadata(tmp_path, layout):
+    """The first plane of every layout, channels from the TIFF's own axes (a 256 x 256 x 5 file is not 256 x 5)."""
+    data, arguments, expected = TIFF_LAYOUTS[layout]
+    tifffile.imwrite(tmp_path / "a.tif", data, **arguments)
+    np.testing.assert_array_equal(io.read_image(tmp_path / "a.tif"), io.to_rgb8(expected(data)))
 
 
 def test_channel_first_rgb_tiff(tmp_path):
