@@ -21,6 +21,8 @@ from skimage.filters import threshold_multiotsu, threshold_otsu
 from skimage.morphology import h_maxima
 from skimage.segmentation import relabel_sequential, watershed
 
+from nucleaizer.painting import Instances
+
 
 def is_colour(image: np.ndarray, tolerance: float = 2.0) -> bool:
     """True when the channels of an RGB image (H, W, 3) differ by more than ``tolerance`` grey levels on average."""
@@ -100,22 +102,12 @@ def segment_classical(
     return relabel_sequential(labels.astype(np.int32))[0]
 
 
-def labels_to_instances(labels: np.ndarray, scores: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Turn a label image (H, W) into instance-predictor output: masks bool (N, H, W) and scores float32 (N,).
-
-    Ids are taken in increasing order; scores default to 1 for every object.
-    """
-    ids = np.unique(labels)
-    ids = ids[ids > 0]
-    masks = labels[None, :, :] == ids[:, None, None]
-    if scores is None:
-        scores = np.ones(len(ids), dtype=np.float32)
-    return masks, np.asarray(scores, dtype=np.float32)
-
-
 @dataclass(frozen=True)
 class ClassicalPredictor:
-    """Instance predictor (list of tiles -> list of (masks, scores)) running :func:`segment_classical`."""
+    """Instance predictor (list of tiles -> list of Instances, every score 1) running :func:`segment_classical`.
+
+    Each object comes as its own small crop: a tile with thousands of objects costs no full-tile mask each.
+    """
 
     smooth_sigma_px: float = 1.0
     split_depth_px: float = 1.0
@@ -128,5 +120,5 @@ class ClassicalPredictor:
         """Label image (int32 (H, W)) of one image, with this predictor's parameters."""
         return segment_classical(image, **asdict(self))
 
-    def __call__(self, tiles: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [labels_to_instances(self.segment(tile)) for tile in tiles]
+    def __call__(self, tiles: list[np.ndarray]) -> list[Instances]:
+        return [Instances.from_labels(self.segment(tile)) for tile in tiles]

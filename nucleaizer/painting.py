@@ -48,7 +48,7 @@ class Instances:
     def from_masks(cls, masks: np.ndarray, scores: np.ndarray, offset: tuple[int, int] = (0, 0)) -> Instances:
         """From predictor output: masks bool (N, H, W), scores (N,); ``offset`` (y, x) places the tile in the image.
 
-        Empty masks are dropped.
+        Empty masks are dropped. Each crop is a copy: no object keeps the whole mask array alive.
         """
         masks = np.asarray(masks, dtype=bool)
         scores = np.asarray(scores, dtype=np.float32).reshape(-1)
@@ -62,7 +62,7 @@ class Instances:
         y1 = masks.shape[1] - rows[:, ::-1].argmax(axis=1)
         x0 = cols.argmax(axis=1)
         x1 = masks.shape[2] - cols[:, ::-1].argmax(axis=1)
-        crops = [masks[k, a:b, c:d] for k, a, b, c, d in zip(keep, y0, y1, x0, x1, strict=True)]
+        crops = [masks[k, a:b, c:d].copy() for k, a, b, c, d in zip(keep, y0, y1, x0, x1, strict=True)]
         boxes = np.stack([y0 + offset[0], x0 + offset[1], y1 + offset[0], x1 + offset[1]], axis=1)
         return cls(boxes, crops, scores[keep])
 

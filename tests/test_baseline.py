@@ -7,11 +7,11 @@ from nucleaizer import simulate
 from nucleaizer.baseline import (
     ClassicalPredictor,
     is_colour,
-    labels_to_instances,
     nuclear_channel,
     segment_classical,
 )
 from nucleaizer.metrics import dsb_score
+from nucleaizer.painting import Instances, paint_instances
 
 
 @pytest.mark.parametrize(("style", "minimum"), [("fluorescence", 0.35), ("brightfield", 0.12), ("he", 0.3)])
@@ -51,28 +51,29 @@ def test_touching_nuclei_are_split():
 def test_flat_images_have_no_nuclei(value):
     image = np.full((40, 50, 3), value, np.uint8)
     assert segment_classical(image).max() == 0
-    masks, scores = ClassicalPredictor()([image])[0]
-    assert masks.shape == (0, 40, 50) and masks.dtype == bool and scores.shape == (0,)
+    assert len(ClassicalPredictor()([image])[0]) == 0
 
 
-def test_predictor_returns_one_mask_per_object():
+def test_predictor_returns_one_small_crop_per_object():
     image, _ = simulate.sample("he", size=96, diameter_px=16, density=0.3, seed=4)
     predictor = ClassicalPredictor()
-    (masks, scores), (masks2, _) = predictor([image, image[:64, :80]])
+    found, found2 = predictor([image, image[:64, :80]])
     labels = predictor.segment(image)
-    assert masks.shape == (labels.max(), 96, 96) and scores.dtype == np.float32
-    assert masks2.shape[1:] == (64, 80)
-    # masks are disjoint and cover exactly the labelled pixels
-    assert masks.sum(axis=0).max() == 1
-    np.testing.assert_array_equal(masks.any(axis=0), labels > 0)
-    np.testing.assert_array_equal((masks * np.arange(1, len(masks) + 1)[:, None, None]).sum(axis=0), labels)
+    assert len(found) == labels.max() and found.scores.dtype == np.float32 and (found.scores == 1).all()
+    assert (found2.boxes[:, 2] <= 64).all() and (found2.boxes[:, 3] <= 80).all()
+    # each crop is its own small array (no view of a tile-sized mask), and painting gives the labels back
+    assert all(crop.base is None and crop.shape == (y1 - y0, x1 - x0)
+               for crop, (y0, x0, y1, x1) in zip(found.crops, found.boxes, strict=True))
+    np.testing.assert_array_equal(paint_instances(found, labels.shape)[0] > 0, labels > 0)
+    assert len(np.unique(paint_instances(found, labels.shape)[0])) == labels.max() + 1
 
 
-def test_labels_to_instances_keeps_given_scores():
-    labels = np.array([[0, 3], [5, 5]])
-    masks, scores = labels_to_instances(labels, np.array([0.2, 0.9]))
-    assert masks.shape == (2, 2, 2) and masks[0, 0, 1] and masks[1, 1].all()
-    np.testing.assert_allclose(scores, [0.2, 0.9])
+def test_masks_become_copied_crops():
+    masks = np.zeros((3, 200, 200), bool)
+    masks[0, 10:20, 10:30] = masks[1, 50:60, 50:52] = True
+    found = Instances.from_masks(masks, np.array([0.9, 0.5, 0.1]))
+    assert len(found) == 2 and all(crop.base is None for crop in found.crops)
+    assert [crop.shape for crop in found.crops] == [(10, 20), (10, 2)]
 
 
 def test_fixed_threshold_makes_the_result_local():

@@ -3,7 +3,6 @@
 import numpy as np
 from scipy import ndimage
 
-from nucleaizer.baseline import labels_to_instances
 
 # a small untrained Mask R-CNN: narrow heads and few proposals keep a CPU prediction around a second
 TINY_MASKRCNN = {"backbone": "mobilenet_v3", "anchor_sizes": [16, 32, 64], "mask_head_layers": [16],
@@ -14,13 +13,14 @@ TINY_MASKRCNN = {"backbone": "mobilenet_v3", "anchor_sizes": [16, 32, 64], "mask
 def threshold_predictor(tiles):
     """Exact, local predictor: each 8-connected bright component (> 127 in channel 0) of a tile is one object.
 
-    Its score is the object's mean brightness, so painting order is known.
+    Its score is the object's mean brightness, so painting order is known. It returns full-tile masks
+    (N, H, W) and scores, the simple predictor protocol (nucleaizer.tiling).
     """
     outputs = []
     for tile in tiles:
         labels, n = ndimage.label(tile[..., 0] > 127, structure=np.ones((3, 3)))
         means = ndimage.mean(tile[..., 0], labels, np.arange(1, n + 1)) / 255.0 if n else np.zeros(0)
-        outputs.append(labels_to_instances(labels, means))
+        outputs.append((labels[None] == np.arange(1, n + 1)[:, None, None], np.asarray(means, np.float32)))
     return outputs
 
 
