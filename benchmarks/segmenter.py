@@ -168,7 +168,8 @@ def choose_thresholds(predictor, predict, samples, size_cfg: dict, score_thresho
 
 def evaluate(samples, checkpoint: Path, manifest: pd.DataFrame, size_cfg: dict, val_samples,
              thresholds: list[float], mask_thresholds: list[float],
-             transforms: list[str]) -> tuple[pd.DataFrame, dict, dict]:
+             transforms: list[str], with_baseline: bool = True) -> tuple[pd.DataFrame, dict, dict]:
+    """Per-image scores of the model (and, with_baseline, of Otsu + watershed), timing, chosen thresholds."""
     from nucleaizer import baseline, metrics
     from nucleaizer.tiling import TileParams, predict_image
 
@@ -199,13 +200,13 @@ def evaluate(samples, checkpoint: Path, manifest: pd.DataFrame, size_cfg: dict, 
                     predicted[method] = size.rescale_labels(by_score[chosen[method]["chosen"]], gt.shape)
         timing["model_s"] += time.perf_counter() - started
         timing["megapixels"] += gt.size / 1e6
-        started = time.perf_counter()
-        baseline_original = baseline.segment_classical(image)
-        baseline_scaled = size.rescale_labels(baseline.segment_classical(scaled), gt.shape)
-        timing["baseline_s"] += time.perf_counter() - started
+        if with_baseline:
+            started = time.perf_counter()
+            predicted["baseline_original_scale"] = baseline.segment_classical(image)
+            predicted["baseline_oracle_scale"] = size.rescale_labels(baseline.segment_classical(scaled), gt.shape)
+            timing["baseline_s"] += time.perf_counter() - started
         group = GROUPS[manifest.loc[sample.name, "group"]]
-        for method, labels in (*predicted.items(), ("baseline_original_scale", baseline_original),
-                               ("baseline_oracle_scale", baseline_scaled)):
+        for method, labels in predicted.items():
             rows.append({"image": sample.name, "group": group, "method": method, "scale": scale,
                          **metrics.score_image(gt, labels)})
     return pd.DataFrame(rows), timing, chosen
