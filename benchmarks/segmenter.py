@@ -168,14 +168,15 @@ def choose_thresholds(predictor, predict, samples, size_cfg: dict, score_thresho
 
 def evaluate(samples, checkpoint: Path, manifest: pd.DataFrame, size_cfg: dict, val_samples,
              thresholds: list[float], mask_thresholds: list[float],
-             transforms: list[str], with_baseline: bool = True) -> tuple[pd.DataFrame, dict, dict]:
+             transforms: list[str], with_baseline: bool = True,
+             device: str = "cpu") -> tuple[pd.DataFrame, dict, dict]:
     """Per-image scores of the model (and, with_baseline, of Otsu + watershed), timing, chosen thresholds."""
     from nucleaizer import baseline, metrics
     from nucleaizer.tiling import TileParams, predict_image
 
-    model, arch = load_segmenter(checkpoint)
+    model, arch = load_segmenter(checkpoint, device=device)
     model.roi_heads.score_thresh = min(thresholds)
-    predictor = MaskRCNNPredictor(model, batch_size=1)
+    predictor = MaskRCNNPredictor(model, device=device, batch_size=1)
     # large images go through the inference tiling (512 px tiles, 64 px overlap), as infer.py does
     tile_params = TileParams(tile_size=512, overlap=64, batch_size=1)
 
