@@ -3,7 +3,8 @@
     python benchmarks/time_to_accuracy.py [--candidates A,B] [--budgets 10,30,60] [--threads 2] [--quick]
     python benchmarks/time_to_accuracy.py --report          # tables and plot from the records so far
 
-Each candidate (a backbone + precision + settings over conf/segmenter/maskrcnn_small.yaml, see CANDIDATES)
+Each candidate (a backbone + precision + settings over conf/segmenter/maskrcnn_mobilenet.yaml, the CPU profile
+before this benchmark, see CANDIDATES)
 trains with the project's own trainer (nucleaizer.segmenter.fit_segmenter: data loading, augmentation,
 validation and logging included) on the fixed sha1 split of ../shared/data/dsb2018_train that
 benchmarks/segmenter.py uses (80% train, of which ~3% picks the best weights; 20% = 133 held-out images),
@@ -65,7 +66,7 @@ def segmenter_config(candidate: str) -> tuple[dict, dict]:
     from nucleaizer.segmenter import training_kwargs_from_config
 
     overrides, precision, lr = CANDIDATES[candidate]
-    config = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "segmenter" / "maskrcnn_small.yaml"))
+    config = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "segmenter" / "maskrcnn_mobilenet.yaml"))
     config.update(overrides)
     kwargs = training_kwargs_from_config(config)
     kwargs.update(stages=[{"trainable": "all", "lr": lr, "epochs": 10_000}], steps_per_epoch=STEPS_PER_EPOCH,

@@ -262,6 +262,28 @@ class SegmenterData(pl.LightningDataModule):
         return DataLoader(self.val_set, batch_size=1, collate_fn=collate_lists, num_workers=self.num_workers)
 
 
+def native_bf16(accelerator: str) -> bool:
+    """Whether the training device computes bf16 natively: a CUDA GPU that supports it, or (accelerator cpu)
+    a processor with AVX-512 BF16 or AMX (elsewhere bf16 on a CPU is emulated, slower than fp32)."""
+    import torch
+
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, accelerator: str = "auto") -> str:
+    """Lightning's precision setting; ``auto`` is bf16-mixed where it runs natively (see native_bf16), else
+    32-true. On a 2-core AVX-512 BF16 CPU bf16 autocast cut a Mask R-CNN training step by 15-25%."""
+    if str(precision) != "auto":
+        return str(precision)
+    return "bf16-mixed" if native_bf16(accelerator) else "32-true"
+
+
 def split_train_val(samples: Sequence, val_fraction: float = 0.2,
                     max_val_images: int | None = None) -> tuple[list, list]:
     """A fixed split by sha1 of each sample's ``name``, independent of order: about ``val_fraction`` validates.
@@ -317,7 +339,8 @@ def fit_segmenter(
     (from its labels) is ``target_diameter_px``. arch: build_maskrcnn kwargs (see arch_from_config).
     stages: [{trainable: all|stage5+|heads, lr, epochs}]; an epoch is ``steps_per_epoch`` batches.
     augment: the config's ``augment:`` block; ``augment['rescale'] > 0`` jitters the scale (the preseg model).
-    trainer: Lightning settings (accelerator, devices, num_nodes, strategy, precision, num_workers, ...).
+    trainer: Lightning settings (accelerator, devices, num_nodes, strategy, precision, num_workers, ...);
+    precision ``auto`` is resolved by :func:`resolve_precision`.
     init_checkpoint: a segmenter .pt to start from (same architecture), e.g. the preseg model.
     max_time_s: stop after this many seconds of training in all (the best checkpoint so far is kept).
     ema_decay: average the weights (see SegmenterModule); the average is validated and exported.
@@ -333,6 +356,8 @@ def fit_segmenter(
     stages = check_stages(stages)
     trainer_settings = dict(trainer or {})
     num_workers = int(trainer_settings.pop("num_workers", 0))
+    trainer_settings["precision"] = resolve_precision(trainer_settings.get("precision", "32-true"),
+                                                      str(trainer_settings.get("accelerator", "auto")))
     augment = augment if isinstance(augment, AugmentParams) else AugmentParams.from_dict(augment)
     size_kwargs = {"target_diameter_px": target_diameter_px, "min_scale": min_scale, "max_scale": max_scale,
                    "min_object_area_px": min_object_area_px}
@@ -425,8 +450,8 @@ def main(argv: list[str] | None = None) -> None:
     config_name = {"cpu": ("maskrcnn_small", "cpu"), "gpu": ("maskrcnn_r50", "auto")}[args.profile]
     segmenter = OmegaConf.to_container(OmegaConf.load(_config_dir() / "segmenter" / f"{config_name[0]}.yaml"))
     trainer = OmegaConf.to_container(OmegaConf.load(_config_dir() / "trainer" / f"{config_name[1]}.yaml"))
-    if args.profile == "gpu":
-        trainer["precision"] = "bf16-mixed"
+    if segmenter.get("precision") is not None:
+        trainer["precision"] = segmenter["precision"]
     kwargs = training_kwargs_from_config(segmenter)
     if args.rescale is not None:
         kwargs["augment"] = {**kwargs["augment"], "rescale": args.rescale}

@@ -151,9 +151,12 @@ def fit_kwargs(cfg: DictConfig, stages_key: str = "stages") -> dict:
     kwargs = training_kwargs_from_config(plain(cfg.segmenter))
     kwargs["stages"] = plain(cfg.segmenter[stages_key])
     kwargs["synthetic_share"] = 0.0  # the segmenter stage sets it for variants that have synthetic pairs
+    trainer = trainer_settings(cfg)
+    if cfg.segmenter.get("precision") is not None:  # the segmenter's own (e.g. auto: bf16 where native)
+        trainer["precision"] = cfg.segmenter.precision
     kwargs.update(target_diameter_px=cfg.size.target_diameter_px, min_scale=cfg.size.min_scale,
                   max_scale=cfg.size.max_scale, min_object_area_px=cfg.size.min_object_area_px,
-                  trainer=trainer_settings(cfg), seed=cfg.seed)
+                  trainer=trainer, seed=cfg.seed)
     return kwargs
 
 

@@ -141,7 +141,7 @@ def test_two_process_ddp_on_cpu_completes(tmp_path):
     assert model.roi_heads.detections_per_img == 500
 
 
-@pytest.mark.parametrize("name", ["maskrcnn_small", "maskrcnn_r50"])
+@pytest.mark.parametrize("name", ["maskrcnn_small", "maskrcnn_mobilenet", "maskrcnn_r50"])
 def test_profile_configs_build_and_split_into_kwargs(name):
     from pathlib import Path
 
@@ -180,3 +180,34 @@ def test_train_val_split_is_fixed_by_name_and_capped():
     assert len(capped_train) == 190
     # a single sample cannot be split: it trains (and validates)
     assert split_train_val(samples[:1], val_fraction=1.0) == (samples[:1], samples[:1])
+
+
+def test_precision_auto_is_bf16_only_where_it_runs_natively(monkeypatch):
+    from nucleaizer import segmenter
+
+    assert segmenter.resolve_precision("32-true") == "32-true" and segmenter.resolve_precision("16-mixed") == "16-mixed"
+    monkeypatch.setattr(segmenter, "native_bf16", lambda accelerator: True)
+    assert segmenter.resolve_precision("auto", "cpu") == "bf16-mixed"
+    monkeypatch.setattr(segmenter, "native_bf16", lambda accelerator: False)
+    assert segmenter.resolve_precision("auto", "cpu") == "32-true"
+
+
+def test_fit_exports_the_weight_average_and_resumes_where_it_stopped(tmp_path):
+    import pandas as pd
+
+    torch.manual_seed(0)
+    settings = {"arch": TINY, "steps_per_epoch": 3, "crop_size": 96, "batch_size": 1, "augment": AUGMENT_OFF,
+                "ema_decay": 0.9, "trainer": {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}}
+    first = fit_segmenter(pairs(2), [], tmp_path / "run", stages=[{"trainable": "all", "lr": 1e-3, "epochs": 1}],
+                          **settings)
+    last = torch.load(tmp_path / "run" / "lightning" / "last.ckpt", map_location="cpu", weights_only=False)
+    average = {k.removeprefix("ema_model."): v for k, v in last["state_dict"].items() if k.startswith("ema_model.")}
+    trained = {k.removeprefix("model."): v for k, v in last["state_dict"].items() if k.startswith("model.")}
+    exported = read_segmenter_file(first)["state_dict"]
+    name = "roi_heads.mask_predictor.mask_fcn_logits.weight"
+    assert torch.equal(exported[name], average[name]) and not torch.equal(exported[name], trained[name])
+    # a longer schedule continues from the saved step, not from the start
+    fit_segmenter(pairs(2), [], tmp_path / "run", stages=[{"trainable": "all", "lr": 1e-3, "epochs": 2}],
+                  resume=True, **settings)
+    steps = pd.read_csv(tmp_path / "run" / "logs" / "metrics.csv")["step"].dropna()
+    assert steps.max() == 5 and (steps.diff().dropna() >= 0).all()
