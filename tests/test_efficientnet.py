@@ -8,7 +8,13 @@ import torch
 from skimage import data
 from timm.layers import FrozenBatchNormAct2d
 
-from nucleaizer.efficientnet import IMAGE_MEAN, IMAGE_STD, imagenet_classifier, imagenet_state_dict, weights_file
+from nucleaizer.efficientnet import (
+    IMAGE_MEAN,
+    IMAGE_STD,
+    imagenet_classifier,
+    imagenet_state_dict,
+    weights_file,
+)
 from nucleaizer.errors import UserError
 from nucleaizer.maskrcnn import build_maskrcnn, load_segmenter, save_segmenter
 from nucleaizer.segmenter import trainable_mask
