@@ -46,20 +46,33 @@ def _channels_last(array: np.ndarray) -> np.ndarray:
     return array
 
 
+STRETCH_SAMPLE = 4_000_000  # percentiles of larger images come from an evenly strided sample of this many values
+STRETCH_CHUNK_ROWS = 256  # rows converted at a time: memory stays bounded for any image size
+
+
 def _stretch_to_uint8(array: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
-    """Map the low..high percentile range of all finite values (all channels together) onto 0..255."""
-    values = array.astype(np.float64, copy=False)
-    finite = np.isfinite(values)
-    if not finite.any():
+    """Map the low..high percentile range of all finite values (all channels together) onto 0..255.
+
+    Works row block by row block, so a 10,000 px 16-bit image needs no full-size float copy.
+    """
+    flat = array.reshape(-1)
+    sample = flat[:: max(1, flat.size // STRETCH_SAMPLE)].astype(np.float64)
+    sample = sample[np.isfinite(sample)]
+    if not sample.size:
         return np.zeros(array.shape, dtype=np.uint8)
-    sample = values[finite] if not finite.all() else values
     low, high = np.percentile(sample, percentiles)
     if high <= low:  # nearly constant image: fall back to the full range so objects are not lost
         low, high = sample.min(), sample.max()
     if high <= low:
         return np.zeros(array.shape, dtype=np.uint8)
-    scaled = (np.where(finite, values, low) - low) * (255.0 / (high - low))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    result = np.empty(array.shape, dtype=np.uint8)
+    for start in range(0, array.shape[0], STRETCH_CHUNK_ROWS):
+        block = array[start : start + STRETCH_CHUNK_ROWS].astype(np.float64)
+        block[~np.isfinite(block)] = low
+        block -= low
+        block *= 255.0 / (high - low)
+        result[start : start + STRETCH_CHUNK_ROWS] = np.clip(np.rint(block), 0, 255)
+    return result
 
 
 def to_rgb8(array: np.ndarray, percentiles: tuple[float, float] = STRETCH_PERCENTILES) -> np.ndarray:

@@ -1,0 +1,104 @@
+"""Memory benchmark: peak resident memory of ``infer.py`` on large square images, classical and Mask R-CNN.
+
+    python benchmarks/memory.py [--sizes 2000,4000,10000] [--predictors classical,maskrcnn] [--checkpoint PT]
+
+Each image is a mosaic of real dsb2018_train fluorescence crops (benchmarks/inference.py's 2048 px mosaic,
+repeated) written as an 8-bit PNG; infer.py segments it in a fresh process, as a user would (tiles of 512 px,
+the annotated median nucleus diameter given, so no size-estimation pass), and the peak resident set of that
+process is read from the kernel (wait4). Mask R-CNN: a bundle made from ``--checkpoint`` (default: the
+time-to-accuracy benchmark's 10-minute EfficientNet-Lite0 model). Writes benchmarks/results/memory.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import git_commit, machine  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+DEFAULT_CHECKPOINT = Path("/tmp/nucleaizer_bench/tta/lite0_pretrained_fpn128_bf16/segmenter_10min.pt")
+
+
+def write_mosaic(side: int, folder: Path) -> float:
+    """A side x side PNG of real fluorescence crops in ``folder``; returns the median nucleus diameter."""
+    from inference import build_mosaic
+
+    from nucleaizer import io
+    from nucleaizer.size import median_diameter
+
+    tile, labels = build_mosaic(2048)
+    repeats = -(-side // 2048)
+    io.write_image(folder / f"mosaic_{side}.png", np.tile(tile, (repeats, repeats, 1))[:side, :side])
+    return float(median_diameter(labels))
+
+
+def peak_rss_of_infer(model: str, images: Path, out: Path, diameter: float, threads: int) -> tuple[float, float]:
+    """(peak resident MB, seconds) of one infer.py process."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, str(ROOT / "infer.py"), f"model={model}", f"input={images}",
+                                f"output={out}", f"diameter={diameter}", "device=cpu"], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"infer.py failed: {process.stderr.read().decode()[-2000:]}")
+    return usage.ru_maxrss / 1024, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="2000,4000,10000")
+    parser.add_argument("--predictors", default="classical,maskrcnn")
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    from nucleaizer.bundle import write_bundle
+
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        models = {"classical": "classical"}
+        if "maskrcnn" in args.predictors:
+            write_bundle(work / "bundle", args.checkpoint)
+            models["maskrcnn"] = str(work / "bundle")
+        for side in (int(s) for s in args.sizes.split(",")):
+            images = work / f"images_{side}"
+            diameter = write_mosaic(side, images)
+            for predictor in args.predictors.split(","):
+                peak, seconds = peak_rss_of_infer(models[predictor], images, work / f"out_{predictor}_{side}",
+                                                  diameter, args.threads)
+                rows.append({"predictor": predictor, "side_px": side, "megapixels": side * side / 1e6,
+                             "peak_rss_mb": round(peak), "seconds": round(seconds, 1),
+                             "mp_per_s": round(side * side / 1e6 / seconds, 4)})
+                print(rows[-1], flush=True)
+    report = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
+              "commit": git_commit(), "threads": args.threads, "checkpoint": str(args.checkpoint), "rows": rows}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "memory.json").write_text(json.dumps(report, indent=2))
+    lines = [f"# Memory of infer.py on large images ({report['date']})", "",
+             f"Machine: {report['machine']['platform']}, {report['machine']['cpu_count']} CPUs, {args.threads} "
+             f"threads; commit {report['commit']}. One fresh infer.py process per row (8-bit PNG mosaic of real "
+             "fluorescence crops, diameter given, 512 px tiles); peak resident set from the kernel.", "",
+             "| predictor | image px | peak RSS MB | seconds | MP/s |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['predictor']} | {r['side_px']} | {r['peak_rss_mb']} | {r['seconds']} | {r['mp_per_s']} |"
+              for r in rows]
+    (RESULTS / "memory.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
