@@ -1,10 +1,11 @@
 """Mask R-CNN for nuclei: construction, one-file checkpoints, and the instance predictor (METHOD.md section 5).
 
 The network is torchvision's Mask R-CNN with two classes (background, nucleus). Nothing is ever downloaded:
-torchvision weights are always ``None``; optional weights come from local files. Trained from scratch, every
-layer trains and BatchNorm is the ordinary trainable kind (torchvision's helpers default to frozen BatchNorm
-and a few trainable layers, which suits only ImageNet-initialised backbones). Images are never resized inside
-the model: the caller brings nuclei to about 40 px before prediction.
+the EfficientNet-Lite0 backbone's ImageNet weights come with a pip dependency (nucleaizer.efficientnet),
+torchvision weights are always ``None``, other weights come from local files. Every layer trains; BatchNorm
+is the ordinary trainable kind from scratch and frozen on the pretrained Lite0 (torchvision's helpers default
+to frozen BatchNorm and a few trainable layers, which suits only ImageNet-initialised backbones). Images are
+never resized inside the model: the caller brings nuclei to about 40 px before prediction.
 """
 
 from __future__ import annotations
