@@ -102,6 +102,30 @@ def segment_classical(
     return relabel_sequential(labels.astype(np.int32))[0]
 
 
+# Otsu's split of pure background or noise: a foreground covering over a quarter of the image that stands
+# less than 4.5 background standard deviations above the rest (measured: background crops and noise 2.6-3.9
+# over 26-51% of the image; 40 real images of five data sets 4.1-24.7, all but one covering under 25%).
+SPECKLE_MIN_FRACTION = 0.25
+SPECKLE_MAX_CONTRAST = 4.5
+
+
+def sees_no_nuclei(image: np.ndarray, smooth_sigma_px: float = 1.0, colour_tolerance: float = 2.0,
+                   brightfield_classes: int = 3) -> bool:
+    """Whether Otsu's threshold splits the image into noise rather than nuclei (see SPECKLE_*), or it is flat."""
+    channel, brightfield = nuclear_channel(image, colour_tolerance)
+    if smooth_sigma_px > 0:
+        channel = ndimage.gaussian_filter(channel, smooth_sigma_px)
+    if not channel.size or float(channel.max() - channel.min()) < 1e-3:
+        return True
+    foreground = channel > _automatic_threshold(channel, brightfield, brightfield_classes)
+    fraction = float(foreground.mean())
+    if fraction in (0.0, 1.0):
+        return True
+    background = channel[~foreground]
+    contrast = (float(channel[foreground].mean()) - float(background.mean())) / max(float(background.std()), 1e-6)
+    return fraction > SPECKLE_MIN_FRACTION and contrast < SPECKLE_MAX_CONTRAST
+
+
 @dataclass(frozen=True)
 class ClassicalPredictor:
     """Instance predictor (list of tiles -> list of Instances, every score 1) running :func:`segment_classical`.
@@ -122,3 +146,7 @@ class ClassicalPredictor:
 
     def __call__(self, tiles: list[np.ndarray]) -> list[Instances]:
         return [Instances.from_labels(self.segment(tile)) for tile in tiles]
+
+    def sees_no_nuclei(self, image: np.ndarray) -> bool:
+        """For size estimation: True when the image looks like background only (see :func:`sees_no_nuclei`)."""
+        return sees_no_nuclei(image, self.smooth_sigma_px, self.colour_tolerance, self.brightfield_classes)

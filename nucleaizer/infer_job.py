@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
@@ -135,6 +136,22 @@ def build_segmenter(cfg: DictConfig) -> tuple[NucleusSegmenter, Bundle | None]:
     return NucleusSegmenter(predictor, preseg, bundle.size, tiles, transforms, refine), bundle
 
 
+OUTLIER_FACTOR = 3.0  # an estimate this many times off the folder's median is worth a warning
+
+
+def warn_about_outliers(diameters: dict[str, float]) -> None:
+    """Warn when some images' estimated nucleus diameters lie far from the folder's median."""
+    if len(diameters) < 2:
+        return
+    median = float(np.median(list(diameters.values())))
+    far = {name: d for name, d in diameters.items() if not 1 / OUTLIER_FACTOR <= d / median <= OUTLIER_FACTOR}
+    if far:
+        listed = ", ".join(f"{name} {d:.1f} px" for name, d in list(far.items())[:5])
+        log.warning("the estimated nucleus diameters of %d image(s) lie over %gx away from the folder's median "
+                    "of %.1f px (%s%s): check those images, or give diameter=PX if all share one magnification",
+                    len(far), OUTLIER_FACTOR, median, listed, ", ..." if len(far) > 5 else "")
+
+
 def estimate_diameters(
     segmenter: NucleusSegmenter, samples: list[io.Sample], on_bad_file: str
 ) -> dict[str, tuple[float, str]]:
@@ -144,6 +161,7 @@ def estimate_diameters(
     for sample, image, _ in progress:
         found[sample.name] = segmenter.estimate_diameter(image)
     filled = fill_with_dataset_median(list(found.values()), default_px=segmenter.size.target_diameter_px)
+    warn_about_outliers({name: d for name, d in found.items() if d is not None})
     return {
         name: (diameter, "estimated" if found[name] is not None else "dataset_median")
         for name, diameter in zip(found, filled, strict=True)

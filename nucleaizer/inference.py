@@ -64,9 +64,13 @@ class NucleusSegmenter:
             self.tta_transforms = check_transforms(self.tta_transforms)
 
     def estimate_diameter(self, image: np.ndarray) -> float | None:
-        """Median equivalent diameter (px) of the objects the pre-segmentation finds, None when it finds none."""
+        """Nucleus diameter (px) of the objects the pre-segmentation finds (size.estimated_diameter), None when it
+        finds none, or when the predictor says the image holds no nuclei (``sees_no_nuclei``, the classical one)."""
         image = as_rgb8(image)
-        instances = predict_image(image, self.preseg or self.predictor, self.tiles)
+        predictor = self.preseg or self.predictor
+        if getattr(predictor, "sees_no_nuclei", None) is not None and predictor.sees_no_nuclei(image):
+            return None
+        instances = predict_image(image, predictor, self.tiles)
         labels, _ = paint_instances(instances, image.shape[:2])
         return self.size.diameter_of(labels)
 

@@ -45,14 +45,14 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def stage_sizes(ctx, out: Path, summary: dict) -> None:
-    """Median nucleus diameter per target image from the pre-segmentation, and its scale factor."""
+    """Nucleus diameter per target image from the pre-segmentation (size.estimated_diameter), and its scale."""
     cfg = ctx.cfg.size
     label_files = sorted((ctx.run.path("preseg") / "labels").glob("*.png"))
     if cfg.diameter_px:
         diameters = [float(cfg.diameter_px)] * len(label_files)
         measured = [None] * len(label_files)
     else:
-        measured = [size.median_diameter(io.read_labels(f), cfg.min_object_area_px) for f in label_files]
+        measured = [size.estimated_diameter(io.read_labels(f), cfg.min_object_area_px) for f in label_files]
         if all(d is None for d in measured):
             raise UserError("no nuclei were found in any target image by the pre-segmentation: set the nucleus "
                             "diameter by hand (size.diameter_px=...) or give a better preseg.checkpoint")

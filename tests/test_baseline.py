@@ -87,3 +87,14 @@ def test_fixed_threshold_makes_the_result_local():
             ids = np.unique(part[whole[:, :64] == obj])
             assert len(ids) == 1 and ((part == ids[0]) == (whole[:, :64] == obj)).all()
     assert segment_classical(image, threshold=0.99).max() < whole.max()
+
+
+def test_background_and_noise_are_seen_as_holding_no_nuclei():
+    from nucleaizer.baseline import sees_no_nuclei
+
+    rng = np.random.default_rng(0)
+    assert sees_no_nuclei(rng.normal(100, 10, (200, 200)).clip(0, 255).astype(np.uint8))
+    assert sees_no_nuclei(np.full((50, 50, 3), 80, np.uint8))
+    for style in ("fluorescence", "he", "brightfield"):
+        image, _ = simulate.sample(style, size=128, diameter_px=16, density=0.2, seed=5)
+        assert not sees_no_nuclei(image), style

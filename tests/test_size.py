@@ -122,3 +122,52 @@ def test_upscale_then_back_to_shape_is_the_identity(height, width, scale, seed):
     else:
         assert back.shape == labels.shape
         np.testing.assert_array_equal(there, labels[::2, ::2])
+
+
+def test_estimated_diameter_is_not_pulled_down_by_fragments():
+    """Over-segmentation: one 40 px nucleus per 3 nuclei broken into many 5 px fragments."""
+    from nucleaizer.size import estimated_diameter
+
+    labels = np.zeros((400, 400), np.int32)
+    yy, xx = np.mgrid[:400, :400]
+    next_id = 1
+    for k, (cy, cx) in enumerate([(60, 60), (60, 200), (200, 60), (200, 200), (320, 320), (320, 100)]):
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 20**2
+        if k % 3:
+            labels[disc] = next_id
+            next_id += 1
+        else:  # the nucleus split into 5 x 5 squares
+            for y0 in range(cy - 20, cy + 20, 5):
+                for x0 in range(cx - 20, cx + 20, 5):
+                    piece = disc & (yy >= y0) & (yy < y0 + 5) & (xx >= x0) & (xx < x0 + 5)
+                    if piece.sum() >= 16:
+                        labels[piece] = next_id
+                        next_id += 1
+    assert median_diameter(labels) < 10  # the plain median counts fragments
+    assert abs(estimated_diameter(labels) - 40) < 2
+    assert estimated_diameter(np.zeros((10, 10), np.int32)) is None
+
+
+@pytest.mark.data
+def test_classical_estimate_on_gowt1_is_near_the_truth_and_background_has_none(shared_data):
+    """gowt1_fluo t01: 61 px nuclei were estimated at 10 px (34,089 objects for 23); a background crop at 6."""
+    from nucleaizer import io
+    from nucleaizer.baseline import ClassicalPredictor
+    from nucleaizer.inference import NucleusSegmenter
+
+    image = io.read_image(shared_data / "gowt1_fluo" / "images" / "t01.png")
+    segmenter = NucleusSegmenter(ClassicalPredictor())
+    assert 35 < segmenter.estimate_diameter(image) < 80
+    assert segmenter.estimate_diameter(image[:150, :150]) is None
+
+
+def test_infer_warns_about_estimates_far_from_the_folder_median(caplog):
+    import logging
+
+    from nucleaizer.infer_job import warn_about_outliers
+
+    with caplog.at_level(logging.WARNING, logger="nucleaizer.infer_job"):
+        warn_about_outliers({"a": 20.0, "b": 22.0, "c": 21.0})
+        assert not caplog.text
+        warn_about_outliers({"a": 20.0, "b": 22.0, "c": 90.0})
+    assert "c 90.0 px" in caplog.text and "diameter=" in caplog.text
