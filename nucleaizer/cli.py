@@ -94,11 +94,19 @@ def check_config(
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def describe_disk_full(exc: OSError) -> str:
+# what a rerun of the same command keeps, per entry point (the sentence after "run the same command again:")
+KEPT_ON_RERUN = {
+    "train": "finished stages are kept, and the interrupted stage (its half-written files are in .partial/) "
+             "starts over",
+    "infer": "the images already finished are kept and skipped",
+}
+
+
+def describe_disk_full(exc: OSError, config_name: str = "train") -> str:
     """The one-line message for a write that failed because the disk (or quota) is full."""
     where = f" while writing {exc.filename}" if exc.filename else ""
-    return (f"no space left on the device{where}. Free some space and run the same command again: finished "
-            "stages are kept, and the interrupted stage (its half-written files are in .partial/) starts over")
+    return (f"no space left on the device{where}. Free some space and run the same command again: "
+            f"{KEPT_ON_RERUN[config_name]}")
 
 
 def hydra_entry_point(
@@ -116,7 +124,7 @@ def hydra_entry_point(
         except (UserError, OSError) as exc:
             if os.environ.get("HYDRA_FULL_ERROR") == "1" or (isinstance(exc, OSError) and exc.errno not in DISK_FULL):
                 raise
-            message = describe_disk_full(exc) if isinstance(exc, OSError) else str(exc)
+            message = describe_disk_full(exc, config_name) if isinstance(exc, OSError) else str(exc)
             log.error("%s", message)
             fail(message)
 

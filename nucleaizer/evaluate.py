@@ -127,7 +127,6 @@ def evaluate_folders(
     pred_folder, pred_sources = find_label_sources(pred_dir, "prediction")
     if out_dir is not None:  # before the scoring, so a bad output path costs no time
         output_folder.check_output(out_dir, {"prediction folder": pred_folder, "ground-truth folder": gt_folder})
-        out_dir = output_folder.claim(out_dir, "evaluate")
     if names is not None:
         names = set(names)
         gt_sources = {k: v for k, v in gt_sources.items() if k in names}
@@ -135,7 +134,8 @@ def evaluate_folders(
     rows = score_sources(pred_sources, gt_sources, thresholds, error_iou, cover_iou, size_bins_px)
     summary = metrics.summarize(rows)
     summary["missing_predictions"] = summary["images"] - summary.pop("predicted")
-    if out_dir is not None:
+    if out_dir is not None:  # made only now: a scoring error leaves no empty folder behind
+        out_dir = output_folder.claim(out_dir, "evaluate")
         io.write_csv(out_dir / PER_IMAGE_CSV, rows)
         with io.atomic_write(out_dir / SUMMARY_JSON) as temporary:
             temporary.write_text(json.dumps(summary, indent=2) + "\n")

@@ -238,6 +238,7 @@ def _segment_folder(cfg: DictConfig, output: Path) -> dict[str, Any]:
         diameters = {s.name: (float(cfg.diameter), "given") for s in todo}
     else:
         diameters = estimate_diameters(segmenter, todo, str(cfg.on_bad_file)) if todo else {}
+        todo = [s for s in todo if s.name in diameters]  # the unreadable ones were reported by the first pass
     suffix = LABEL_FORMATS[str(cfg.label_format)]
     records = dict(done)
     for sample, image, _ in tqdm(io.iter_samples(todo, str(cfg.on_bad_file)), total=len(todo), desc="segmenting"):

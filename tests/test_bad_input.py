@@ -186,3 +186,21 @@ def test_killed_infer_resumes_without_losing_or_duplicating(tmp_path):
     assert len(list((out / "labels").iterdir())) == 12 and len(list((out / "overlays").iterdir())) == 12
     assert not list(out.rglob(".*.tmp*"))
     assert (out / MARKER).is_file()
+
+
+def test_an_unreadable_image_is_reported_once(experiment, tmp_path):
+    images = tmp_path / "images"
+    io.write_image(images / "good.png", io.read_image(experiment / "images" / "img0.png"))
+    (images / "broken.png").write_bytes(b"\x89PNG not really")
+    result = run_script("infer.py", "model=classical", f"input={images}", f"output={tmp_path / 'o'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    assert output.count("skipped sample broken") == 1
+    assert list(pd.read_csv(tmp_path / "o" / "images.csv")["image"]) == ["good"]
+
+
+def test_evaluate_leaves_no_empty_folder_when_scoring_fails(experiment, tmp_path, capsys):
+    io.write_labels(tmp_path / "pred" / "img0.png", np.zeros((50, 50), np.int32))
+    code = evaluate_main([str(tmp_path / "pred"), str(experiment / "labels"), "--out", str(tmp_path / "eval")])
+    assert code == 2 and "differs from its ground truth" in capsys.readouterr().err
+    assert not (tmp_path / "eval").exists()

@@ -69,3 +69,10 @@ def test_full_disk_ends_in_one_line_that_says_what_to_do(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: no space left on the device while writing runs/x/.partial/masks/000.png")
     assert "Traceback" not in result.stderr
+
+
+def test_full_disk_during_infer_speaks_of_images_not_stages():
+    from nucleaizer.cli import describe_disk_full
+
+    message = describe_disk_full(OSError(28, "No space left on device", "out/labels/a.png"), "infer")
+    assert "images already finished are kept" in message and "stage" not in message
