@@ -6,8 +6,11 @@ Output folder::
 
     labels/<name>.png     uint16 label image per input image (label_format=tif for TIFF)
     overlays/<name>.png   the image with every nucleus tinted and outlined
-    nuclei.csv            one row per nucleus (see overlay.nuclei_table)
-    images.csv            per image: size, diameter used and where it came from, scale, count, seconds
+    nuclei.csv            one row per nucleus (see overlay.nuclei_table), with its score and TTA agreement
+    images.csv            per image: size, diameter used and where it came from, scale, count, mean score,
+                          share of low-score nuclei, seconds
+    rois/<name>.zip       with formats=[...,rois]: ImageJ/Fiji ROI set (nucleaizer.exports)
+    geojson/<name>.geojson  with formats=[...,geojson]: QuPath detections
     evaluation/           with ground_truth=DIR: per_image.csv and summary.json (nucleaizer.evaluate)
 
 ``model=classical`` runs the classical baseline (no bundle needed), useful as a reference.
@@ -28,7 +31,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from nucleaizer import io, output_folder
+from nucleaizer import exports, io, output_folder
 from nucleaizer.baseline import ClassicalPredictor
 from nucleaizer.bundle import Bundle, load_predictors, read_bundle
 from nucleaizer.cli import HYDRA_FOLDER
@@ -73,6 +76,14 @@ def validate_config(cfg: DictConfig) -> None:
     if diameter is not None and (not isinstance(diameter, (int, float)) or isinstance(diameter, bool)
                                  or not math.isfinite(diameter) or diameter <= 0):
         raise UserError(f"diameter={diameter!r}: give the nucleus diameter in pixels (a positive number) or null")
+    formats = list(cfg.formats)
+    unknown = [f for f in formats if f not in exports.FORMATS]
+    if unknown or not formats:
+        raise UserError(f"formats={formats}: choose some of {list(exports.FORMATS)}")
+    if truth is not None and "labels" not in formats:
+        raise UserError("ground_truth= scores the label images: add labels to formats=[...]")
+    if not 0.0 <= float(cfg.low_score) <= 1.0:
+        raise UserError(f"low_score={cfg.low_score}: give a detection score between 0 and 1")
     if str(cfg.label_format) not in LABEL_FORMATS:
         raise UserError(f"label_format={cfg.label_format}: use one of {', '.join(LABEL_FORMATS)}")
     if str(cfg.on_bad_file) not in io.ON_BAD_FILE_CHOICES:
@@ -170,7 +181,8 @@ def estimate_diameters(
 
 # the settings that make a segmentation: an image finished with other settings is segmented again
 RESULT_SETTINGS = ("model", "diameter", "tta", "tta_transforms", "postprocess", "tile_size", "tile_overlap",
-                   "match_iou", "min_input_px", "mask_threshold", "label_format", "classical", "classical_size", "seed")
+                   "match_iou", "min_input_px", "mask_threshold", "label_format", "classical", "classical_size", "seed",
+                   "formats", "low_score")
 PARTS = ".parts"  # one record per finished image: written last, after its label image and overlay
 
 
@@ -239,7 +251,6 @@ def _segment_folder(cfg: DictConfig, output: Path) -> dict[str, Any]:
     else:
         diameters = estimate_diameters(segmenter, todo, str(cfg.on_bad_file)) if todo else {}
         todo = [s for s in todo if s.name in diameters]  # the unreadable ones were reported by the first pass
-    suffix = LABEL_FORMATS[str(cfg.label_format)]
     records = dict(done)
     for sample, image, _ in tqdm(io.iter_samples(todo, str(cfg.on_bad_file)), total=len(todo), desc="segmenting"):
         if truth is not None and sample.name in truth and truth[sample.name][1] != image.shape[:2]:
@@ -249,24 +260,26 @@ def _segment_folder(cfg: DictConfig, output: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         diameter, diameter_source = diameters.get(sample.name, (None, "estimated"))
         scale = segmenter.scale_for(image, diameter)
-        labels = segmenter.segment(image, scale=scale)
-        files = [f"labels/{sample.name}{suffix}", f"overlays/{sample.name}.png"]
-        io.write_labels(output / files[0], labels)
-        io.write_image(output / files[1], overlay(image, labels, seed=int(cfg.seed)))
+        found = segmenter.segment_objects(image, scale=scale)
+        nuclei = json.loads(nuclei_table(sample.name, found.labels, image, found.score, found.agreement)
+                            .to_json(orient="records"))
+        files = write_image_results(output, sample.name, image, found.labels, nuclei, cfg)
         record = {"fingerprint": fingerprint, "files": files,
                   "image": {"image": sample.name, "height": image.shape[0], "width": image.shape[1],
                             "diameter_px": diameter, "diameter_source": diameter_source, "scale": scale,
-                            "nuclei": int(labels.max()), "seconds": round(time.perf_counter() - t0, 3)},
-                  "nuclei": json.loads(nuclei_table(sample.name, labels, image).to_json(orient="records"))}
+                            "nuclei": len(nuclei), **confidence_summary(found.score, float(cfg.low_score)),
+                            "seconds": round(time.perf_counter() - t0, 3)},
+                  "nuclei": nuclei}
         with io.atomic_write(output / PARTS / f"{sample.name}.json") as temporary:
             temporary.write_text(json.dumps(record, default=float))
         records[sample.name] = record
     if not records:
         raise UserError(f"no image of {cfg.input} could be read; nothing was segmented")
     ordered = [records[s.name] for s in samples if s.name in records]
-    nuclei = pd.DataFrame([row for r in ordered for row in r["nuclei"]], columns=NUCLEI_COLUMNS)
-    _write_csv(output / "nuclei.csv", nuclei)
-    _write_csv(output / "images.csv", pd.DataFrame([r["image"] for r in ordered]))
+    if "csv" in cfg.formats:
+        nuclei = pd.DataFrame([row for r in ordered for row in r["nuclei"]], columns=NUCLEI_COLUMNS)
+        _write_csv(output / "nuclei.csv", nuclei)
+        _write_csv(output / "images.csv", pd.DataFrame([r["image"] for r in ordered]))
     summary: dict[str, Any] = {"images": len(ordered), "nuclei": int(sum(r["image"]["nuclei"] for r in ordered))}
     if truth is not None:
         from nucleaizer.evaluate import evaluate_folders
@@ -278,6 +291,36 @@ def _segment_folder(cfg: DictConfig, output: Path) -> dict[str, Any]:
     log.info("segmented %d images, %d nuclei, in %.1f s; results in %s", summary["images"], summary["nuclei"],
              summary["seconds"], output)
     return summary
+
+
+def write_image_results(output: Path, name: str, image: np.ndarray, labels: np.ndarray, nuclei: list[dict],
+                        cfg: DictConfig) -> list[str]:
+    """The files of one image in the chosen formats (besides the tables); returns their paths in ``output``."""
+    files = []
+
+    def path(relative: str) -> Path:
+        files.append(relative)
+        return output / relative
+
+    if "labels" in cfg.formats:
+        io.write_labels(path(f"labels/{name}{LABEL_FORMATS[str(cfg.label_format)]}"), labels)
+    if "overlay" in cfg.formats:
+        io.write_image(path(f"overlays/{name}.png"), overlay(image, labels, seed=int(cfg.seed)))
+    if {"rois", "geojson"} & set(cfg.formats):
+        shapes = exports.outlines(labels)
+        if "rois" in cfg.formats:
+            exports.write_imagej_rois(path(f"rois/{name}.zip"), shapes, nuclei)
+        if "geojson" in cfg.formats:
+            exports.write_geojson(path(f"geojson/{name}.geojson"), shapes, nuclei)
+    return files
+
+
+def confidence_summary(score: np.ndarray, low_score: float) -> dict[str, float | None]:
+    """Per image, for ranking images to check: the mean nucleus score and the share of nuclei below low_score."""
+    if not len(score):
+        return {"mean_score": None, "low_score_share": None}
+    return {"mean_score": round(float(np.nanmean(score)), 4),
+            "low_score_share": round(float(np.mean(score < low_score)), 4)}
 
 
 def _write_csv(path: Path, table: pd.DataFrame) -> None:

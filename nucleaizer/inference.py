@@ -83,18 +83,21 @@ class NucleusSegmenter:
                 return 1.0
         return self.size.scale_for(diameter_px)
 
-    def predict_working_scale(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Labels int32 (h, w) and per-id scores of an image already at the working scale (tiles, paint, TTA)."""
+    def predict_working_scale(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Labels int32 (h, w), per-id scores and per-id TTA agreement (the share of views that found the
+        object; 1 without TTA) of an image already at the working scale (tiles, paint, TTA)."""
 
         def once(view: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             return paint_instances(predict_image(view, self.predictor, self.tiles), view.shape[:2])
 
         if self.tta_transforms:
             return segment_with_tta(image, once, self.tta_transforms, self.tiles.match_iou)
-        return once(image)
+        labels, scores = once(image)
+        return labels, scores, np.ones(len(scores), np.float32)
 
-    def segment(self, image: np.ndarray, diameter_px: float | None = None, scale: float | None = None) -> np.ndarray:
-        """Label image int32 (H, W), ids 1..N, of an image (uint8 (H, W, 3); other arrays are converted).
+    def segment_objects(self, image: np.ndarray, diameter_px: float | None = None,
+                        scale: float | None = None) -> Segmentation:
+        """The labels of an image (uint8 (H, W, 3); other arrays are converted) with each nucleus's confidence.
 
         ``scale`` (the factor to the working scale) overrides ``diameter_px``; with neither, the diameter is
         estimated by the pre-segmentation pass.
@@ -103,11 +106,39 @@ class NucleusSegmenter:
         if scale is None:
             scale = self.scale_for(image, diameter_px)
         working = rescale_image(image, scale)
-        labels, _ = self.predict_working_scale(working)
+        labels, scores, agreement = self.predict_working_scale(working)
         if self.refine is not None and labels.any():
-            labels = self.refine(labels, working)
+            refined = self.refine(labels, working)
+            scores, agreement = (_carry_over(labels, refined, values) for values in (scores, agreement))
+            labels = refined
         labels = rescale_labels(labels, image.shape[:2])
-        return relabel_sequential(labels.astype(np.int32, copy=False))[0]
+        labels, _, inverse = relabel_sequential(labels.astype(np.int32, copy=False))
+        kept = np.asarray(inverse)[1:] - 1  # new id i + 1 was working-scale id kept[i] + 1
+        return Segmentation(labels, scores[kept], agreement[kept])
+
+    def segment(self, image: np.ndarray, diameter_px: float | None = None, scale: float | None = None) -> np.ndarray:
+        """Label image int32 (H, W), ids 1..N, of an image (see :meth:`segment_objects`)."""
+        return self.segment_objects(image, diameter_px, scale).labels
+
+
+@dataclass
+class Segmentation:
+    """The nuclei of one image: labels int32 (H, W), ids 1..N; per nucleus (index i for id i + 1) the
+    detection score (with TTA the mean over the views that found it; classical: 1) and the TTA agreement (the
+    share of views that found it; 1 without TTA), both float32 (N,)."""
+
+    labels: np.ndarray
+    score: np.ndarray
+    agreement: np.ndarray
+
+
+def _carry_over(before: np.ndarray, after: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per id of ``after``, the highest value among the ids of ``before`` it overlaps (NaN where none)."""
+    result = np.full(int(after.max()), -np.inf, np.float32)
+    both = (after > 0) & (before > 0)
+    np.maximum.at(result, after[both] - 1, values[before[both] - 1])
+    result[np.isneginf(result)] = np.nan
+    return result
 
 
 def segment_image(

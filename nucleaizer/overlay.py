@@ -9,7 +9,7 @@ from skimage.measure import regionprops_table
 
 NUCLEI_COLUMNS = [
     "image", "id", "area_px", "centroid_y", "centroid_x", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1",
-    "equivalent_diameter_px", "mean_intensity",
+    "equivalent_diameter_px", "mean_intensity", "score", "tta_agreement",
 ]
 
 
@@ -48,9 +48,11 @@ def inner_boundaries(labels: np.ndarray) -> np.ndarray:
     return edges & (labels > 0)
 
 
-def nuclei_table(name: str, labels: np.ndarray, image: np.ndarray) -> pd.DataFrame:
+def nuclei_table(name: str, labels: np.ndarray, image: np.ndarray, score: np.ndarray,
+                 agreement: np.ndarray) -> pd.DataFrame:
     """One row per nucleus: image name, id, area, centroid, bounding box (end-exclusive), equivalent diameter
-    and mean intensity (mean over the RGB channels of the 8-bit image, 0..255), all in original pixels."""
+    and mean intensity (mean over the RGB channels of the 8-bit image, 0..255), all in original pixels, and
+    its confidence: ``score[i]`` / ``agreement[i]`` of id i + 1 (inference.Segmentation)."""
     if not labels.any():
         return pd.DataFrame(columns=NUCLEI_COLUMNS)
     grey = image.mean(axis=2, dtype=np.float32) if image.ndim == 3 else image
@@ -72,6 +74,8 @@ def nuclei_table(name: str, labels: np.ndarray, image: np.ndarray) -> pd.DataFra
             "bbox_x1": props["bbox-3"],
             "equivalent_diameter_px": props["equivalent_diameter_area"],
             "mean_intensity": props["intensity_mean"],
+            "score": np.asarray(score, np.float64)[props["label"] - 1],
+            "tta_agreement": np.asarray(agreement, np.float64)[props["label"] - 1],
         }
     )
     return table[NUCLEI_COLUMNS]

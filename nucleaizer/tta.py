@@ -40,11 +40,13 @@ def check_transforms(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def vote(label_images: Sequence[np.ndarray], scores: Sequence[np.ndarray], match_iou: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def vote(label_images: Sequence[np.ndarray], scores: Sequence[np.ndarray],
+         match_iou: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Consensus of several label images of one image (all int (H, W), same frame).
 
     scores[k][i] is the score of id i + 1 of label_images[k]. Returns labels int32 (H, W), ids 1..M in
-    decreasing score, and the score of each id (float32 (M,)).
+    decreasing score, the score of each id (the mean over the views that found it, float32 (M,)) and each
+    id's agreement (the share of the views that found it, float32 (M,)).
     """
     shape = label_images[0].shape
     n_views = len(label_images)
@@ -53,7 +55,7 @@ def vote(label_images: Sequence[np.ndarray], scores: Sequence[np.ndarray], match
     offsets = np.concatenate([[0], np.cumsum(counts)])
     n_objects = int(offsets[-1])
     if n_objects == 0:
-        return np.zeros(shape, np.int32), np.zeros(0, np.float32)
+        return np.zeros(shape, np.int32), np.zeros(0, np.float32), np.zeros(0, np.float32)
     if any(len(s) < c for s, c in zip(scores, counts, strict=True)):
         raise ValueError("every label image needs one score per id (scores[k][i] for id i + 1)")
     object_score = np.concatenate([np.asarray(s, np.float32)[:c] for s, c in zip(scores, counts, strict=True)])
@@ -88,7 +90,7 @@ def vote(label_images: Sequence[np.ndarray], scores: Sequence[np.ndarray], match
     majority = 2 * votes >= members[g]
     g, pixel = g[majority], pixel[majority]
     if not len(g):
-        return np.zeros(shape, np.int32), np.zeros(0, np.float32)
+        return np.zeros(shape, np.int32), np.zeros(0, np.float32), np.zeros(0, np.float32)
 
     # the best-scoring group takes a contested pixel; ids follow decreasing score
     order = np.lexsort((-group_score[g], pixel))
@@ -100,7 +102,8 @@ def vote(label_images: Sequence[np.ndarray], scores: Sequence[np.ndarray], match
     new_id[ranked] = np.arange(1, len(ranked) + 1)
     labels = np.zeros(flat[0].size, np.int32)
     labels[pixel] = new_id[g]
-    return labels.reshape(shape), group_score[ranked].astype(np.float32)
+    agreement = (views_per_group[ranked] / n_views).astype(np.float32)
+    return labels.reshape(shape), group_score[ranked].astype(np.float32), agreement
 
 
 def segment_with_tta(
@@ -108,10 +111,10 @@ def segment_with_tta(
     segment: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     transforms: Sequence[str],
     match_iou: float = 0.5,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Segment ``image`` once per transform with ``segment(image) -> (labels, scores)`` and vote.
 
-    Returns labels int32 (H, W) in the frame of ``image`` and the score of each id.
+    Returns labels int32 (H, W) in the frame of ``image``, the score and the agreement of each id (``vote``).
     """
     label_images, scores = [], []
     for name in check_transforms(transforms):

@@ -126,3 +126,22 @@ def test_predictor_without_detections_gives_empty_labels():
 
     out = segment_image(image, nothing, tta=True)
     assert out.shape == (64, 64) and out.max() == 0
+
+
+def test_segment_objects_carries_each_nucleus_score_to_the_original_size():
+    """Scores follow their objects through rescaling, relabelling and TTA; agreement is 1 without TTA."""
+    from nucleaizer.tta import TRANSFORMS
+
+    labels = simulate.random_labels((120, 140), 12, 16, np.random.default_rng(4))
+    brightness = np.linspace(150, 250, labels.max() + 1).astype(np.uint8)
+    image = objects_image(labels, brightness)
+    for scale in (1.0, 2.0):
+        found = NucleusSegmenter(threshold_predictor).segment_objects(image, scale=scale)
+        assert found.labels.max() >= 8 and (found.agreement == 1).all() and len(found.score) == found.labels.max()
+        truth = [np.bincount(labels[found.labels == i + 1]).argmax() for i in range(found.labels.max())]
+        if scale == 1.0:  # threshold_predictor scores an object by its brightness
+            np.testing.assert_allclose(found.score, brightness[truth] / 255, atol=1e-6)
+        else:  # interpolated edges lower every score a little; the order stays
+            assert (np.diff(brightness[truth][np.argsort(found.score)].astype(int)) > 0).all()
+    voted = NucleusSegmenter(threshold_predictor, tta_transforms=tuple(TRANSFORMS)).segment_objects(image, scale=1.0)
+    assert len(voted.agreement) == voted.labels.max() and (voted.agreement > 0.5).all()
