@@ -4,7 +4,8 @@
 
 Output folder::
 
-    labels/<name>.png     uint16 label image per input image (label_format=tif for TIFF)
+    labels/<name>.png     uint16 label image per input image (label_format=tif: TIFF; ome: OME-TIFF
+                          with the input's physical pixel size when its TIFF records one)
     overlays/<name>.png   the image with every nucleus tinted and outlined
     nuclei.csv            one row per nucleus (see overlay.nuclei_table), with its score and TTA agreement
     images.csv            per image: size, diameter used and where it came from, scale, count, mean score,
@@ -45,7 +46,7 @@ from nucleaizer.tta import check_transforms
 log = logging.getLogger(__name__)
 
 CLASSICAL = "classical"
-LABEL_FORMATS = {"png": ".png", "tif": ".tif", "tiff": ".tif"}
+LABEL_FORMATS = {"png": ".png", "tif": ".tif", "tiff": ".tif", "ome": io.OME_SUFFIX}
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -263,7 +264,7 @@ def _segment_folder(cfg: DictConfig, output: Path) -> dict[str, Any]:
         found = segmenter.segment_objects(image, scale=scale)
         nuclei = json.loads(nuclei_table(sample.name, found.labels, image, found.score, found.agreement)
                             .to_json(orient="records"))
-        files = write_image_results(output, sample.name, image, found.labels, nuclei, cfg)
+        files = write_image_results(output, sample, image, found.labels, nuclei, cfg)
         record = {"fingerprint": fingerprint, "files": files,
                   "image": {"image": sample.name, "height": image.shape[0], "width": image.shape[1],
                             "diameter_px": diameter, "diameter_source": diameter_source, "scale": scale,
@@ -293,17 +294,18 @@ def _segment_folder(cfg: DictConfig, output: Path) -> dict[str, Any]:
     return summary
 
 
-def write_image_results(output: Path, name: str, image: np.ndarray, labels: np.ndarray, nuclei: list[dict],
-                        cfg: DictConfig) -> list[str]:
+def write_image_results(output: Path, sample: io.Sample, image: np.ndarray, labels: np.ndarray,
+                        nuclei: list[dict], cfg: DictConfig) -> list[str]:
     """The files of one image in the chosen formats (besides the tables); returns their paths in ``output``."""
-    files = []
+    files, name = [], sample.name
 
     def path(relative: str) -> Path:
         files.append(relative)
         return output / relative
 
     if "labels" in cfg.formats:
-        io.write_labels(path(f"labels/{name}{LABEL_FORMATS[str(cfg.label_format)]}"), labels)
+        io.write_labels(path(f"labels/{name}{LABEL_FORMATS[str(cfg.label_format)]}"), labels,
+                        pixel_size_um=io.pixel_size_um(sample.image_path))
     if "overlay" in cfg.formats:
         io.write_image(path(f"overlays/{name}.png"), overlay(image, labels, seed=int(cfg.seed)))
     if {"rois", "geojson"} & set(cfg.formats):

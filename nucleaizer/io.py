@@ -27,6 +27,7 @@ from nucleaizer.errors import UserError
 log = logging.getLogger(__name__)
 
 TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
+OME_SUFFIX = ".ome.tif"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp"}) | TIFF_SUFFIXES
 LABEL_SUFFIXES = frozenset({".png"}) | TIFF_SUFFIXES
 # Default percentiles of the intensity stretch for >8-bit and float images (METHOD.md section 0).
@@ -322,11 +323,12 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
     return path
 
 
-def write_labels(path: str | Path, labels: np.ndarray) -> Path:
+def write_labels(path: str | Path, labels: np.ndarray, pixel_size_um: tuple[float, float] | None = None) -> Path:
     """Write an integer `(H, W)` label image atomically; returns the path written.
 
     uint16 PNG or TIFF. Ids above 65,535 need 32 bits: a TIFF is then written as uint32, and a PNG
-    request becomes a `.tif` beside it (with a warning), since PNG holds at most 16 bits.
+    request becomes a `.tif` beside it (with a warning), since PNG holds at most 16 bits. A path ending in
+    `.ome.tif` is written as OME-TIFF, with the physical pixel size (y, x) in micrometres when given.
     """
     path = Path(path)
     if path.suffix.lower() not in LABEL_SUFFIXES:
@@ -339,9 +341,53 @@ def write_labels(path: str | Path, labels: np.ndarray) -> Path:
         array = labels.astype(np.uint32)
     else:
         array = labels.astype(np.uint16)
+    if path.name.lower().endswith(OME_SUFFIX):
+        metadata = {"axes": "YX"}
+        if pixel_size_um is not None:
+            metadata.update(PhysicalSizeY=float(pixel_size_um[0]), PhysicalSizeYUnit="µm",
+                            PhysicalSizeX=float(pixel_size_um[1]), PhysicalSizeXUnit="µm")
+        with atomic_write(path) as temporary:
+            tifffile.imwrite(temporary, array, ome=True, metadata=metadata, compression="zlib")
+        return path
     with atomic_write(path) as temporary:
         _encode(temporary, array)
     return path
+
+
+_UM_PER_UNIT = {"µm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "nm": 1e-3, "mm": 1e3, "\\u00B5m": 1.0}
+
+
+def pixel_size_um(path: str | Path) -> tuple[float, float] | None:
+    """The physical pixel size (y, x) in micrometres a TIFF records (OME-XML, or ImageJ's resolution and
+    unit, or a resolution per centimetre), else None (other formats, or no physical unit)."""
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if tif.is_ome:
+                import xml.etree.ElementTree as ElementTree
+
+                pixels = next(e for e in ElementTree.fromstring(tif.ome_metadata).iter() if e.tag.endswith("Pixels"))
+                sizes = [pixels.get(f"PhysicalSize{a}") for a in "YX"]
+                factors = [_UM_PER_UNIT.get(pixels.get(f"PhysicalSize{a}Unit", "µm")) for a in "YX"]
+                if None in sizes or None in factors:
+                    return None
+                return float(sizes[0]) * factors[0], float(sizes[1]) * factors[1]
+            page = tif.pages[0]
+            resolution = [page.tags.get(name) for name in ("YResolution", "XResolution")]
+            if None in resolution:
+                return None
+            per_unit = [v.value[0] / v.value[1] for v in resolution]
+            if tif.is_imagej:
+                factor = _UM_PER_UNIT.get(str((tif.imagej_metadata or {}).get("unit", "")))
+            else:
+                factor = 1e4 if page.tags.get("ResolutionUnit") and int(page.tags["ResolutionUnit"].value) == 3 else None
+            if factor is None or min(per_unit) <= 0:
+                return None
+            return factor / per_unit[0], factor / per_unit[1]
+    except (OSError, ValueError, StopIteration, tifffile.TiffFileError):
+        return None
 
 
 # ------------------------------------------------------------------------------------------ folders
@@ -373,6 +419,12 @@ class Sample:
         return None
 
 
+def file_stem(path: Path) -> str:
+    """The name that matches an image with its labels: the file name without its suffix (and without ".ome")."""
+    stem = path.stem
+    return stem[:-4] if path.suffix.lower() in TIFF_SUFFIXES and stem.lower().endswith(".ome") else stem
+
+
 def files_by_stem(folder: Path, suffixes: frozenset[str]) -> dict[str, Path]:
     """Files of `folder` with one of `suffixes` keyed by stem, sorted; hidden files are ignored.
 
@@ -386,11 +438,10 @@ def files_by_stem(folder: Path, suffixes: frozenset[str]) -> dict[str, Path]:
         if path.suffix.lower() not in suffixes:
             ignored.append(path.name)
             continue
-        if path.stem in found:
-            raise UserError(
-                f"{folder}: two files named '{path.stem}' ({found[path.stem].name}, {path.name}); keep one"
-            )
-        found[path.stem] = path
+        stem = file_stem(path)
+        if stem in found:
+            raise UserError(f"{folder}: two files named '{stem}' ({found[stem].name}, {path.name}); keep one")
+        found[stem] = path
     if ignored:
         log.warning(
             "%s: ignored %d file(s) of unsupported format (%s); supported: %s",
