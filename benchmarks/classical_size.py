@@ -59,11 +59,17 @@ def score_set(name: str, samples, segmenter: NucleusSegmenter) -> dict:
         image, gt = sample.read_image(), sample.read_labels()
         truth = size.median_diameter(gt, segmenter.size.min_object_area_px)
         estimate = segmenter.estimate_diameter(image)
-        row = {"image": sample.name, "annotated_px": truth, "estimate_px": estimate,
-               "previous_estimate_px": previous_estimate(segmenter, image)}
-        for way, scale in (("own_estimate", segmenter.scale_for(image, estimate) if estimate else 1.0),
-                           ("annotated_size", segmenter.size.scale_for(truth) if truth else 1.0),
-                           ("own_scale", 1.0)):
+        row = {
+            "image": sample.name,
+            "annotated_px": truth,
+            "estimate_px": estimate,
+            "previous_estimate_px": previous_estimate(segmenter, image),
+        }
+        for way, scale in (
+            ("own_estimate", segmenter.scale_for(image, estimate) if estimate else 1.0),
+            ("annotated_size", segmenter.size.scale_for(truth) if truth else 1.0),
+            ("own_scale", 1.0),
+        ):
             row[f"dsb_{way}"] = metrics.dsb_score(gt, segmenter.segment(image, scale=scale))
         rows.append(row)
 
@@ -71,12 +77,17 @@ def score_set(name: str, samples, segmenter: NucleusSegmenter) -> dict:
         errors = [abs(r[key] / r["annotated_px"] - 1) for r in rows if r[key] and r["annotated_px"]]
         return round(float(np.median(errors)), 4) if errors else None
 
-    return {"images": len(rows),
-            **{f"dsb_{w}": round(float(np.mean([r[f"dsb_{w}"] for r in rows])), 4)
-               for w in ("own_estimate", "annotated_size", "own_scale")},
-            "size_error_median": size_error("estimate_px"),
-            "previous_size_error_median": size_error("previous_estimate_px"),
-            "no_estimate": sum(r["estimate_px"] is None for r in rows), "rows": rows}
+    return {
+        "images": len(rows),
+        **{
+            f"dsb_{w}": round(float(np.mean([r[f"dsb_{w}"] for r in rows])), 4)
+            for w in ("own_estimate", "annotated_size", "own_scale")
+        },
+        "size_error_median": size_error("estimate_px"),
+        "previous_size_error_median": size_error("previous_estimate_px"),
+        "no_estimate": sum(r["estimate_px"] is None for r in rows),
+        "rows": rows,
+    }
 
 
 def main() -> None:
@@ -87,27 +98,44 @@ def main() -> None:
     from omegaconf import OmegaConf
 
     infer_cfg = OmegaConf.load(ROOT / "conf" / "infer.yaml")
-    segmenter = NucleusSegmenter(ClassicalPredictor(**OmegaConf.to_container(infer_cfg.classical)),
-                                 size=size.SizeRule(**OmegaConf.to_container(infer_cfg.classical_size)))
-    report = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
-              "commit": git_commit(), "split": args.split, "sets": {}}
+    segmenter = NucleusSegmenter(
+        ClassicalPredictor(**OmegaConf.to_container(infer_cfg.classical)),
+        size=size.SizeRule(**OmegaConf.to_container(infer_cfg.classical_size)),
+    )
+    report = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "commit": git_commit(),
+        "split": args.split,
+        "sets": {},
+    }
     for name in ("dsb2018_train", *UNSEEN):
         samples = samples_of(name, args.split)
         report["sets"][name] = score_set(name, samples[:3] if args.quick else samples, segmenter)
     suffix = "_quick" if args.quick else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"classical_size{suffix}.json").write_text(json.dumps(report, indent=2, default=float))
-    lines = [f"# Classical size estimation ({report['date']})", "",
-             f"Machine: {report['machine']['platform']}; commit {report['commit']}. Otsu + watershed through "
-             f"infer.py's path (model=classical); dsb2018_train: the {args.split} split.", "",
-             "| data set | images | DSB at own estimate | DSB at annotated size | DSB at own scale | size error | "
-             "previous size error | no estimate |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"# Classical size estimation ({report['date']})",
+        "",
+        f"Machine: {report['machine']['platform']}; commit {report['commit']}. Otsu + watershed through "
+        f"infer.py's path (model=classical); dsb2018_train: the {args.split} split.",
+        "",
+        "| data set | images | DSB at own estimate | DSB at annotated size | DSB at own scale | size error | "
+        "previous size error | no estimate |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, s in report["sets"].items():
-        lines.append(f"| {name} | {s['images']} | {s['dsb_own_estimate']:.3f} | {s['dsb_annotated_size']:.3f} | "
-                     f"{s['dsb_own_scale']:.3f} | {s['size_error_median']} | {s['previous_size_error_median']} | "
-                     f"{s['no_estimate']} |")
-    lines += ["", "size error: median over images of |estimate / annotated median diameter - 1|; previous: the plain "
-              "median of the classical objects without the background check (before this change)."]
+        lines.append(
+            f"| {name} | {s['images']} | {s['dsb_own_estimate']:.3f} | {s['dsb_annotated_size']:.3f} | "
+            f"{s['dsb_own_scale']:.3f} | {s['size_error_median']} | {s['previous_size_error_median']} | "
+            f"{s['no_estimate']} |"
+        )
+    lines += [
+        "",
+        "size error: median over images of |estimate / annotated median diameter - 1|; previous: the plain "
+        "median of the classical objects without the background check (before this change).",
+    ]
     (RESULTS / f"classical_size{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -17,11 +17,17 @@ SEGMENTER_CHECKPOINT = Path("/tmp/nucleaizer_bench/segmenter_cpu.pt")
 
 def git_commit() -> str:
     """Short hash of the checkout, with ``+dirty`` when tracked files differ from it; ``unknown`` outside git."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     try:
-        commit, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+        commit, dirty = (
+            git("rev-parse", "--short", "HEAD"),
+            git("status", "--porcelain", "--untracked-files=no"),
+        )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
@@ -51,5 +57,7 @@ SCORE_RULE = "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 def score_cells(summary: dict) -> str:
     """A nucleaizer.metrics summary as the cells under SCORE_HEADER."""
     s = summary
-    return (f"| {s['images']} | {s['dsb']:.3f} | {s['map']:.3f} | {s['mf1']:.3f} | {s['f1_50']:.3f} | {s['missed']} | "
-            f"{s['extra']} | {s['merges']} | {s['splits']} |")
+    return (
+        f"| {s['images']} | {s['dsb']:.3f} | {s['map']:.3f} | {s['mf1']:.3f} | {s['f1_50']:.3f} | {s['missed']} | "
+        f"{s['extra']} | {s['merges']} | {s['splits']} |"
+    )

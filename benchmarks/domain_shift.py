@@ -57,8 +57,12 @@ VARIANTS = {"nostyle": ("auto", "none"), "autostyle": ("auto", "auto"), "gtstyle
 # The CPU budget: the cpu profile with bigger styles (fewer pix2pix models) and shorter pix2pix training.
 # The target is pre-segmented classically (preseg.method): a source model trained for minutes on grey images
 # finds almost no nucleus in H&E tissue, and AUTOstyle would learn its styles from empty masks.
-BUDGET = ["profile=cpu", "preseg.method=classical", "styles.images_per_style_range=[15,30]",
-          "stylegen.train.budget.max_steps=200"]
+BUDGET = [
+    "profile=cpu",
+    "preseg.method=classical",
+    "styles.images_per_style_range=[15,30]",
+    "stylegen.train.budget.max_steps=200",
+]
 # quick: an untrained tiny model keeps its low-score boxes so every stage has objects to work with
 QUICK_BUDGET = ["profile=tiny", "segmenter.box_score_thresh=0.01"]
 # Fine-tuning validates on fewer source images than the source model did (it only picks the best epoch) and
@@ -97,16 +101,29 @@ def prepare_data(work: Path, quick: bool) -> dict[str, dict[str, Path]]:
     tissue_adapt = link_folder(data / "tissue_adapt", [i for i in tissue_ids if half_of(i) == "adapt"], dsb)
     tissue_eval = link_folder(data / "tissue_eval", [i for i in tissue_ids if half_of(i) == "eval"], dsb)
     cpm = link_folder(data / "cpm15", cpm_ids, DATA / "cpm15_he")
-    return {"source": {"adapt": source},
-            "tissue": {"adapt": tissue_adapt, "eval": tissue_eval},
-            "cpm15": {"adapt": cpm, "eval": cpm}}
+    return {
+        "source": {"adapt": source},
+        "tissue": {"adapt": tissue_adapt, "eval": tissue_eval},
+        "cpm15": {"adapt": cpm, "eval": cpm},
+    }
 
 
-def train_py(run_dir: Path, target: Path, source: Path, overrides: list[str], threads: int, log_file: Path) -> float:
+def train_py(
+    run_dir: Path, target: Path, source: Path, overrides: list[str], threads: int, log_file: Path
+) -> float:
     """``python train.py`` for one run (its output goes to ``log_file``); returns the wall time in seconds."""
-    command = [sys.executable, str(ROOT / "train.py"), "+target=new_experiment", f"target.name={run_dir.name}",
-               f"target.images={target / 'images'}", f"train.datasets=[{source}]", f"run_dir={run_dir}",
-               "logger=none", "trainer.enable_progress_bar=false", *overrides]
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "+target=new_experiment",
+        f"target.name={run_dir.name}",
+        f"target.images={target / 'images'}",
+        f"train.datasets=[{source}]",
+        f"run_dir={run_dir}",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        *overrides,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     log.info("%s", " ".join(command))
     started = time.perf_counter()
@@ -117,27 +134,42 @@ def train_py(run_dir: Path, target: Path, source: Path, overrides: list[str], th
     return time.perf_counter() - started
 
 
-def adapt(work: Path, data: dict, targets: list[str], budget: list[str], extra: list[str], jobs: int,
-          threads: int) -> dict[str, float]:
+def adapt(
+    work: Path, data: dict, targets: list[str], budget: list[str], extra: list[str], jobs: int, threads: int
+) -> dict[str, float]:
     """Train the source model, then every target's runs (targets in parallel); returns wall seconds per run."""
     runs, logs = work / "runs", work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     source = data["source"]["adapt"]
-    seconds = {"source": train_py(runs / "source", data["tissue"]["adapt"], source,
-                                  [*budget, *extra, "stages=[preseg]"], threads, logs / "source.log")}
+    seconds = {
+        "source": train_py(
+            runs / "source",
+            data["tissue"]["adapt"],
+            source,
+            [*budget, *extra, "stages=[preseg]"],
+            threads,
+            logs / "source.log",
+        )
+    }
     preseg = runs / "source" / "preseg" / "preseg.pt"
     adapt_stages = "stages=[preseg,sizes,styles,stylegen,masks,synthetic,segmenter]"
 
     def target_runs(target: str) -> dict[str, float]:
         folder = data[target]["adapt"]
         done = {}
-        for style, more in (("auto", ["style=auto", "compare=[none]"]),
-                            ("gt", ["style=gt", f"target.labels={folder / 'labels'}"])):
+        for style, more in (
+            ("auto", ["style=auto", "compare=[none]"]),
+            ("gt", ["style=gt", f"target.labels={folder / 'labels'}"]),
+        ):
             name = f"{target}_{style}"
-            done[name] = train_py(runs / name, folder, source,
-                                  [*budget, *ADAPT_ONLY, *extra, adapt_stages, f"preseg.checkpoint={preseg}",
-                                   *more],
-                                  threads, logs / f"{name}.log")
+            done[name] = train_py(
+                runs / name,
+                folder,
+                source,
+                [*budget, *ADAPT_ONLY, *extra, adapt_stages, f"preseg.checkpoint={preseg}", *more],
+                threads,
+                logs / f"{name}.log",
+            )
         return done
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -146,8 +178,9 @@ def adapt(work: Path, data: dict, targets: list[str], budget: list[str], extra: 
     return seconds
 
 
-def score_target(work: Path, eval_folder: Path, target: str, threads: int,
-                 preseg_method: str) -> tuple[pd.DataFrame, dict]:
+def score_target(
+    work: Path, eval_folder: Path, target: str, threads: int, preseg_method: str
+) -> tuple[pd.DataFrame, dict]:
     """Per-image scores of every variant, the source model and the classical baseline on the eval images."""
     import torch
 
@@ -161,12 +194,17 @@ def score_target(work: Path, eval_folder: Path, target: str, threads: int,
     checkpoints = {"source_only": runs / "source" / "preseg" / "preseg.pt"}
     for variant, (run_style, model) in VARIANTS.items():
         checkpoints[variant] = runs / f"{target}_{run_style}" / "segmenter" / f"{model}.pt"
-    segmenters = {name: NucleusSegmenter(MaskRCNNPredictor(load_segmenter(path)[0]), size=SizeRule())
-                  for name, path in checkpoints.items() if path.is_file()}
+    segmenters = {
+        name: NucleusSegmenter(MaskRCNNPredictor(load_segmenter(path)[0]), size=SizeRule())
+        for name, path in checkpoints.items()
+        if path.is_file()
+    }
     # where the evaluation images are the adaptation images (cpm15), the runs segmented them already, at the
     # diameters of their sizes stage: those labels are scored instead of segmenting again
-    made_by_runs = {variant: runs / f"{target}_{run_style}" / "segmenter" / model / "labels"
-                    for variant, (run_style, model) in VARIANTS.items()}
+    made_by_runs = {
+        variant: runs / f"{target}_{run_style}" / "segmenter" / model / "labels"
+        for variant, (run_style, model) in VARIANTS.items()
+    }
     rows, diameters = [], {}
     samples = io.list_samples(eval_folder, require_labels=True)
     for sample in tqdm(samples, desc=f"scoring {target}", unit="image"):
@@ -182,15 +220,37 @@ def score_target(work: Path, eval_folder: Path, target: str, threads: int,
         predictions = {}
         for name, segmenter in segmenters.items():
             made = made_by_runs[name] / f"{sample.name}.png" if name in made_by_runs else None
-            predictions[name] = io.read_labels(made) if made and made.is_file() else segmenter.segment(image, scale=scale)
+            predictions[name] = (
+                io.read_labels(made) if made and made.is_file() else segmenter.segment(image, scale=scale)
+            )
         predictions["classical_baseline"] = classical
         for method, labels in predictions.items():
-            rows.append({"target": target, "image": sample.name, "method": method, **metrics.score_image(truth, labels)})
+            rows.append(
+                {
+                    "target": target,
+                    "image": sample.name,
+                    "method": method,
+                    **metrics.score_image(truth, labels),
+                }
+            )
     return pd.DataFrame(rows), {"images": len(samples), "estimated_diameters_px": diameters}
 
 
-SUMMARY_KEYS = ("images", "dsb", "map", "mf1", "f1_50", "mean_iou", "n_gt", "n_pred", "missed", "extra", "merges",
-                "splits", "miss_rate")
+SUMMARY_KEYS = (
+    "images",
+    "dsb",
+    "map",
+    "mf1",
+    "f1_50",
+    "mean_iou",
+    "n_gt",
+    "n_pred",
+    "missed",
+    "extra",
+    "merges",
+    "splits",
+    "miss_rate",
+)
 
 
 def summarise(table: pd.DataFrame) -> dict:
@@ -199,8 +259,9 @@ def summarise(table: pd.DataFrame) -> dict:
     result = {}
     for (target, method), rows in table.groupby(["target", "method"], sort=False):
         summary = metrics.summarize(rows.drop(columns=["target", "image", "method"]).to_dict("records"))
-        result.setdefault(target, {})[method] = {k: round(v, 4) if isinstance(v, float) else v
-                                                 for k, v in summary.items() if k in SUMMARY_KEYS}
+        result.setdefault(target, {})[method] = {
+            k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items() if k in SUMMARY_KEYS
+        }
     return result
 
 
@@ -226,29 +287,44 @@ def run_diagnostics(work: Path, targets: list[str]) -> dict:
 
 def markdown(report: dict) -> str:
     m = report["machine"]
-    lines = [f"# Domain-shift benchmark ({report['date']})", "",
-             f"Machine: {m.get('platform')}, {m.get('cpu_count')} CPUs, torch {m.get('torch')}, "
-             f"{report['threads']} thread(s) per run, {report['jobs']} run(s) in parallel; commit {report['commit']}.",
-             "", f"Budget (Hydra overrides of every run): `{' '.join(report['budget'])}`; the adaptation runs add "
-             f"`{' '.join(report['adapt_only'])}`.", "",
-             "Source: dsb2018_train fluorescence + bright-field with labels. Targets: `tissue` = dsb2018_train colour "
-             "tissue, adapted on one half by hash of the id (labels unused), scored on the other; `cpm15` = "
-             "cpm15_he, adapted on all images unlabelled, scored on their labels. Every method segments an "
-             "evaluation image at the same nucleus diameter, measured the way the runs' sizes stage measured it "
-             "(classical pre-segmentation with `preseg.method=classical`, else the source model).", "",
-             f"| target | method {SCORE_HEADER}", f"| --- | --- {SCORE_RULE}"]
+    lines = [
+        f"# Domain-shift benchmark ({report['date']})",
+        "",
+        f"Machine: {m.get('platform')}, {m.get('cpu_count')} CPUs, torch {m.get('torch')}, "
+        f"{report['threads']} thread(s) per run, {report['jobs']} run(s) in parallel; commit {report['commit']}.",
+        "",
+        f"Budget (Hydra overrides of every run): `{' '.join(report['budget'])}`; the adaptation runs add "
+        f"`{' '.join(report['adapt_only'])}`.",
+        "",
+        "Source: dsb2018_train fluorescence + bright-field with labels. Targets: `tissue` = dsb2018_train colour "
+        "tissue, adapted on one half by hash of the id (labels unused), scored on the other; `cpm15` = "
+        "cpm15_he, adapted on all images unlabelled, scored on their labels. Every method segments an "
+        "evaluation image at the same nucleus diameter, measured the way the runs' sizes stage measured it "
+        "(classical pre-segmentation with `preseg.method=classical`, else the source model).",
+        "",
+        f"| target | method {SCORE_HEADER}",
+        f"| --- | --- {SCORE_RULE}",
+    ]
     for target, methods in report["scores"].items():
         lines += [f"| {target} | {method} {score_cells(s)}" for method, s in methods.items()]
-    lines += ["", "AUTOstyle minus NOstyle (DSB; the goal is at least +0.05): " +
-              ", ".join(f"{t} {d:+.3f}" for t, d in report["autostyle_gain"].items()), "",
-              "## Runs", "", "| run | wall s | preseg objects | styles | synthetic pairs | realism (C2ST acc., per style) |",
-              "| --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "AUTOstyle minus NOstyle (DSB; the goal is at least +0.05): "
+        + ", ".join(f"{t} {d:+.3f}" for t, d in report["autostyle_gain"].items()),
+        "",
+        "## Runs",
+        "",
+        "| run | wall s | preseg objects | styles | synthetic pairs | realism (C2ST acc., per style) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name, d in report["runs"].items():
         styles = d["styles"] or {}
         realism = {k: v.get("c2st_accuracy") for k, v in (d["realism"] or {}).items()}
-        lines.append(f"| {name} | {report['run_seconds'].get(name, 0):.0f} | {d['preseg_objects']} | "
-                     f"{styles.get('styles', '-')} (sizes {styles.get('sizes', '-')}) | {d['synthetic_pairs'] or '-'} | "
-                     f"{realism or '-'} |")
+        lines.append(
+            f"| {name} | {report['run_seconds'].get(name, 0):.0f} | {d['preseg_objects']} | "
+            f"{styles.get('styles', '-')} (sizes {styles.get('sizes', '-')}) | {d['synthetic_pairs'] or '-'} | "
+            f"{realism or '-'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -264,7 +340,9 @@ def bar_plot(report: dict, path: Path) -> None:
     figure, axis = plt.subplots(figsize=(1.6 + 1.4 * len(targets) * len(methods) / 3, 3.6))
     for index, method in enumerate(methods):
         values = [report["scores"][t].get(method, {}).get("dsb", np.nan) for t in targets]
-        axis.bar(np.arange(len(targets)) + (index - (len(methods) - 1) / 2) * width, values, width, label=method)
+        axis.bar(
+            np.arange(len(targets)) + (index - (len(methods) - 1) / 2) * width, values, width, label=method
+        )
     axis.set_xticks(np.arange(len(targets)), targets)
     axis.set_ylabel("DSB score (eval images)")
     axis.set_title(f"Domain shift, {report['profile']} budget, {report['date'][:10]}")
@@ -276,11 +354,15 @@ def bar_plot(report: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny profile and a few images: checks the script")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny profile and a few images: checks the script"
+    )
     parser.add_argument("--targets", default="tissue,cpm15")
     parser.add_argument("--phase", choices=("all", "adapt", "score"), default="all")
     parser.add_argument("--jobs", type=int, default=2, help="targets adapted in parallel")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (scoring uses every core)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads per run (scoring uses every core)"
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/nucleaizer_bench/domain_shift"))
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (after --)")
     args = parser.parse_args()
@@ -299,17 +381,31 @@ def main() -> None:
         return
     tables, evaluation = [], {}
     for target in targets:
-        table, evaluation[target] = score_target(work, data[target]["eval"], target, os.cpu_count() or 1,
-                                                 "classical" if "preseg.method=classical" in budget else "model")
+        table, evaluation[target] = score_target(
+            work,
+            data[target]["eval"],
+            target,
+            os.cpu_count() or 1,
+            "classical" if "preseg.method=classical" in budget else "model",
+        )
         tables.append(table)
     scores = summarise(pd.concat(tables))
     report = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(), "commit": git_commit(),
-        "profile": "tiny" if args.quick else "cpu", "budget": [*budget, *args.overrides],
-        "adapt_only": ADAPT_ONLY, "threads": args.threads,
-        "jobs": args.jobs, "targets": targets, "scores": scores,
-        "autostyle_gain": {t: round(s["autostyle"]["dsb"] - s["nostyle"]["dsb"], 4)
-                           for t, s in scores.items() if "autostyle" in s and "nostyle" in s},
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "commit": git_commit(),
+        "profile": "tiny" if args.quick else "cpu",
+        "budget": [*budget, *args.overrides],
+        "adapt_only": ADAPT_ONLY,
+        "threads": args.threads,
+        "jobs": args.jobs,
+        "targets": targets,
+        "scores": scores,
+        "autostyle_gain": {
+            t: round(s["autostyle"]["dsb"] - s["nostyle"]["dsb"], 4)
+            for t, s in scores.items()
+            if "autostyle" in s and "nostyle" in s
+        },
         "runs": run_diagnostics(work, targets),
         "run_seconds": json.loads(seconds_file.read_text()) if seconds_file.is_file() else {},
         "evaluation": evaluation,

@@ -30,9 +30,20 @@ FORMATS = {"default": "[labels,overlay,csv]", "with_exports": "[labels,overlay,c
 
 def run_infer(images: Path, out: Path, formats: str) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "infer.py"), "model=classical", f"input={images}", f"output={out}",
-                    f"formats={formats}"], cwd=ROOT, check=True, capture_output=True,
-                   env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "infer.py"),
+            "model=classical",
+            f"input={images}",
+            f"output={out}",
+            f"formats={formats}",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+    )
     return time.perf_counter() - started
 
 
@@ -51,16 +62,23 @@ def main() -> None:
             for name, formats in FORMATS.items():
                 times[name].append(run_infer(images, Path(work) / f"out_{name}_{repeat}", formats))
     best = {name: min(values) for name, values in times.items()}
-    report = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
-              "commit": git_commit(), "images": args.images, "seconds": times,
-              "overhead": round(best["with_exports"] / best["default"] - 1, 4)}
+    report = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "commit": git_commit(),
+        "images": args.images,
+        "seconds": times,
+        "overhead": round(best["with_exports"] / best["default"] - 1, 4),
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "exports.json").write_text(json.dumps(report, indent=2))
-    text = (f"# Export overhead ({report['date']})\n\ninfer.py model=classical on {args.images} dsb2018_train images, "
-            f"fastest of {args.repeats} fresh processes each, 1 thread; commit {report['commit']}.\n\n"
-            f"| formats | seconds |\n| --- | --- |\n| labels, overlay, csv | {best['default']:.1f} |\n"
-            f"| + rois, geojson | {best['with_exports']:.1f} |\n\nROI sets and GeoJSON add "
-            f"{100 * report['overhead']:.1f}% to the time of segmenting the folder.\n")
+    text = (
+        f"# Export overhead ({report['date']})\n\ninfer.py model=classical on {args.images} dsb2018_train images, "
+        f"fastest of {args.repeats} fresh processes each, 1 thread; commit {report['commit']}.\n\n"
+        f"| formats | seconds |\n| --- | --- |\n| labels, overlay, csv | {best['default']:.1f} |\n"
+        f"| + rois, geojson | {best['with_exports']:.1f} |\n\nROI sets and GeoJSON add "
+        f"{100 * report['overhead']:.1f}% to the time of segmenting the folder.\n"
+    )
     (RESULTS / "exports.md").write_text(text)
     print(text)
 

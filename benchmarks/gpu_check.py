@@ -33,19 +33,33 @@ from nucleaizer import simulate  # noqa: E402
 from nucleaizer.data import image_to_tensor, instance_targets  # noqa: E402
 from nucleaizer.maskrcnn import MaskRCNNPredictor, build_maskrcnn, load_segmenter, save_segmenter  # noqa: E402
 
-LITE0 = {"backbone": "efficientnet_lite0", "returned_layers": None, "pretrained": True, "frozen_batchnorm": True,
-         "fpn_channels": 256, "anchor_sizes": [[24, 40], [48, 80], [96, 160], [192, 320]]}
+LITE0 = {
+    "backbone": "efficientnet_lite0",
+    "returned_layers": None,
+    "pretrained": True,
+    "frozen_batchnorm": True,
+    "fpn_channels": 256,
+    "anchor_sizes": [[24, 40], [48, 80], [96, 160], [192, 320]],
+}
 RESNET50 = {"backbone": "resnet50", "anchor_sizes": [16, 32, 64, 128, 256]}
 
 
 def environment(device: str) -> dict:
-    return {"torch": torch.__version__, "cuda": torch.version.cuda, "device": device,
-            "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None}
+    return {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": device,
+        "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
+    }
 
 
 def simulated_pairs(count: int, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    return [simulate.sample(simulate.STYLES[i % len(simulate.STYLES)], size=size, diameter_px=40, density=0.3,
-                            seed=i) for i in range(count)]
+    return [
+        simulate.sample(
+            simulate.STYLES[i % len(simulate.STYLES)], size=size, diameter_px=40, density=0.3, seed=i
+        )
+        for i in range(count)
+    ]
 
 
 def steps_per_second(arch: dict, device: str, batch: int, crop: int, steps: int, warmup: int = 2) -> float:
@@ -85,11 +99,20 @@ def short_training(device: str, minutes: float, work: Path, quick: bool) -> tupl
     config = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "segmenter" / "maskrcnn_r50.yaml"))
     config.update({**LITE0, "box_batch_size_per_image": 128, "ema_decay": 0.998})
     kwargs = training_kwargs_from_config(config)
-    kwargs.update(stages=[{"trainable": "all", "lr": 4e-4, "epochs": 10_000}], synthetic_share=0.0,
-                  warmup_steps=100, steps_per_epoch=200)
+    kwargs.update(
+        stages=[{"trainable": "all", "lr": 4e-4, "epochs": 10_000}],
+        synthetic_share=0.0,
+        warmup_steps=100,
+        steps_per_epoch=200,
+    )
     kwargs["augment"] = {**kwargs["augment"], "rescale": 1.0}
-    trainer = {"accelerator": "gpu" if device == "cuda" else "cpu", "devices": 1, "precision": "bf16-mixed",
-               "num_workers": 8 if device == "cuda" else 0, "enable_progress_bar": False}
+    trainer = {
+        "accelerator": "gpu" if device == "cuda" else "cpu",
+        "devices": 1,
+        "precision": "bf16-mixed",
+        "num_workers": 8 if device == "cuda" else 0,
+        "enable_progress_bar": False,
+    }
     data = ROOT.parent / "shared" / "data" / "dsb2018_train"
     real = data.is_dir() and not quick
     if real:
@@ -105,7 +128,10 @@ def short_training(device: str, minutes: float, work: Path, quick: bool) -> tupl
         train, val = simulated_pairs(6, 128), simulated_pairs(2, 128)
     started = time.perf_counter()
     path = fit_segmenter(train, val, work / "train", trainer=trainer, max_time_s=minutes * 60, **kwargs)
-    result = {"data": "dsb2018_train" if real else "simulated", "train_s": round(time.perf_counter() - started, 1)}
+    result = {
+        "data": "dsb2018_train" if real else "simulated",
+        "train_s": round(time.perf_counter() - started, 1),
+    }
     if real:
         import pandas as pd
         import segmenter as bench
@@ -114,8 +140,18 @@ def short_training(device: str, minutes: float, work: Path, quick: bool) -> tupl
         test = [s for s in samples if bench.split_of(s.name) == "test"]
         val_samples = [s for s in samples if bench.split_of(s.name) == "val"]
         size_cfg = {"target_diameter_px": 40, "min_scale": 0.25, "max_scale": 4.0, "min_object_area_px": 16}
-        table, _, chosen = bench.evaluate(test, path, manifest, size_cfg, val_samples, [0.5, 0.6, 0.7], [0.5],
-                                          ["identity"], with_baseline=False, device=device)
+        table, _, chosen = bench.evaluate(
+            test,
+            path,
+            manifest,
+            size_cfg,
+            val_samples,
+            [0.5, 0.6, 0.7],
+            [0.5],
+            ["identity"],
+            with_baseline=False,
+            device=device,
+        )
         result["held_out_dsb"] = bench.summarise(table)["model"]
         result["score_threshold"] = chosen["model"]["chosen"]
     return path, result
@@ -126,8 +162,13 @@ def inference_speed(checkpoint: Path, device: str, side: int) -> dict:
     from nucleaizer.tiling import TileParams, predict_image
 
     cell = 256
-    mosaic = np.concatenate([np.concatenate([image for image, _ in simulated_pairs(side // cell, cell)], axis=1)
-                             for _ in range(side // cell)], axis=0)
+    mosaic = np.concatenate(
+        [
+            np.concatenate([image for image, _ in simulated_pairs(side // cell, cell)], axis=1)
+            for _ in range(side // cell)
+        ],
+        axis=0,
+    )
     model, _ = load_segmenter(checkpoint, device=device)
     predictor = MaskRCNNPredictor(model, device=device, batch_size=8)
     tiles = TileParams(tile_size=512, overlap=64, batch_size=8)
@@ -147,15 +188,23 @@ def save_fp16(checkpoint: Path, folder: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and simulated data: checks the script")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes and simulated data: checks the script"
+    )
     parser.add_argument("--train-minutes", type=float, default=4.0)
     parser.add_argument("--work", type=Path, default=Path("/tmp/nucleaizer_gpu_check"))
     parser.add_argument("--save", type=Path, default=None, help="write the trained weights (fp16) here")
     args = parser.parse_args()
     batch, crop, steps, warmup = (2, 96, 1, 0) if args.quick else (8, 512, 20, 2)
-    report = {"environment": environment(args.device), "batch": batch, "crop_px": crop,
-              "train_steps_per_s_bf16": {name: round(steps_per_second(arch, args.device, batch, crop, steps, warmup), 3)
-                                         for name, arch in (("resnet50_fpn", RESNET50), ("lite0_fpn256", LITE0))}}
+    report = {
+        "environment": environment(args.device),
+        "batch": batch,
+        "crop_px": crop,
+        "train_steps_per_s_bf16": {
+            name: round(steps_per_second(arch, args.device, batch, crop, steps, warmup), 3)
+            for name, arch in (("resnet50_fpn", RESNET50), ("lite0_fpn256", LITE0))
+        },
+    }
     minutes = 0.05 if args.quick else args.train_minutes
     checkpoint, report["short_training"] = short_training(args.device, minutes, args.work, args.quick)
     report["inference"] = inference_speed(checkpoint, args.device, 256 if args.quick else 2048)

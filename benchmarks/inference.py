@@ -64,8 +64,12 @@ MOSAIC_CELL = 256
 # 900k. Keeping only proposals of objectness >= 0.05 (torchvision's rpn score_thresh, default 0; on sample
 # tiles it leaves the detections of the default settings unchanged) brings that to tens of thousands, under
 # caps high enough that none is reached (checked and reported; the pre-NMS cap exceeds the anchor count).
-WHOLE_IMAGE_SETTINGS = {"rpn_score_thresh": 0.05, "rpn_pre_nms_top_n": 10_000_000, "rpn_post_nms_top_n": 200_000,
-                        "detections_per_img": 8000}
+WHOLE_IMAGE_SETTINGS = {
+    "rpn_score_thresh": 0.05,
+    "rpn_pre_nms_top_n": 10_000_000,
+    "rpn_post_nms_top_n": 200_000,
+    "detections_per_img": 8000,
+}
 CONFIDENT_SCORE = 0.9
 
 
@@ -78,15 +82,22 @@ def pick_images(per_group: int) -> list[str]:
 def build_mosaic(side: int) -> tuple[np.ndarray, np.ndarray]:
     """Mosaic (side x side) of 256 x 256 crops of grey fluorescence images and its ground-truth labels."""
     manifest = pd.read_csv(DATA / "manifest.csv").sort_values("id")
-    candidates = manifest[(manifest["group"] == "gray_darkbg_fluorescence") & (manifest["height"] >= MOSAIC_CELL)
-                          & (manifest["width"] >= MOSAIC_CELL) & (manifest["n_nuclei"] >= 10)]
+    candidates = manifest[
+        (manifest["group"] == "gray_darkbg_fluorescence")
+        & (manifest["height"] >= MOSAIC_CELL)
+        & (manifest["width"] >= MOSAIC_CELL)
+        & (manifest["n_nuclei"] >= 10)
+    ]
     cells = side // MOSAIC_CELL
     image = np.zeros((side, side, 3), np.uint8)
     labels = np.zeros((side, side), np.int32)
     offset = 0
     for k, name in enumerate(candidates["id"].head(cells * cells)):
         y, x = divmod(k, cells)
-        window = (slice(y * MOSAIC_CELL, (y + 1) * MOSAIC_CELL), slice(x * MOSAIC_CELL, (x + 1) * MOSAIC_CELL))
+        window = (
+            slice(y * MOSAIC_CELL, (y + 1) * MOSAIC_CELL),
+            slice(x * MOSAIC_CELL, (x + 1) * MOSAIC_CELL),
+        )
         image[window] = io.read_image(DATA / "images" / f"{name}.png")[:MOSAIC_CELL, :MOSAIC_CELL]
         crop = io.read_labels(DATA / "labels" / f"{name}.png")[:MOSAIC_CELL, :MOSAIC_CELL]
         labels[window] = np.where(crop > 0, crop + offset, 0)
@@ -161,21 +172,35 @@ def throughput_worker(kind: str, names: list[str], device: str, checkpoint: str 
         scale = SizeRule().scale_for(true_diameter)
         labels = segmenter.segment(image, scale=scale)
         t2 = time.perf_counter()
-        rows.append({"image": name, "megapixels": image.shape[0] * image.shape[1] / 1e6, "scale": scale,
-                     "estimate_seconds": t1 - t0, "segment_seconds": t2 - t1, "nuclei": int(labels.max()),
-                     "diameter_ratio": (estimated / true_diameter) if estimated else np.nan,
-                     "dsb": metrics.dsb_score(truth, labels)})
+        rows.append(
+            {
+                "image": name,
+                "megapixels": image.shape[0] * image.shape[1] / 1e6,
+                "scale": scale,
+                "estimate_seconds": t1 - t0,
+                "segment_seconds": t2 - t1,
+                "nuclei": int(labels.max()),
+                "diameter_ratio": (estimated / true_diameter) if estimated else np.nan,
+                "dsb": metrics.dsb_score(truth, labels),
+            }
+        )
     table = pd.DataFrame(rows)
     megapixels = float(table["megapixels"].sum())
     segment_seconds = float(table["segment_seconds"].sum())
     total_seconds = segment_seconds + float(table["estimate_seconds"].sum())
-    return {"predictor": description, "images": len(rows), "megapixels": round(megapixels, 3),
-            "segment_seconds": round(segment_seconds, 2), "mp_per_s": round(megapixels / segment_seconds, 4),
-            "mp_per_s_with_estimation": round(megapixels / total_seconds, 4),
-            "mean_scale": round(float(table["scale"].mean()), 3),
-            "median_estimated_over_true_diameter": round(float(table["diameter_ratio"].median()), 3),
-            "images_without_estimate": int(table["diameter_ratio"].isna().sum()),
-            "dsb": round(float(table["dsb"].mean()), 4), **_peak_memory_mb(device)}
+    return {
+        "predictor": description,
+        "images": len(rows),
+        "megapixels": round(megapixels, 3),
+        "segment_seconds": round(segment_seconds, 2),
+        "mp_per_s": round(megapixels / segment_seconds, 4),
+        "mp_per_s_with_estimation": round(megapixels / total_seconds, 4),
+        "mean_scale": round(float(table["scale"].mean()), 3),
+        "median_estimated_over_true_diameter": round(float(table["diameter_ratio"].median()), 3),
+        "images_without_estimate": int(table["diameter_ratio"].isna().sum()),
+        "dsb": round(float(table["dsb"].mean()), 4),
+        **_peak_memory_mb(device),
+    }
 
 
 def in_fresh_process(function, *args) -> dict:
@@ -187,8 +212,12 @@ def in_fresh_process(function, *args) -> dict:
 def differing_objects(whole: np.ndarray, tiled: np.ndarray) -> dict:
     """Object counts, pairs matched at IoU > 0.5 (one-to-one: instances do not overlap), identical objects."""
     table = metrics.overlaps(whole, tiled)
-    return {"n_whole": table.n_gt, "n_tiled": table.n_pred, "matched": int((table.iou > 0.5).sum()),
-            "identical": int((table.iou >= 0.999).sum())}
+    return {
+        "n_whole": table.n_gt,
+        "n_tiled": table.n_pred,
+        "matched": int((table.iou > 0.5).sum()),
+        "identical": int((table.iou >= 0.999).sum()),
+    }
 
 
 def rescaled_mosaic(side: int) -> tuple[np.ndarray, np.ndarray, float, float, np.ndarray]:
@@ -199,19 +228,35 @@ def rescaled_mosaic(side: int) -> tuple[np.ndarray, np.ndarray, float, float, np
     return image, truth, diameter, scale, rescale_image(image, scale)
 
 
-def comparison_row(description: str, side: int, truth: np.ndarray, diameter: float, scale: float,
-                   tiled: np.ndarray, whole: np.ndarray, tiled_seconds: float, whole_seconds: float) -> dict:
+def comparison_row(
+    description: str,
+    side: int,
+    truth: np.ndarray,
+    diameter: float,
+    scale: float,
+    tiled: np.ndarray,
+    whole: np.ndarray,
+    tiled_seconds: float,
+    whole_seconds: float,
+) -> dict:
     """Objects differing between tiled and whole label images (working scale), and both DSB scores."""
     counts = differing_objects(whole, tiled)
     differ = (counts["n_whole"] - counts["matched"]) + (counts["n_tiled"] - counts["matched"])
     back = {k: rescale_labels(v, truth.shape) for k, v in (("tiled", tiled), ("whole", whole))}
     return {
-        "predictor": description, "mosaic_px": side, "median_gt_diameter_px": round(diameter, 2),
-        "scale": round(scale, 3), "working_px": list(tiled.shape), **counts, "differing_objects": differ,
+        "predictor": description,
+        "mosaic_px": side,
+        "median_gt_diameter_px": round(diameter, 2),
+        "scale": round(scale, 3),
+        "working_px": list(tiled.shape),
+        **counts,
+        "differing_objects": differ,
         "differing_share": round(differ / max(counts["n_whole"], 1), 5),
-        "tiled_seconds": round(tiled_seconds, 2), "whole_seconds": round(whole_seconds, 2),
+        "tiled_seconds": round(tiled_seconds, 2),
+        "whole_seconds": round(whole_seconds, 2),
         "dsb_tiled": round(metrics.dsb_score(truth, back["tiled"]), 4),
-        "dsb_whole": round(metrics.dsb_score(truth, back["whole"]), 4), "gt_objects": int(truth.max()),
+        "dsb_whole": round(metrics.dsb_score(truth, back["whole"]), 4),
+        "gt_objects": int(truth.max()),
     }
 
 
@@ -236,14 +281,30 @@ def tiled_vs_whole(side: int) -> list[dict]:
         t1 = time.perf_counter()
         whole = predictor.segment(working)
         t2 = time.perf_counter()
-        rows.append(comparison_row(f"{description}, fixed threshold {threshold:.3f}", side, truth, diameter, scale,
-                                   tiled, whole, t1 - t0, t2 - t1))
+        rows.append(
+            comparison_row(
+                f"{description}, fixed threshold {threshold:.3f}",
+                side,
+                truth,
+                diameter,
+                scale,
+                tiled,
+                whole,
+                t1 - t0,
+                t2 - t1,
+            )
+        )
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
-def confident_differing(whole: np.ndarray, whole_scores: np.ndarray, tiled: np.ndarray, tiled_scores: np.ndarray,
-                        min_score: float = CONFIDENT_SCORE) -> dict:
+def confident_differing(
+    whole: np.ndarray,
+    whole_scores: np.ndarray,
+    tiled: np.ndarray,
+    tiled_scores: np.ndarray,
+    min_score: float = CONFIDENT_SCORE,
+) -> dict:
     """Objects of score >= min_score in either result with no object at all at IoU > 0.5 in the other."""
     table = metrics.overlaps(whole, tiled)
     best_whole, best_tiled = np.zeros(table.n_gt), np.zeros(table.n_pred)
@@ -251,9 +312,12 @@ def confident_differing(whole: np.ndarray, whole_scores: np.ndarray, tiled: np.n
     np.maximum.at(best_tiled, table.pair_pred, table.iou)
     confident_whole, confident_tiled = whole_scores >= min_score, tiled_scores >= min_score
     differ = int((best_whole[confident_whole] <= 0.5).sum() + (best_tiled[confident_tiled] <= 0.5).sum())
-    return {"confident_score": min_score, "confident_whole": int(confident_whole.sum()),
-            "confident_differing": differ,
-            "confident_differing_share": round(differ / max(int(confident_whole.sum()), 1), 5)}
+    return {
+        "confident_score": min_score,
+        "confident_whole": int(confident_whole.sum()),
+        "confident_differing": differ,
+        "confident_differing_share": round(differ / max(int(confident_whole.sum()), 1), 5),
+    }
 
 
 def maskrcnn_tiled_vs_whole(side: int, checkpoint: str, device: str) -> dict:
@@ -272,7 +336,9 @@ def maskrcnn_tiled_vs_whole(side: int, checkpoint: str, device: str) -> dict:
     model.roi_heads.detections_per_img = WHOLE_IMAGE_SETTINGS["detections_per_img"]
     proposals, anchors = [], []
     model.rpn.register_forward_hook(lambda module, inputs, output: proposals.append(max(map(len, output[0]))))
-    model.rpn.anchor_generator.register_forward_hook(lambda module, inputs, output: anchors.append(len(output[0])))
+    model.rpn.anchor_generator.register_forward_hook(
+        lambda module, inputs, output: anchors.append(len(output[0]))
+    )
     t0 = time.perf_counter()
     tiled, tiled_scores = paint_instances(predict_image(working, predictor, TILE_PARAMS), working.shape[:2])
     t1 = time.perf_counter()
@@ -282,58 +348,86 @@ def maskrcnn_tiled_vs_whole(side: int, checkpoint: str, device: str) -> dict:
     whole, whole_scores = paint_instances(instances, working.shape[:2])
     t2 = time.perf_counter()
     row = comparison_row(description, side, truth, diameter, scale, tiled, whole, t1 - t0, t2 - t1)
-    caps_reached = (anchors[-1] >= WHOLE_IMAGE_SETTINGS["rpn_pre_nms_top_n"]
-                    or proposals[-1] >= WHOLE_IMAGE_SETTINGS["rpn_post_nms_top_n"]
-                    or len(instances) >= WHOLE_IMAGE_SETTINGS["detections_per_img"])
-    row.update({**confident_differing(whole, whole_scores, tiled, tiled_scores), "settings": WHOLE_IMAGE_SETTINGS,
-                "anchors_whole": anchors[-1], "rpn_proposals_whole": proposals[-1],
-                "rpn_proposals_most_in_a_tile": most_tile_proposals,
-                "detections_whole": len(instances), "caps_reached": bool(caps_reached),
-                "peak_rss_mb_tiled": peak_tiled, **_peak_memory_mb(device)})
+    caps_reached = (
+        anchors[-1] >= WHOLE_IMAGE_SETTINGS["rpn_pre_nms_top_n"]
+        or proposals[-1] >= WHOLE_IMAGE_SETTINGS["rpn_post_nms_top_n"]
+        or len(instances) >= WHOLE_IMAGE_SETTINGS["detections_per_img"]
+    )
+    row.update(
+        {
+            **confident_differing(whole, whole_scores, tiled, tiled_scores),
+            "settings": WHOLE_IMAGE_SETTINGS,
+            "anchors_whole": anchors[-1],
+            "rpn_proposals_whole": proposals[-1],
+            "rpn_proposals_most_in_a_tile": most_tile_proposals,
+            "detections_whole": len(instances),
+            "caps_reached": bool(caps_reached),
+            "peak_rss_mb_tiled": peak_tiled,
+            **_peak_memory_mb(device),
+        }
+    )
     return row
 
 
 def write_markdown(path: Path, result: dict) -> None:
-    lines = [f"# Inference benchmark ({result['date']})", "",
-             f"Machine: {result['machine']}; commit {result['commit']}; device {result['device']}; "
-             f"{'quick' if result['quick'] else 'full'} run.", "",
-             f"Tiles {TILE_PARAMS.tile_size} px, overlap {TILE_PARAMS.overlap} px, batch {TILE_PARAMS.batch_size}; "
-             "nuclei rescaled to 40 px using the annotated diameter (same work for every predictor); the size "
-             "estimation pass (same predictor, original scale) is timed separately.", "",
-             "## Throughput (megapixels of original image per second)", "",
-             "| predictor | images | MP | segment s | MP/s | MP/s incl. size estimation | mean scale | "
-             "estimated / true diameter (median) | DSB | peak RSS MB | peak CUDA MB |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"# Inference benchmark ({result['date']})",
+        "",
+        f"Machine: {result['machine']}; commit {result['commit']}; device {result['device']}; "
+        f"{'quick' if result['quick'] else 'full'} run.",
+        "",
+        f"Tiles {TILE_PARAMS.tile_size} px, overlap {TILE_PARAMS.overlap} px, batch {TILE_PARAMS.batch_size}; "
+        "nuclei rescaled to 40 px using the annotated diameter (same work for every predictor); the size "
+        "estimation pass (same predictor, original scale) is timed separately.",
+        "",
+        "## Throughput (megapixels of original image per second)",
+        "",
+        "| predictor | images | MP | segment s | MP/s | MP/s incl. size estimation | mean scale | "
+        "estimated / true diameter (median) | DSB | peak RSS MB | peak CUDA MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for row in result["throughput"]:
-        lines.append(f"| {row['predictor']} | {row['images']} | {row['megapixels']} | {row['segment_seconds']} | "
-                     f"{row['mp_per_s']} | {row['mp_per_s_with_estimation']} | {row['mean_scale']} | "
-                     f"{row['median_estimated_over_true_diameter']} | {row['dsb']} | {row['peak_rss_mb']} | "
-                     f"{row.get('peak_cuda_mb', '-')} |")
+        lines.append(
+            f"| {row['predictor']} | {row['images']} | {row['megapixels']} | {row['segment_seconds']} | "
+            f"{row['mp_per_s']} | {row['mp_per_s_with_estimation']} | {row['mean_scale']} | "
+            f"{row['median_estimated_over_true_diameter']} | {row['dsb']} | {row['peak_rss_mb']} | "
+            f"{row.get('peak_cuda_mb', '-')} |"
+        )
     first = result["tiled_vs_whole"][0]
-    lines += ["", "## Tiled vs whole-image prediction", "",
-              f"Mosaic {first['mosaic_px']} x {first['mosaic_px']} px of real fluorescence images "
-              f"({first['gt_objects']} annotated nuclei, median diameter {first['median_gt_diameter_px']} px), "
-              f"rescaled by {first['scale']} to {first['working_px'][0]} x {first['working_px'][1]} px. "
-              "Differing = objects of either result without a partner at IoU > 0.5 in the other; share = "
-              "differing / objects whole.", "",
-              "| predictor | mosaic px | objects whole | objects tiled | matched | identical | differing share | "
-              "DSB tiled | DSB whole | s tiled | s whole |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "## Tiled vs whole-image prediction",
+        "",
+        f"Mosaic {first['mosaic_px']} x {first['mosaic_px']} px of real fluorescence images "
+        f"({first['gt_objects']} annotated nuclei, median diameter {first['median_gt_diameter_px']} px), "
+        f"rescaled by {first['scale']} to {first['working_px'][0]} x {first['working_px'][1]} px. "
+        "Differing = objects of either result without a partner at IoU > 0.5 in the other; share = "
+        "differing / objects whole.",
+        "",
+        "| predictor | mosaic px | objects whole | objects tiled | matched | identical | differing share | "
+        "DSB tiled | DSB whole | s tiled | s whole |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for t in result["tiled_vs_whole"]:
-        lines.append(f"| {t['predictor']} | {t['mosaic_px']} | {t['n_whole']} | {t['n_tiled']} | {t['matched']} | "
-                     f"{t['identical']} | {100 * t['differing_share']:.2f}% | {t['dsb_tiled']} | {t['dsb_whole']} | "
-                     f"{t['tiled_seconds']} | {t['whole_seconds']} |")
+        lines.append(
+            f"| {t['predictor']} | {t['mosaic_px']} | {t['n_whole']} | {t['n_tiled']} | {t['matched']} | "
+            f"{t['identical']} | {100 * t['differing_share']:.2f}% | {t['dsb_tiled']} | {t['dsb_whole']} | "
+            f"{t['tiled_seconds']} | {t['whole_seconds']} |"
+        )
     for t in result["tiled_vs_whole"]:
         if "settings" in t:
-            lines += ["", f"Mask R-CNN, the same settings for both runs: {t['settings']} (see WHOLE_IMAGE_SETTINGS); "
-                      f"the whole image gave {t['rpn_proposals_whole']} RPN proposals and {t['detections_whole']} "
-                      f"detections, the busiest tile {t['rpn_proposals_most_in_a_tile']} proposals "
-                      f"({'a cap was reached' if t['caps_reached'] else 'no cap reached'}). Confident objects "
-                      f"(score >= {t['confident_score']}, {t['confident_whole']} in the whole-image result) "
-                      f"without any object at IoU > 0.5 in the other result: {t['confident_differing']} "
-                      f"({100 * t['confident_differing_share']:.2f}%). Peak RSS of that process (mosaic, model, "
-                      f"predictions): {t['peak_rss_mb_tiled']} MB after the tiled run, {t['peak_rss_mb']} MB "
-                      "after the whole-image run."]
+            lines += [
+                "",
+                f"Mask R-CNN, the same settings for both runs: {t['settings']} (see WHOLE_IMAGE_SETTINGS); "
+                f"the whole image gave {t['rpn_proposals_whole']} RPN proposals and {t['detections_whole']} "
+                f"detections, the busiest tile {t['rpn_proposals_most_in_a_tile']} proposals "
+                f"({'a cap was reached' if t['caps_reached'] else 'no cap reached'}). Confident objects "
+                f"(score >= {t['confident_score']}, {t['confident_whole']} in the whole-image result) "
+                f"without any object at IoU > 0.5 in the other result: {t['confident_differing']} "
+                f"({100 * t['confident_differing_share']:.2f}%). Peak RSS of that process (mosaic, model, "
+                f"predictions): {t['peak_rss_mb_tiled']} MB after the tiled run, {t['peak_rss_mb']} MB "
+                "after the whole-image run.",
+            ]
     for note in result.get("notes", []):
         lines += ["", note]
     lines.append("")
@@ -344,10 +438,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer images and a 1024 px mosaic")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
-                        help="trained segmenter .pt (save_segmenter); untrained network when it does not exist")
-    parser.add_argument("--maskrcnn-mosaic", type=int, default=None,
-                        help="mosaic side (px) for Mask R-CNN tiled vs whole (default: the classical one's)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=DEFAULT_CHECKPOINT,
+        help="trained segmenter .pt (save_segmenter); untrained network when it does not exist",
+    )
+    parser.add_argument(
+        "--maskrcnn-mosaic",
+        type=int,
+        default=None,
+        help="mosaic side (px) for Mask R-CNN tiled vs whole (default: the classical one's)",
+    )
     args = parser.parse_args(argv)
     if not DATA.is_dir():
         raise SystemExit(f"error: {DATA} not found; the benchmark needs ../shared/data/dsb2018_train")
@@ -358,8 +460,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import nucleaizer.segmenter  # noqa: F401
 
-        throughput.append(in_fresh_process(throughput_worker, "maskrcnn", names, args.device,
-                                           str(checkpoint) if checkpoint else None))
+        throughput.append(
+            in_fresh_process(
+                throughput_worker, "maskrcnn", names, args.device, str(checkpoint) if checkpoint else None
+            )
+        )
         print(json.dumps(throughput[-1]), flush=True)
     except ImportError as error:
         print(f"Mask R-CNN not measured: {error}", flush=True)
@@ -370,21 +475,37 @@ def main(argv: list[str] | None = None) -> None:
     else:
         # the whole rescaled mosaic goes through the network at once; where that runs out of memory, a smaller
         # mosaic is used instead (and said so)
-        for mosaic in sorted({args.maskrcnn_mosaic or side, (args.maskrcnn_mosaic or side) // 2}, reverse=True):
+        for mosaic in sorted(
+            {args.maskrcnn_mosaic or side, (args.maskrcnn_mosaic or side) // 2}, reverse=True
+        ):
             try:
-                comparison.append(in_fresh_process(maskrcnn_tiled_vs_whole, mosaic, str(checkpoint), args.device))
+                comparison.append(
+                    in_fresh_process(maskrcnn_tiled_vs_whole, mosaic, str(checkpoint), args.device)
+                )
                 print(json.dumps(comparison[-1]), flush=True)
                 break
             except (BrokenProcessPool, MemoryError, RuntimeError) as error:
-                notes.append(f"Mask R-CNN on the whole {mosaic} px mosaic failed ({type(error).__name__}: {error}).")
+                notes.append(
+                    f"Mask R-CNN on the whole {mosaic} px mosaic failed ({type(error).__name__}: {error})."
+                )
                 print(notes[-1], flush=True)
         if comparison[-1].get("mosaic_px") != side and "settings" in comparison[-1]:
-            notes.append(f"Mask R-CNN ran on a {comparison[-1]['mosaic_px']} px mosaic, not the {side} px one of "
-                         "the classical predictors.")
-    result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
-              "commit": git_commit(), "device": args.device, "quick": args.quick, "images": names,
-              "tile_params": TILE_PARAMS.__dict__, "throughput": throughput, "tiled_vs_whole": comparison,
-              "notes": notes}
+            notes.append(
+                f"Mask R-CNN ran on a {comparison[-1]['mosaic_px']} px mosaic, not the {side} px one of "
+                "the classical predictors."
+            )
+    result = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "commit": git_commit(),
+        "device": args.device,
+        "quick": args.quick,
+        "images": names,
+        "tile_params": TILE_PARAMS.__dict__,
+        "throughput": throughput,
+        "tiled_vs_whole": comparison,
+        "notes": notes,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = ("" if args.device == "cpu" else f"_{args.device}") + ("_quick" if args.quick else "")
     (RESULTS / f"inference{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")

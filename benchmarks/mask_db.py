@@ -27,7 +27,9 @@ from skimage.measure import regionprops_table
 
 ROOT = Path(__file__).resolve().parent.parent
 # This script is called mask_db.py too: "import mask_db" must find the package, not the script.
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path[:] = [str(ROOT)] + [
+    p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent
+]
 sys.path.append(str(ROOT / "benchmarks"))  # last, for common.py only
 
 from common import git_commit, machine  # noqa: E402
@@ -74,7 +76,11 @@ def bench_build(dataset: Path, workdir: Path, limit: int | None) -> tuple[dict, 
             assert cli_main(["build", str(db_path), str(dataset)]) == 0
         else:
             with MaskDatabase(db_path, create=True) as db:
-                db.add_many((dataset.name, p.stem, read_labels(p)) for p in files if not db.has_image(dataset.name, p.stem))
+                db.add_many(
+                    (dataset.name, p.stem, read_labels(p))
+                    for p in files
+                    if not db.has_image(dataset.name, p.stem)
+                )
 
     with Timer() as build:
         rebuild()
@@ -92,11 +98,25 @@ def bench_build(dataset: Path, workdir: Path, limit: int | None) -> tuple[dict, 
             shape_features(labels)
     with Timer() as skimage:
         for labels in sample:
-            regionprops_table(labels, properties=("label", "area", "perimeter", "axis_major_length",
-                                                  "axis_minor_length", "eccentricity", "solidity", "bbox"))
+            regionprops_table(
+                labels,
+                properties=(
+                    "label",
+                    "area",
+                    "perimeter",
+                    "axis_major_length",
+                    "axis_minor_length",
+                    "eccentricity",
+                    "solidity",
+                    "bbox",
+                ),
+            )
     return {
-        "images": len(files), "nuclei": info["nuclei"], "size_mb": round(db_path.stat().st_size / 1e6, 2),
-        "build": build.as_dict(), "rebuild": {**again.as_dict(), "nuclei_added": info["nuclei"] - first},
+        "images": len(files),
+        "nuclei": info["nuclei"],
+        "size_mb": round(db_path.stat().st_size / 1e6, 2),
+        "build": build.as_dict(),
+        "rebuild": {**again.as_dict(), "nuclei_added": info["nuclei"] - first},
         "features_ms_per_nucleus": round(1e3 * ours.cpu / n_objects, 3),
         "baseline_regionprops_ms_per_nucleus": round(1e3 * skimage.cpu / n_objects, 3),
     }, db_path
@@ -108,7 +128,9 @@ def bench_queries(db_path: Path) -> dict:
             index = db.index
             db.query(index.shape[:1])
         rng = np.random.default_rng(0)
-        queries = index.shape[rng.integers(0, index.ids.size, 1000)] * rng.normal(1, 0.05, (1000, len(SHAPE_SPACE)))
+        queries = index.shape[rng.integers(0, index.ids.size, 1000)] * rng.normal(
+            1, 0.05, (1000, len(SHAPE_SPACE))
+        )
         with Timer() as batched:
             ids, _ = db.query(queries, k=5, area_range=(50, 5000))
         with Timer() as one_by_one:
@@ -122,9 +144,15 @@ def bench_queries(db_path: Path) -> dict:
         with Timer() as brute:
             for q in index.standardise(queries):
                 np.argpartition(((space - q) ** 2).sum(axis=1), 5)[:5]
-    return {"nuclei": int(index.ids.size), "load_and_tree": load.as_dict(), "queries": 1000,
-            "batched_k5": batched.as_dict(), "one_by_one_k5": one_by_one.as_dict(),
-            "fetch_1000_crops": crops.as_dict(), "baseline_bruteforce_one_by_one": brute.as_dict()}
+    return {
+        "nuclei": int(index.ids.size),
+        "load_and_tree": load.as_dict(),
+        "queries": 1000,
+        "batched_k5": batched.as_dict(),
+        "one_by_one_k5": one_by_one.as_dict(),
+        "fetch_1000_crops": crops.as_dict(),
+        "baseline_bruteforce_one_by_one": brute.as_dict(),
+    }
 
 
 def bench_group(name: str, rows: list[dict], dataset: Path, db_path: Path, quick: bool) -> dict:
@@ -136,17 +164,26 @@ def bench_group(name: str, rows: list[dict], dataset: Path, db_path: Path, quick
     rng = np.random.default_rng(0)
     order = rng.permutation(len(labels))
     half_a = style_statistics([labels[i] for i in order[: len(order) // 2]])
-    half_b = style_statistics([labels[i] for i in order[len(order) // 2:]])
-    result = {"images": len(labels), "style": style.summary(), "measure_style": measuring.as_dict(),
-              "baseline_real_half_vs_real_half": compare(half_a, half_b)}
+    half_b = style_statistics([labels[i] for i in order[len(order) // 2 :]])
+    result = {
+        "images": len(labels),
+        "style": style.summary(),
+        "measure_style": measuring.as_dict(),
+        "baseline_real_half_vs_real_half": compare(half_a, half_b),
+    }
     with MaskDatabase(db_path) as db:
         composer = LayoutComposer(style, db)
         with Timer() as compose20:
             masks = composer.compose(20, 512, seed=0)
-        result["compose_20x512"] = {**compose20.as_dict(), "report": dict(composer.report),
-                                    "match": compare(style_statistics(masks), style)}
-        cv2.imwrite(str(RESULTS / f"mask_db.montage_{name}.png"),
-                    cv2.cvtColor(montage(labels[:4], masks[:4], n=4, tile=256), cv2.COLOR_RGB2BGR))
+        result["compose_20x512"] = {
+            **compose20.as_dict(),
+            "report": dict(composer.report),
+            "match": compare(style_statistics(masks), style),
+        }
+        cv2.imwrite(
+            str(RESULTS / f"mask_db.montage_{name}.png"),
+            cv2.cvtColor(montage(labels[:4], masks[:4], n=4, tile=256), cv2.COLOR_RGB2BGR),
+        )
         # as much field of view as a subset of real images holds: every image imitated about in proportion
         subset = [labels[i] for i in order[: 30 if quick else 80]]
         subset_style = style_statistics(subset)
@@ -154,20 +191,27 @@ def bench_group(name: str, rows: list[dict], dataset: Path, db_path: Path, quick
         composer = LayoutComposer(subset_style, db)
         with Timer() as matched:
             masks = composer.compose(n, 256, seed=1)
-        result["field_of_view_matched"] = {"real_images": len(subset), "masks_256": n, **matched.as_dict(),
-                                           "match": compare(style_statistics(masks), subset_style)}
+        result["field_of_view_matched"] = {
+            "real_images": len(subset),
+            "masks_256": n,
+            **matched.as_dict(),
+            "match": compare(style_statistics(masks), subset_style),
+        }
     return result
 
 
 def markdown(results: dict) -> str:
     b, q = results["build"], results["queries"]
     lines = [
-        "# mask_db benchmark", "",
+        "# mask_db benchmark",
+        "",
         f"{results['machine']['date']}, {results['machine']['platform']}, {results['machine']['cpu_count']} CPUs "
         f"(1-min load average {results['machine']['load_average_1min_at_start']:.2f} at start: the machine is shared, so "
         f"wall time can exceed CPU time), torch {results['machine']['torch']}, commit "
-        f"{results['machine']['git_commit']}; config: {json.dumps(results['config'])}.", "",
-        "| measure | result | target |", "| --- | --- | --- |",
+        f"{results['machine']['git_commit']}; config: {json.dumps(results['config'])}.",
+        "",
+        "| measure | result | target |",
+        "| --- | --- | --- |",
         f"| build from {b['images']} images | {b['nuclei']} nuclei, {b['build']['wall_s']} s wall "
         f"({b['build']['cpu_s']} s CPU), {b['size_mb']} MB | < 120 s, < 50 MB |",
         f"| build again (incremental) | {b['rebuild']['nuclei_added']} added, {b['rebuild']['wall_s']} s | 0 added |",
@@ -180,23 +224,41 @@ def markdown(results: dict) -> str:
     ]
     for name, g in results["groups"].items():
         c = g["compose_20x512"]
-        lines.append(f"| 20 masks 512x512, {name} | {c['wall_s']} s wall ({c['cpu_s']} s CPU), "
-                     f"{c['report'].get('placed', 0)} objects | < 5 s |")
-    lines += ["", "Statistical match (generated / real; KS on whole-nucleus areas, border-weighted). "
-              "`real half` compares two random halves of the real group: the agreement real samples reach.", "",
-              "| group | masks | objects | median area ratio | density ratio | KS p | touching gen / real | "
-              "nn distance ratio |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines.append(
+            f"| 20 masks 512x512, {name} | {c['wall_s']} s wall ({c['cpu_s']} s CPU), "
+            f"{c['report'].get('placed', 0)} objects | < 5 s |"
+        )
+    lines += [
+        "",
+        "Statistical match (generated / real; KS on whole-nucleus areas, border-weighted). "
+        "`real half` compares two random halves of the real group: the agreement real samples reach.",
+        "",
+        "| group | masks | objects | median area ratio | density ratio | KS p | touching gen / real | "
+        "nn distance ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, g in results["groups"].items():
-        for label, m in (("20 x 512, whole group", g["compose_20x512"]["match"]),
-                         (f"{g['field_of_view_matched']['masks_256']} x 256, {g['field_of_view_matched']['real_images']}"
-                          " images", g["field_of_view_matched"]["match"]),
-                         ("real half vs real half", g["baseline_real_half_vs_real_half"])):
-            lines.append(f"| {name} | {label} | {m['objects_generated']} | {m['median_area_ratio']} | "
-                         f"{m['density_ratio']} | {m.get('area_ks_pvalue', float('nan')):.3g} | "
-                         f"{m['touching_fraction_generated']} / {m['touching_fraction_real']} | "
-                         f"{m['nn_distance_median_ratio']} |")
-    lines += ["", "Montages (real above, generated below): " + ", ".join(
-        f"`mask_db.montage_{name}.png`" for name in results["groups"]), ""]
+        for label, m in (
+            ("20 x 512, whole group", g["compose_20x512"]["match"]),
+            (
+                f"{g['field_of_view_matched']['masks_256']} x 256, {g['field_of_view_matched']['real_images']}"
+                " images",
+                g["field_of_view_matched"]["match"],
+            ),
+            ("real half vs real half", g["baseline_real_half_vs_real_half"]),
+        ):
+            lines.append(
+                f"| {name} | {label} | {m['objects_generated']} | {m['median_area_ratio']} | "
+                f"{m['density_ratio']} | {m.get('area_ks_pvalue', float('nan')):.3g} | "
+                f"{m['touching_fraction_generated']} / {m['touching_fraction_real']} | "
+                f"{m['nn_distance_median_ratio']} |"
+            )
+    lines += [
+        "",
+        "Montages (real above, generated below): "
+        + ", ".join(f"`mask_db.montage_{name}.png`" for name in results["groups"]),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -212,9 +274,14 @@ def main() -> None:
         raise SystemExit(f"error: {dataset} not found; give --data")
     args.workdir.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    results = {"machine": {**machine(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
-                           "git_commit": git_commit()}, "config": {"quick": args.quick, "simulated_share": 0.5, "min_area": 16,
-                                                 "neighbours": 5, "seed": 0}}
+    results = {
+        "machine": {
+            **machine(),
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "git_commit": git_commit(),
+        },
+        "config": {"quick": args.quick, "simulated_share": 0.5, "min_area": 16, "neighbours": 5, "seed": 0},
+    }
     log.info("building the database ...")
     results["build"], db_path = bench_build(dataset, args.workdir, 120 if args.quick else None)
     log.info("%s", results["build"])

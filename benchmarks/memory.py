@@ -45,13 +45,27 @@ def write_mosaic(side: int, folder: Path) -> float:
     return float(median_diameter(labels))
 
 
-def peak_rss_of_infer(model: str, images: Path, out: Path, diameter: float, threads: int) -> tuple[float, float]:
+def peak_rss_of_infer(
+    model: str, images: Path, out: Path, diameter: float, threads: int
+) -> tuple[float, float]:
     """(peak resident MB, seconds) of one infer.py process."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, str(ROOT / "infer.py"), f"model={model}", f"input={images}",
-                                f"output={out}", f"diameter={diameter}", "device=cpu"], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "infer.py"),
+            f"model={model}",
+            f"input={images}",
+            f"output={out}",
+            f"diameter={diameter}",
+            "device=cpu",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
     if status != 0:
@@ -79,23 +93,44 @@ def main() -> None:
             images = work / f"images_{side}"
             diameter = write_mosaic(side, images)
             for predictor in args.predictors.split(","):
-                peak, seconds = peak_rss_of_infer(models[predictor], images, work / f"out_{predictor}_{side}",
-                                                  diameter, args.threads)
-                rows.append({"predictor": predictor, "side_px": side, "megapixels": side * side / 1e6,
-                             "peak_rss_mb": round(peak), "seconds": round(seconds, 1),
-                             "mp_per_s": round(side * side / 1e6 / seconds, 4)})
+                peak, seconds = peak_rss_of_infer(
+                    models[predictor], images, work / f"out_{predictor}_{side}", diameter, args.threads
+                )
+                rows.append(
+                    {
+                        "predictor": predictor,
+                        "side_px": side,
+                        "megapixels": side * side / 1e6,
+                        "peak_rss_mb": round(peak),
+                        "seconds": round(seconds, 1),
+                        "mp_per_s": round(side * side / 1e6 / seconds, 4),
+                    }
+                )
                 print(rows[-1], flush=True)
-    report = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
-              "commit": git_commit(), "threads": args.threads, "checkpoint": str(args.checkpoint), "rows": rows}
+    report = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "commit": git_commit(),
+        "threads": args.threads,
+        "checkpoint": str(args.checkpoint),
+        "rows": rows,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "memory.json").write_text(json.dumps(report, indent=2))
-    lines = [f"# Memory of infer.py on large images ({report['date']})", "",
-             f"Machine: {report['machine']['platform']}, {report['machine']['cpu_count']} CPUs, {args.threads} "
-             f"threads; commit {report['commit']}. One fresh infer.py process per row (8-bit PNG mosaic of real "
-             "fluorescence crops, diameter given, 512 px tiles); peak resident set from the kernel.", "",
-             "| predictor | image px | peak RSS MB | seconds | MP/s |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['predictor']} | {r['side_px']} | {r['peak_rss_mb']} | {r['seconds']} | {r['mp_per_s']} |"
-              for r in rows]
+    lines = [
+        f"# Memory of infer.py on large images ({report['date']})",
+        "",
+        f"Machine: {report['machine']['platform']}, {report['machine']['cpu_count']} CPUs, {args.threads} "
+        f"threads; commit {report['commit']}. One fresh infer.py process per row (8-bit PNG mosaic of real "
+        "fluorescence crops, diameter given, 512 px tiles); peak resident set from the kernel.",
+        "",
+        "| predictor | image px | peak RSS MB | seconds | MP/s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {r['predictor']} | {r['side_px']} | {r['peak_rss_mb']} | {r['seconds']} | {r['mp_per_s']} |"
+        for r in rows
+    ]
     (RESULTS / "memory.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -86,7 +86,9 @@ def raw_segmenter(kind: str, checkpoint: Path):
         except (ImportError, FileNotFoundError) as error:
             if kind == "maskrcnn":
                 raise
-            log.warning("Mask R-CNN not available (%s): the classical baseline is the raw segmentation", error)
+            log.warning(
+                "Mask R-CNN not available (%s): the classical baseline is the raw segmentation", error
+            )
     from nucleaizer.baseline import ClassicalPredictor
 
     predictor = ClassicalPredictor()
@@ -115,7 +117,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few images and generations (a smoke run)")
     parser.add_argument("--raw", choices=["auto", "maskrcnn", "baseline"], default="auto")
     parser.add_argument("--checkpoint", type=Path, default=SEGMENTER_CHECKPOINT)
-    parser.add_argument("--workers", type=int, default=None, help="GA processes (config: postprocess.ga.workers)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="GA processes (config: postprocess.ga.workers)"
+    )
     parser.add_argument("--crop", type=int, default=320, help="centre window at the working scale, px")
     parser.add_argument("--train-images", type=int, default=32, help="U-Net training images (of the 80%%)")
     parser.add_argument("--tune-images", type=int, default=1000, help="most images in the tuning half")
@@ -143,21 +147,32 @@ def main() -> None:
     rng = np.random.default_rng(cfg.seed)
     tune_half = [s for s in val if (id_hash(s.name) // 5) % 2 == 0]
     score_half = [s for s in val if (id_hash(s.name) // 5) % 2 == 1]
-    tune_half = sorted(rng.choice(tune_half, size=min(args.tune_images, len(tune_half)), replace=False),
-                       key=lambda s: s.name)
+    tune_half = sorted(
+        rng.choice(tune_half, size=min(args.tune_images, len(tune_half)), replace=False), key=lambda s: s.name
+    )
     if args.quick:
         score_half = score_half[:8]
-    train_subset = sorted(rng.choice(train, size=min(args.train_images, len(train)), replace=False),
-                          key=lambda s: s.name)
-    log.info("validation %d images: tuning on %d, scoring on %d; U-Nets train on %d", len(val), len(tune_half),
-             len(score_half), len(train_subset))
+    train_subset = sorted(
+        rng.choice(train, size=min(args.train_images, len(train)), replace=False), key=lambda s: s.name
+    )
+    log.info(
+        "validation %d images: tuning on %d, scoring on %d; U-Nets train on %d",
+        len(val),
+        len(tune_half),
+        len(score_half),
+        len(train_subset),
+    )
 
     # -- U-Net ensemble, trained once and cached ----------------------------------------------------------
     CACHE.mkdir(parents=True, exist_ok=True)
-    specs = member_specs(unet_cfg["members"], unet_cfg["target_blur_sigmas"], unet_cfg["depth"],
-                         unet_cfg["base_filters"])
-    key = hashlib.sha1(json.dumps([unet_cfg, [s.name for s in train_subset], args.crop], sort_keys=True,
-                                  default=str).encode()).hexdigest()[:10]
+    specs = member_specs(
+        unet_cfg["members"], unet_cfg["target_blur_sigmas"], unet_cfg["depth"], unet_cfg["base_filters"]
+    )
+    key = hashlib.sha1(
+        json.dumps(
+            [unet_cfg, [s.name for s in train_subset], args.crop], sort_keys=True, default=str
+        ).encode()
+    ).hexdigest()[:10]
     ensemble_path = CACHE / f"unet_{key}.pt"
     start = time.perf_counter()
     if ensemble_path.is_file() and not args.retrain:
@@ -166,9 +181,16 @@ def main() -> None:
     else:
         pairs = [working_crop(s.read_image(), s.read_labels(), cfg.size, 2 * args.crop) for s in train_subset]
         ensemble, unet_losses = train_ensemble(
-            pairs, specs, epochs=unet_cfg["epochs"], lr=unet_cfg["lr"], batch_size=unet_cfg["batch_size"],
-            crop_size=unet_cfg["crop_size"], crops_per_image=unet_cfg["crops_per_image"], trainer=trainer,
-            seed=cfg.seed)
+            pairs,
+            specs,
+            epochs=unet_cfg["epochs"],
+            lr=unet_cfg["lr"],
+            batch_size=unet_cfg["batch_size"],
+            crop_size=unet_cfg["crop_size"],
+            crops_per_image=unet_cfg["crops_per_image"],
+            trainer=trainer,
+            seed=cfg.seed,
+        )
         unet_seconds = time.perf_counter() - start
         ensemble.save(ensemble_path)
 
@@ -177,7 +199,9 @@ def main() -> None:
     log.info("raw segmentation: %s", raw_name)
 
     def cases_of(samples):
-        crops = ((s.name, *working_crop(s.read_image(), s.read_labels(), cfg.size, args.crop)) for s in samples)
+        crops = (
+            (s.name, *working_crop(s.read_image(), s.read_labels(), cfg.size, args.crop)) for s in samples
+        )
         return build_cases(crops, segment, ensemble.predict_probability)
 
     start = time.perf_counter()
@@ -187,14 +211,31 @@ def main() -> None:
     # -- genetic algorithm on the tuning half ------------------------------------------------------------
     genes = genes_from_config(ga_cfg["genes"])
     paper = PostprocessParams.from_dict(OmegaConf.to_container(pp.params, resolve=True))
-    ga_settings = {k: ga_cfg[k] for k in ("population", "generations", "tournament", "crossover", "mutation",
-                                          "mutation_scale", "elite", "patience")}
+    ga_settings = {
+        k: ga_cfg[k]
+        for k in (
+            "population",
+            "generations",
+            "tournament",
+            "crossover",
+            "mutation",
+            "mutation_scale",
+            "elite",
+            "patience",
+        )
+    }
     out_dir = CACHE / "ga"
     shutil.rmtree(out_dir, ignore_errors=True)
     start = time.perf_counter()
-    result = tune_parameters(tune_cases, genes, out_dir=out_dir,
-                             initial=[paper.as_dict(), IDENTITY_PARAMS.as_dict()], workers=workers,
-                             seed=cfg.seed, **ga_settings)
+    result = tune_parameters(
+        tune_cases,
+        genes,
+        out_dir=out_dir,
+        initial=[paper.as_dict(), IDENTITY_PARAMS.as_dict()],
+        workers=workers,
+        seed=cfg.seed,
+        **ga_settings,
+    )
     tuning_seconds = time.perf_counter() - start
     tuned = PostprocessParams.from_dict(result.best)
 
@@ -206,7 +247,9 @@ def main() -> None:
     for group in sorted({groups[c.name] for c in score_cases}):
         members = [c for c in score_cases if groups[c.name] == group]
         per_group[group] = {"images": len(members)} | {
-            name: float(np.mean([score_case(c, params) for c in members])) for name, params in variants.items()}
+            name: float(np.mean([score_case(c, params) for c in members]))
+            for name, params in variants.items()
+        }
     serial_start = time.perf_counter()
     mean_score(tune_cases, paper)
     serial_eval_seconds = time.perf_counter() - serial_start
@@ -218,23 +261,36 @@ def main() -> None:
         "quick": args.quick,
         "raw_segmentation": raw_name,
         "note": args.note,
-        "data": {"dataset": str(DATA), "validation_images": len(val), "tuning_images": len(tune_cases),
-                 "scoring_images": len(score_cases), "unet_training_images": len(train_subset),
-                 "working_scale_crop_px": args.crop,
-                 "scale": "per image from the ground truth's median equivalent diameter to 40 px"},
+        "data": {
+            "dataset": str(DATA),
+            "validation_images": len(val),
+            "tuning_images": len(tune_cases),
+            "scoring_images": len(score_cases),
+            "unet_training_images": len(train_subset),
+            "working_scale_crop_px": args.crop,
+            "scale": "per image from the ground truth's median equivalent diameter to 40 px",
+        },
         "config": {"unet": unet_cfg, "ga": ga_settings | {"workers": workers, "genes": ga_cfg["genes"]}},
         "dsb_score_scoring_half": scores,
         "dsb_score_tuning_half": tune_scores,
         "dsb_score_by_group_scoring_half": per_group,
         "tuned_params": tuned.as_dict(),
         "paper_params": paper.as_dict(),
-        "ga": {"generations": len(result.history), "evaluations": result.evaluations,
-               "tuning_wall_s": tuning_seconds, "evaluations_per_s": result.evaluations / tuning_seconds,
-               "images_per_evaluation": len(tune_cases),
-               "evaluations_per_s_after_pool_start": steady_rate(result.history),
-               "serial_evaluation_s": serial_eval_seconds},
-        "unet": {"members": [vars(s) for s in specs], "training_s": unet_seconds,
-                 "epoch_losses": unet_losses, "ensemble_file": str(ensemble_path)},
+        "ga": {
+            "generations": len(result.history),
+            "evaluations": result.evaluations,
+            "tuning_wall_s": tuning_seconds,
+            "evaluations_per_s": result.evaluations / tuning_seconds,
+            "images_per_evaluation": len(tune_cases),
+            "evaluations_per_s_after_pool_start": steady_rate(result.history),
+            "serial_evaluation_s": serial_eval_seconds,
+        },
+        "unet": {
+            "members": [vars(s) for s in specs],
+            "training_s": unet_seconds,
+            "epoch_losses": unet_losses,
+            "ensemble_file": str(ensemble_path),
+        },
         "cache_inputs_s": cache_seconds,
         "tuned_not_below_raw": scores["ga_tuned"] >= scores["raw"],
     }
@@ -251,7 +307,8 @@ def main() -> None:
 def markdown(report: dict, suffix: str) -> str:
     scores, tune_scores, ga = report["dsb_score_scoring_half"], report["dsb_score_tuning_half"], report["ga"]
     lines = [
-        "# Post-processing benchmark" + (f" ({suffix.strip('.')})" if suffix else ""), "",
+        "# Post-processing benchmark" + (f" ({suffix.strip('.')})" if suffix else ""),
+        "",
         f"- date {report['date']}, commit {report['git_commit']}, {report['machine']['platform']}, "
         f"{report['machine']['cpu_count']} CPUs, torch {report['machine']['torch']} "
         f"({report['machine']['torch_threads']} thread per process)",
@@ -262,23 +319,34 @@ def markdown(report: dict, suffix: str) -> str:
         f"working scale (median diameter 40 px), centre {report['data']['working_scale_crop_px']} px window",
         f"- U-Net ensemble: {len(report['unet']['members'])} members {report['unet']['members']}, "
         f"trained on {report['data']['unet_training_images']} images of the other 80%",
-        "", "| DSB score | scoring half | tuning half |", "| --- | --- | --- |",
+        "",
+        "| DSB score | scoring half | tuning half |",
+        "| --- | --- | --- |",
     ]
     for name in scores:
         lines.append(f"| {name} | {scores[name]:.4f} | {tune_scores[name]:.4f} |")
-    lines += ["", "| group (scoring half) | images | raw | paper defaults | GA-tuned |", "| --- | --- | --- | --- | --- |"]
-    for group, row in report["dsb_score_by_group_scoring_half"].items():
-        lines.append(f"| {group} | {row['images']} | {row['raw']:.4f} | {row['paper_defaults']:.4f} | "
-                     f"{row['ga_tuned']:.4f} |")
     lines += [
-        "", f"- tuned parameters: {report['tuned_params']}",
+        "",
+        "| group (scoring half) | images | raw | paper defaults | GA-tuned |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for group, row in report["dsb_score_by_group_scoring_half"].items():
+        lines.append(
+            f"| {group} | {row['images']} | {row['raw']:.4f} | {row['paper_defaults']:.4f} | "
+            f"{row['ga_tuned']:.4f} |"
+        )
+    lines += [
+        "",
+        f"- tuned parameters: {report['tuned_params']}",
         f"- GA: {ga['generations']} generations, {ga['evaluations']} evaluations of {ga['images_per_evaluation']} "
         f"images in {ga['tuning_wall_s']:.1f} s (wall time of the tuning run) with "
         f"{report['config']['ga']['workers']} processes = **{ga['evaluations_per_s']:.2f} evaluations/s** "
         f"({ga['evaluations_per_s_after_pool_start'] or float('nan'):.2f}/s after the first generation); "
         f"one serial evaluation {ga['serial_evaluation_s']:.2f} s",
         f"- tuned not below raw on the scoring half: **{report['tuned_not_below_raw']}**",
-        "", f"History: `postprocess{suffix}.ga_history.csv`, plot `postprocess{suffix}.ga_history.png`.", "",
+        "",
+        f"History: `postprocess{suffix}.ga_history.csv`, plot `postprocess{suffix}.ga_history.png`.",
+        "",
     ]
     return "\n".join(lines)
 

@@ -52,8 +52,11 @@ from nucleaizer.segmenter import (  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "dsb2018_train"
 RESULTS = ROOT / "benchmarks" / "results"
-GROUPS = {"gray_darkbg_fluorescence": "fluorescence", "gray_brightbg_brightfield": "brightfield",
-          "colour_brightbg_HE_like": "tissue"}
+GROUPS = {
+    "gray_darkbg_fluorescence": "fluorescence",
+    "gray_brightbg_brightfield": "brightfield",
+    "colour_brightbg_HE_like": "tissue",
+}
 log = logging.getLogger("benchmark.segmenter")
 
 
@@ -70,7 +73,9 @@ def pairs_of(samples) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def train(samples, args, out_dir: Path, size_cfg: dict) -> tuple[Path, dict]:
-    segmenter_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "segmenter" / "maskrcnn_small.yaml"))
+    segmenter_cfg = OmegaConf.to_container(
+        OmegaConf.load(ROOT / "conf" / "segmenter" / "maskrcnn_small.yaml")
+    )
     trainer_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "trainer" / "cpu.yaml"))
     trainer_cfg["enable_progress_bar"] = False
     kwargs = training_kwargs_from_config(segmenter_cfg)
@@ -88,9 +93,17 @@ def train(samples, args, out_dir: Path, size_cfg: dict) -> tuple[Path, dict]:
     val_pairs = pairs_of([s for s in samples if split_of(s.name) == "val"])
     log.info("training on %d images, picking the best epoch on %d", len(train_pairs), len(val_pairs))
     started = time.perf_counter()
-    path = fit_segmenter(train_pairs, val_pairs, out_dir, trainer=trainer_cfg, seed=args.seed,
-                         max_time_s=args.train_minutes * 60, init_checkpoint=args.init_checkpoint, **size_cfg,
-                         **kwargs)
+    path = fit_segmenter(
+        train_pairs,
+        val_pairs,
+        out_dir,
+        trainer=trainer_cfg,
+        seed=args.seed,
+        max_time_s=args.train_minutes * 60,
+        init_checkpoint=args.init_checkpoint,
+        **size_cfg,
+        **kwargs,
+    )
     seconds = time.perf_counter() - started
     history = pd.read_csv(out_dir / "logs" / "metrics.csv")
     epochs = history.dropna(subset=["val_dsb"]) if "val_dsb" in history else history.iloc[:0]
@@ -98,7 +111,9 @@ def train(samples, args, out_dir: Path, size_cfg: dict) -> tuple[Path, dict]:
     info = {
         "init_checkpoint": None if args.init_checkpoint is None else str(args.init_checkpoint),
         "seed": args.seed,
-        "train_images": len(train_pairs), "val_images": len(val_pairs), "wall_s": round(seconds, 1),
+        "train_images": len(train_pairs),
+        "val_images": len(val_pairs),
+        "wall_s": round(seconds, 1),
         "config": {k: v for k, v in kwargs.items()},
         "epochs_done": int(len(epochs)),
         "steps_done": int(history["step"].max()) + 1 if "step" in history and len(history) else 0,
@@ -112,12 +127,17 @@ def train(samples, args, out_dir: Path, size_cfg: dict) -> tuple[Path, dict]:
 def oracle_scale(gt: np.ndarray, size_cfg: dict) -> float:
     """The factor that brings the ground truth's median diameter to the target (the oracle size rule)."""
     diameter = size.median_diameter(gt, min_area_px=size_cfg["min_object_area_px"])
-    return size.scale_factor(diameter or size_cfg["target_diameter_px"], size_cfg["target_diameter_px"],
-                             size_cfg["min_scale"], size_cfg["max_scale"])
+    return size.scale_factor(
+        diameter or size_cfg["target_diameter_px"],
+        size_cfg["target_diameter_px"],
+        size_cfg["min_scale"],
+        size_cfg["max_scale"],
+    )
 
 
-def labels_by_method(predict, scaled: np.ndarray, score_thresholds: list[float], transforms: list[str],
-                     match_iou: float = 0.5) -> dict[str, dict[float, np.ndarray]]:
+def labels_by_method(
+    predict, scaled: np.ndarray, score_thresholds: list[float], transforms: list[str], match_iou: float = 0.5
+) -> dict[str, dict[float, np.ndarray]]:
     """Label images (at the scaled size) of the instances scored >= each threshold, painted by score.
 
     ``model``: the prediction of the image itself (the first transform, identity). With more transforms,
@@ -131,19 +151,33 @@ def labels_by_method(predict, scaled: np.ndarray, score_thresholds: list[float],
         forward, inverse = TRANSFORMS[name]
         moved = np.ascontiguousarray(forward(scaled))
         views.append((predict(moved), inverse, moved.shape[:2]))
-    result: dict[str, dict[float, np.ndarray]] = {"model": {}, "model_tta": {}} if len(views) > 1 else {"model": {}}
+    result: dict[str, dict[float, np.ndarray]] = (
+        {"model": {}, "model_tta": {}} if len(views) > 1 else {"model": {}}
+    )
     for score in score_thresholds:
-        painted = [paint_instances(found.select(np.flatnonzero(found.scores >= score)), shape)
-                   for found, _, shape in views]
-        labels = [np.ascontiguousarray(inverse(lab)) for (lab, _), (_, inverse, _) in zip(painted, views, strict=True)]
+        painted = [
+            paint_instances(found.select(np.flatnonzero(found.scores >= score)), shape)
+            for found, _, shape in views
+        ]
+        labels = [
+            np.ascontiguousarray(inverse(lab))
+            for (lab, _), (_, inverse, _) in zip(painted, views, strict=True)
+        ]
         result["model"][score] = labels[0]
         if len(views) > 1:
             result["model_tta"][score] = vote(labels, [scores for _, scores in painted], match_iou)[0]
     return result
 
 
-def choose_thresholds(predictor, predict, samples, size_cfg: dict, score_thresholds: list[float],
-                      mask_thresholds: list[float], transforms: list[str]) -> dict[str, dict]:
+def choose_thresholds(
+    predictor,
+    predict,
+    samples,
+    size_cfg: dict,
+    score_thresholds: list[float],
+    mask_thresholds: list[float],
+    transforms: list[str],
+) -> dict[str, dict]:
     """Per method, the detection score and mask thresholds with the best mean DSB on the validation split."""
     from nucleaizer import metrics
 
@@ -161,15 +195,26 @@ def choose_thresholds(predictor, predict, samples, size_cfg: dict, score_thresho
     chosen = {}
     for method, by_pair in totals.items():
         score, mask = max(by_pair, key=by_pair.get)
-        chosen[method] = {"chosen": score, "mask_threshold": mask,
-                          "val_dsb": {f"score {s} mask {m}": round(v, 4) for (s, m), v in by_pair.items()}}
+        chosen[method] = {
+            "chosen": score,
+            "mask_threshold": mask,
+            "val_dsb": {f"score {s} mask {m}": round(v, 4) for (s, m), v in by_pair.items()},
+        }
     return chosen
 
 
-def evaluate(samples, checkpoint: Path, manifest: pd.DataFrame, size_cfg: dict, val_samples,
-             thresholds: list[float], mask_thresholds: list[float],
-             transforms: list[str], with_baseline: bool = True,
-             device: str = "cpu") -> tuple[pd.DataFrame, dict, dict]:
+def evaluate(
+    samples,
+    checkpoint: Path,
+    manifest: pd.DataFrame,
+    size_cfg: dict,
+    val_samples,
+    thresholds: list[float],
+    mask_thresholds: list[float],
+    transforms: list[str],
+    with_baseline: bool = True,
+    device: str = "cpu",
+) -> tuple[pd.DataFrame, dict, dict]:
     """Per-image scores of the model (and, with_baseline, of Otsu + watershed), timing, chosen thresholds."""
     from nucleaizer import baseline, metrics
     from nucleaizer.tiling import TileParams, predict_image
@@ -183,7 +228,9 @@ def evaluate(samples, checkpoint: Path, manifest: pd.DataFrame, size_cfg: dict, 
     def predict(scaled: np.ndarray):
         return predict_image(scaled, predictor, tile_params)
 
-    chosen = choose_thresholds(predictor, predict, val_samples, size_cfg, thresholds, mask_thresholds, transforms)
+    chosen = choose_thresholds(
+        predictor, predict, val_samples, size_cfg, thresholds, mask_thresholds, transforms
+    )
     log.info("thresholds chosen on the validation split: %s", chosen)
     rows = []
     timing = {"model_s": 0.0, "baseline_s": 0.0, "megapixels": 0.0}
@@ -204,89 +251,163 @@ def evaluate(samples, checkpoint: Path, manifest: pd.DataFrame, size_cfg: dict, 
         if with_baseline:
             started = time.perf_counter()
             predicted["baseline_original_scale"] = baseline.segment_classical(image)
-            predicted["baseline_oracle_scale"] = size.rescale_labels(baseline.segment_classical(scaled), gt.shape)
+            predicted["baseline_oracle_scale"] = size.rescale_labels(
+                baseline.segment_classical(scaled), gt.shape
+            )
             timing["baseline_s"] += time.perf_counter() - started
         group = GROUPS[manifest.loc[sample.name, "group"]]
         for method, labels in predicted.items():
-            rows.append({"image": sample.name, "group": group, "method": method, "scale": scale,
-                         **metrics.score_image(gt, labels)})
+            rows.append(
+                {
+                    "image": sample.name,
+                    "group": group,
+                    "method": method,
+                    "scale": scale,
+                    **metrics.score_image(gt, labels),
+                }
+            )
     return pd.DataFrame(rows), timing, chosen
 
 
 def summarise(table: pd.DataFrame) -> dict:
     from nucleaizer import metrics
 
-    keys = ("images", "dsb", "map", "mar", "mf1", "f1_50", "f1_70", "mean_iou", "n_gt", "n_pred", "missed", "extra",
-            "merges", "splits", "miss_rate")
+    keys = (
+        "images",
+        "dsb",
+        "map",
+        "mar",
+        "mf1",
+        "f1_50",
+        "f1_70",
+        "mean_iou",
+        "n_gt",
+        "n_pred",
+        "missed",
+        "extra",
+        "merges",
+        "splits",
+        "miss_rate",
+    )
     result = {}
     for method, by_method in table.groupby("method"):
         result[method] = {}
         for group, rows in [("all", by_method), *by_method.groupby("group")]:
-            summary = metrics.summarize(rows.drop(columns=["image", "group", "method", "scale"]).to_dict("records"))
-            result[method][group] = {k: (round(v, 4) if isinstance(v, float) else v)
-                                     for k, v in summary.items() if k in keys}
+            summary = metrics.summarize(
+                rows.drop(columns=["image", "group", "method", "scale"]).to_dict("records")
+            )
+            result[method][group] = {
+                k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items() if k in keys
+            }
     return result
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# Segmenter benchmark ({report['date']})", "",
-             f"Machine: {report['machine']['platform']}, {report['machine']['cpu_count']} CPUs (shared), torch "
-             f"{report['machine']['torch']}, {report['machine']['torch_threads']} thread(s); commit "
-             f"{report['commit']}.", "",
-             "Data: dsb2018_train; test = sha1(id) % 5 == 0 "
-             f"({report['test_images']} images); sizes by the test images' own ground truth (oracle size).", ""]
+    lines = [
+        f"# Segmenter benchmark ({report['date']})",
+        "",
+        f"Machine: {report['machine']['platform']}, {report['machine']['cpu_count']} CPUs (shared), torch "
+        f"{report['machine']['torch']}, {report['machine']['torch_threads']} thread(s); commit "
+        f"{report['commit']}.",
+        "",
+        "Data: dsb2018_train; test = sha1(id) % 5 == 0 "
+        f"({report['test_images']} images); sizes by the test images' own ground truth (oracle size).",
+        "",
+    ]
     if report.get("training"):
         t = report["training"]
-        lines += [f"Training (CPU profile, maskrcnn_small, {t['config']['arch']['backbone']}): {t['train_images']} "
-                  f"images, best epoch picked on {t['val_images']}; {t['steps_done']} steps in {t['wall_s']:.0f} s "
-                  f"({t['epochs_done']} epochs), {t['steps_per_s_mean'] or 0:.3f} training steps/s; "
-                  f"val DSB per epoch {t['val_dsb_per_epoch']}.", ""]
+        lines += [
+            f"Training (CPU profile, maskrcnn_small, {t['config']['arch']['backbone']}): {t['train_images']} "
+            f"images, best epoch picked on {t['val_images']}; {t['steps_done']} steps in {t['wall_s']:.0f} s "
+            f"({t['epochs_done']} epochs), {t['steps_per_s_mean'] or 0:.3f} training steps/s; "
+            f"val DSB per epoch {t['val_dsb_per_epoch']}.",
+            "",
+        ]
     if report.get("transforms", ["identity"]) != ["identity"]:
-        lines += [f"model_tta: test-time augmentation (nucleaizer.tta), the vote of {len(report['transforms'])} views "
-                  f"({', '.join(report['transforms'])}); model: the first view alone, from the same run.", ""]
+        lines += [
+            f"model_tta: test-time augmentation (nucleaizer.tta), the vote of {len(report['transforms'])} views "
+            f"({', '.join(report['transforms'])}); model: the first view alone, from the same run.",
+            "",
+        ]
     for method, chosen in report.get("thresholds", {}).items():
-        lines += [f"{method}: detection score threshold {chosen['chosen']}, mask threshold "
-                  f"{chosen['mask_threshold']} (chosen on the validation split: DSB {chosen['val_dsb']}).", ""]
+        lines += [
+            f"{method}: detection score threshold {chosen['chosen']}, mask threshold "
+            f"{chosen['mask_threshold']} (chosen on the validation split: DSB {chosen['val_dsb']}).",
+            "",
+        ]
     lines += [f"| method | group {SCORE_HEADER}", f"| --- | --- {SCORE_RULE}"]
     for method, groups in report["scores"].items():
         lines += [f"| {method} | {group} {score_cells(s)}" for group, s in groups.items()]
     for method, gains in report["dsb_gain_over_baseline"].items():
-        lines += ["", f"{method} minus the better baseline (DSB): " + ", ".join(f"{g} {d:+.3f}" for g, d in gains.items())]
+        lines += [
+            "",
+            f"{method} minus the better baseline (DSB): "
+            + ", ".join(f"{g} {d:+.3f}" for g, d in gains.items()),
+        ]
     lines += [""]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few steps and 12 test images: checks the script")
+    parser.add_argument(
+        "--quick", action="store_true", help="a few steps and 12 test images: checks the script"
+    )
     parser.add_argument("--train-minutes", type=float, default=50.0)
-    parser.add_argument("--stage-epochs", default="10,2,2", help="epochs per stage of the CPU profile schedule")
-    parser.add_argument("--stage-lrs", default=None,
-                        help="learning rate per stage (default: the profile's); lower ones suit a continued segment")
+    parser.add_argument(
+        "--stage-epochs", default="10,2,2", help="epochs per stage of the CPU profile schedule"
+    )
+    parser.add_argument(
+        "--stage-lrs",
+        default=None,
+        help="learning rate per stage (default: the profile's); lower ones suit a continued segment",
+    )
     parser.add_argument("--checkpoint", type=Path, default=None, help="skip training and score this .pt")
-    parser.add_argument("--init-checkpoint", type=Path, default=None,
-                        help="continue from this segmenter .pt (a second training segment)")
+    parser.add_argument(
+        "--init-checkpoint",
+        type=Path,
+        default=None,
+        help="continue from this segmenter .pt (a second training segment)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--phase", choices=("all", "train", "eval"), default="all")
     parser.add_argument("--work", type=Path, default=Path("/tmp/nucleaizer_bench/segmenter_run"))
-    parser.add_argument("--score-thresholds", default="0.3,0.5,0.7",
-                        help="detection score thresholds tried on the validation split; the best is used on the test")
-    parser.add_argument("--mask-thresholds", default="0.4,0.5,0.6",
-                        help="mask probability thresholds tried on the validation split")
-    parser.add_argument("--tta", default="identity",
-                        help="comma-separated TTA transforms (nucleaizer.tta), identity first: scores model_tta too")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
+    parser.add_argument(
+        "--score-thresholds",
+        default="0.3,0.5,0.7",
+        help="detection score thresholds tried on the validation split; the best is used on the test",
+    )
+    parser.add_argument(
+        "--mask-thresholds",
+        default="0.4,0.5,0.6",
+        help="mask probability thresholds tried on the validation split",
+    )
+    parser.add_argument(
+        "--tta",
+        default="identity",
+        help="comma-separated TTA transforms (nucleaizer.tta), identity first: scores model_tta too",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     train_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "train.yaml"))["size"]
-    size_cfg = {"target_diameter_px": train_cfg["target_diameter_px"], "min_scale": train_cfg["min_scale"],
-                "max_scale": train_cfg["max_scale"], "min_object_area_px": train_cfg["min_object_area_px"]}
+    size_cfg = {
+        "target_diameter_px": train_cfg["target_diameter_px"],
+        "min_scale": train_cfg["min_scale"],
+        "max_scale": train_cfg["max_scale"],
+        "min_object_area_px": train_cfg["min_object_area_px"],
+    }
 
     samples = list_samples(DATA, require_labels=True)
     manifest = pd.read_csv(DATA / "manifest.csv").set_index("id")
-    report = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
-              "commit": git_commit()}
+    report = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "commit": git_commit(),
+    }
     checkpoint = args.checkpoint
     if args.phase in ("all", "train") and checkpoint is None:
         checkpoint, report["training"] = train(samples, args, args.work, size_cfg)
@@ -311,19 +432,26 @@ def main() -> None:
     report["transforms"] = args.tta.split(",")
     if report["transforms"][0] != "identity":
         raise SystemExit("--tta: the first transform must be identity (the model's own view)")
-    table, timing, report["thresholds"] = evaluate(test, checkpoint, manifest, size_cfg, val, thresholds,
-                                                   mask_thresholds, report["transforms"])
+    table, timing, report["thresholds"] = evaluate(
+        test, checkpoint, manifest, size_cfg, val, thresholds, mask_thresholds, report["transforms"]
+    )
     report["test_images"] = len(test)
     report["checkpoint"] = str(checkpoint)
     report["timing"] = {k: round(v, 2) for k, v in timing.items()}
     report["scores"] = summarise(table)
-    best_baseline = max(("baseline_original_scale", "baseline_oracle_scale"),
-                        key=lambda m: report["scores"][m]["all"]["dsb"])
+    best_baseline = max(
+        ("baseline_original_scale", "baseline_oracle_scale"), key=lambda m: report["scores"][m]["all"]["dsb"]
+    )
     report["baseline"] = best_baseline
     report["dsb_gain_over_baseline"] = {
-        method: {group: round(report["scores"][method][group]["dsb"] - report["scores"][best_baseline][group]["dsb"], 4)
-                 for group in report["scores"][method]}
-        for method in report["thresholds"]}
+        method: {
+            group: round(
+                report["scores"][method][group]["dsb"] - report["scores"][best_baseline][group]["dsb"], 4
+            )
+            for group in report["scores"][method]
+        }
+        for method in report["thresholds"]
+    }
     name = "segmenter_quick" if args.quick else "segmenter"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2, default=str))

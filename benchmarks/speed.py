@@ -52,7 +52,11 @@ DATA = ROOT.parent / "shared" / "data" / "dsb2018_train"
 RESULTS = ROOT / "benchmarks" / "results"
 DEMO_REPORT = Path("runs/demo/report.json")
 SIZE_KEYS = ("target_diameter_px", "min_scale", "max_scale", "min_object_area_px")
-FLUORESCENCE, TISSUE, BRIGHTFIELD = "gray_darkbg_fluorescence", "colour_brightbg_HE_like", "gray_brightbg_brightfield"
+FLUORESCENCE, TISSUE, BRIGHTFIELD = (
+    "gray_darkbg_fluorescence",
+    "colour_brightbg_HE_like",
+    "gray_brightbg_brightfield",
+)
 
 
 # --- configuration and data ---------------------------------------------------------------------------------
@@ -80,8 +84,13 @@ def size_rule(cfg):
 def trainer_settings(cfg, device: str) -> dict:
     """Lightning settings of the profile, on one device, without progress bars (num_workers kept)."""
     settings = container(cfg.trainer)
-    settings.update(accelerator="gpu" if device == "cuda" else "cpu", devices=1, num_nodes=1, strategy="auto",
-                    enable_progress_bar=False)
+    settings.update(
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
+        num_nodes=1,
+        strategy="auto",
+        enable_progress_bar=False,
+    )
     return settings
 
 
@@ -89,8 +98,11 @@ def pick_images(data: Path, per_group: dict[str, int]) -> dict:
     """Image spec: the first ``per_group[group]`` ids of each manifest group, in id order (deterministic)."""
     with open(data / "manifest.csv") as handle:
         rows = sorted(csv.DictReader(handle), key=lambda row: row["id"])
-    names = [name for group, count in per_group.items()
-             for name in [row["id"] for row in rows if row["group"] == group][:count]]
+    names = [
+        name
+        for group, count in per_group.items()
+        for name in [row["id"] for row in rows if row["group"] == group][:count]
+    ]
     return {"data": str(data), "names": names}
 
 
@@ -105,19 +117,29 @@ def load_images(spec: dict) -> list[tuple[str, np.ndarray, np.ndarray]]:
 
     if "procedural" in spec:
         p = spec["procedural"]
-        return [(f"{style}_{i}", *simulate.sample(style, p["size"], p["diameter_px"], seed=i))
-                for i, style in enumerate(p["styles"])]
+        return [
+            (f"{style}_{i}", *simulate.sample(style, p["size"], p["diameter_px"], seed=i))
+            for i, style in enumerate(p["styles"])
+        ]
     data = Path(spec["data"])
-    return [(name, io.read_image(data / "images" / f"{name}.png"), io.read_labels(data / "labels" / f"{name}.png"))
-            for name in spec["names"]]
+    return [
+        (
+            name,
+            io.read_image(data / "images" / f"{name}.png"),
+            io.read_labels(data / "labels" / f"{name}.png"),
+        )
+        for name in spec["names"]
+    ]
 
 
 def describe_images(spec: dict, images: list[tuple[str, np.ndarray, np.ndarray]]) -> str:
     pixels = sum(image.shape[0] * image.shape[1] for _, image, _ in images) / 1e6
     if "procedural" in spec:
         p = spec["procedural"]
-        return (f"{len(images)} procedural image(s) ({', '.join(p['styles'])}; {p['size']} px, "
-                f"nuclei {p['diameter_px']:g} px), {pixels:.2f} MP")
+        return (
+            f"{len(images)} procedural image(s) ({', '.join(p['styles'])}; {p['size']} px, "
+            f"nuclei {p['diameter_px']:g} px), {pixels:.2f} MP"
+        )
     return f"{len(images)} dsb2018_train image(s), {pixels:.2f} MP"
 
 
@@ -151,17 +173,30 @@ def step_timer(device: str):
             seconds = np.diff(self.marks)
             timed = seconds[warmup:]
             if timed.size == 0:
-                raise RuntimeError(f"only {seconds.size} training steps ran; need more than {warmup} warm-up steps")
-            return {"steps_per_s": float(timed.size / timed.sum()), "timed_steps": int(timed.size),
-                    "timed_seconds": round(float(timed.sum()), 3), "median_step_s": round(float(np.median(timed)), 3),
-                    "step_seconds": [round(float(s), 3) for s in seconds]}
+                raise RuntimeError(
+                    f"only {seconds.size} training steps ran; need more than {warmup} warm-up steps"
+                )
+            return {
+                "steps_per_s": float(timed.size / timed.sum()),
+                "timed_steps": int(timed.size),
+                "timed_seconds": round(float(timed.sum()), 3),
+                "median_step_s": round(float(np.median(timed)), 3),
+                "step_seconds": [round(float(s), 3) for s in seconds],
+            }
 
     return StepTimer()
 
 
 # --- measurements (each runs in its own process from main; callable directly too) ----------------------------
-def measure_inference(kind: str, images: dict, profile: str, device: str = "cpu", overrides: list[str] = (),
-                      checkpoint: str | None = None, seed: int = 0) -> dict:
+def measure_inference(
+    kind: str,
+    images: dict,
+    profile: str,
+    device: str = "cpu",
+    overrides: list[str] = (),
+    checkpoint: str | None = None,
+    seed: int = 0,
+) -> dict:
     """Megapixels of original image per second through NucleusSegmenter (kind: maskrcnn | classical)."""
     import torch
     from omegaconf import OmegaConf
@@ -180,7 +215,10 @@ def measure_inference(kind: str, images: dict, profile: str, device: str = "cpu"
         device = "cpu"  # the baseline is numpy / scikit-image
         predictor = ClassicalPredictor(**container(infer_cfg.classical))
         rule = SizeRule(**container(infer_cfg.classical_size))
-        name, notes = "inference: classical baseline", "Otsu + watershed (nucleaizer.baseline), infer.py model=classical"
+        name, notes = (
+            "inference: classical baseline",
+            "Otsu + watershed (nucleaizer.baseline), infer.py model=classical",
+        )
     else:
         from nucleaizer.segmenter import MaskRCNNPredictor, arch_from_config, build_maskrcnn, load_segmenter
 
@@ -193,8 +231,9 @@ def measure_inference(kind: str, images: dict, profile: str, device: str = "cpu"
             arch = arch_from_config(container(cfg.segmenter))
             model = build_maskrcnn(**arch)
             state = f"untrained {cfg.segmenter.name} (throughput only; detections are random)"
-        predictor = MaskRCNNPredictor(model, device=device, batch_size=tiles.batch_size,
-                                      mask_threshold=float(infer_cfg.mask_threshold))
+        predictor = MaskRCNNPredictor(
+            model, device=device, batch_size=tiles.batch_size, mask_threshold=float(infer_cfg.mask_threshold)
+        )
         config["backbone"], precision = arch.get("backbone"), "32-true"
         name, notes = f"inference: Mask R-CNN {arch.get('backbone')}", state
     segmenter = NucleusSegmenter(predictor, size=rule, tiles=tiles)
@@ -208,20 +247,40 @@ def measure_inference(kind: str, images: dict, profile: str, device: str = "cpu"
         started = time.perf_counter()
         result = segmenter.segment(image, diameter_px=diameter)
         synchronize(device)
-        rows.append({"image": image_name, "megapixels": image.shape[0] * image.shape[1] / 1e6,
-                     "scale": round(rule.scale_for(diameter), 3), "seconds": round(time.perf_counter() - started, 3),
-                     "nuclei": int(result.max())})
+        rows.append(
+            {
+                "image": image_name,
+                "megapixels": image.shape[0] * image.shape[1] / 1e6,
+                "scale": round(rule.scale_for(diameter), 3),
+                "seconds": round(time.perf_counter() - started, 3),
+                "nuclei": int(result.max()),
+            }
+        )
     megapixels = sum(r["megapixels"] for r in rows)
     seconds = sum(r["seconds"] for r in rows)
-    return {"name": name, "value": megapixels / seconds, "unit": "MP/s", "device": device, "precision": precision,
-            "config": config, "data": describe_images(images, loaded),
-            "notes": f"{notes}; {seconds:.1f} s, {sum(r['nuclei'] for r in rows)} nuclei found; scale from the "
-                     "annotated diameter (no estimation pass)",
-            "details": {"images": rows}}
+    return {
+        "name": name,
+        "value": megapixels / seconds,
+        "unit": "MP/s",
+        "device": device,
+        "precision": precision,
+        "config": config,
+        "data": describe_images(images, loaded),
+        "notes": f"{notes}; {seconds:.1f} s, {sum(r['nuclei'] for r in rows)} nuclei found; scale from the "
+        "annotated diameter (no estimation pass)",
+        "details": {"images": rows},
+    }
 
 
-def measure_segmenter_training(images: dict, profile: str, device: str = "cpu", overrides: list[str] = (),
-                               warmup: int = 2, steps: int = 5, seed: int = 0) -> dict:
+def measure_segmenter_training(
+    images: dict,
+    profile: str,
+    device: str = "cpu",
+    overrides: list[str] = (),
+    warmup: int = 2,
+    steps: int = 5,
+    seed: int = 0,
+) -> dict:
     """Training steps per second of the Mask R-CNN LightningModule with the profile's segmenter config."""
     import pytorch_lightning as pl
 
@@ -236,36 +295,86 @@ def measure_segmenter_training(images: dict, profile: str, device: str = "cpu", 
     size_kwargs = {key: cfg.size[key] for key in SIZE_KEYS}
     loaded = load_images(images)
     pl.seed_everything(seed, workers=True, verbose=False)
-    train_set = CropDataset(load_pairs([(image, labels) for _, image, labels in loaded]), [], seg["crop_size"],
-                            AugmentParams.from_dict(seg["augment"]), max_crop_tries=seg["max_crop_tries"],
-                            **size_kwargs)
-    data = SegmenterData(train_set, ValidationDataset([], **size_kwargs), seg["batch_size"], warmup + steps, 0.0,
-                         seed, num_workers)
+    train_set = CropDataset(
+        load_pairs([(image, labels) for _, image, labels in loaded]),
+        [],
+        seg["crop_size"],
+        AugmentParams.from_dict(seg["augment"]),
+        max_crop_tries=seg["max_crop_tries"],
+        **size_kwargs,
+    )
+    data = SegmenterData(
+        train_set,
+        ValidationDataset([], **size_kwargs),
+        seg["batch_size"],
+        warmup + steps,
+        0.0,
+        seed,
+        num_workers,
+    )
     stage = {**seg["stages"][0], "epochs": 1}
-    module = SegmenterModule(arch_from_config(seg), [stage], seg["optimizer"], seg["momentum"], seg["weight_decay"],
-                             seg["warmup_steps"])
+    module = SegmenterModule(
+        arch_from_config(seg),
+        [stage],
+        seg["optimizer"],
+        seg["momentum"],
+        seg["weight_decay"],
+        seg["warmup_steps"],
+    )
     timer = step_timer(device)
     with tempfile.TemporaryDirectory() as root:
-        trainer = pl.Trainer(default_root_dir=root, max_epochs=1, max_steps=warmup + steps, callbacks=[timer],
-                             logger=False, enable_checkpointing=False, enable_model_summary=False,
-                             use_distributed_sampler=False, num_sanity_val_steps=0, limit_val_batches=0,
-                             gradient_clip_val=seg["gradient_clip_val"], **settings)
+        trainer = pl.Trainer(
+            default_root_dir=root,
+            max_epochs=1,
+            max_steps=warmup + steps,
+            callbacks=[timer],
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            use_distributed_sampler=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            gradient_clip_val=seg["gradient_clip_val"],
+            **settings,
+        )
         trainer.fit(module, datamodule=data)
     rate = timer.rate(warmup)
-    config = {"profile": profile, "overrides": list(overrides), "segmenter": seg["name"], "backbone": seg["backbone"],
-              "crop_size": seg["crop_size"], "batch_size": seg["batch_size"], "optimizer": seg["optimizer"],
-              "stage": stage, "num_workers": num_workers, "untimed_warmup_steps": warmup}
-    return {"name": f"segmenter training: {seg['name']} ({seg['backbone']})", "value": rate["steps_per_s"],
-            "unit": "steps/s", "device": device, "precision": settings["precision"], "config": config,
-            "data": describe_images(images, loaded),
-            "notes": f"batch {seg['batch_size']} x {seg['crop_size']} px crops, {seg['optimizer']}, trainable "
-                     f"{stage['trainable']}; {rate['timed_steps']} steps timed after {warmup} warm-up (median step "
-                     f"{rate['median_step_s']} s), {rate['steps_per_s'] * seg['batch_size']:.3g} crops/s",
-            "details": rate}
+    config = {
+        "profile": profile,
+        "overrides": list(overrides),
+        "segmenter": seg["name"],
+        "backbone": seg["backbone"],
+        "crop_size": seg["crop_size"],
+        "batch_size": seg["batch_size"],
+        "optimizer": seg["optimizer"],
+        "stage": stage,
+        "num_workers": num_workers,
+        "untimed_warmup_steps": warmup,
+    }
+    return {
+        "name": f"segmenter training: {seg['name']} ({seg['backbone']})",
+        "value": rate["steps_per_s"],
+        "unit": "steps/s",
+        "device": device,
+        "precision": settings["precision"],
+        "config": config,
+        "data": describe_images(images, loaded),
+        "notes": f"batch {seg['batch_size']} x {seg['crop_size']} px crops, {seg['optimizer']}, trainable "
+        f"{stage['trainable']}; {rate['timed_steps']} steps timed after {warmup} warm-up (median step "
+        f"{rate['median_step_s']} s), {rate['steps_per_s'] * seg['batch_size']:.3g} crops/s",
+        "details": rate,
+    }
 
 
-def measure_pix2pix_training(images: dict, profile: str, device: str = "cpu", overrides: list[str] = (),
-                             warmup: int = 2, steps: int = 5, seed: int = 0) -> dict:
+def measure_pix2pix_training(
+    images: dict,
+    profile: str,
+    device: str = "cpu",
+    overrides: list[str] = (),
+    warmup: int = 2,
+    steps: int = 5,
+    seed: int = 0,
+) -> dict:
     """Training steps (one D and one G update) per second of stylegen.train_style with the profile's config."""
     from stylegen import train_style
 
@@ -276,24 +385,49 @@ def measure_pix2pix_training(images: dict, profile: str, device: str = "cpu", ov
     loaded = load_images(images)
     keys = ("net_g", "net_d", "tile_size", "lambda_l1", "lr", "beta1", "batch_size", "flip")
     with tempfile.TemporaryDirectory() as root:
-        model = train_style([image for _, image, _ in loaded], [labels > 0 for _, _, labels in loaded],
-                            budget={**train_cfg["budget"], "max_steps": warmup + steps}, seed=seed, trainer=settings,
-                            root_dir=root, **{key: train_cfg[key] for key in keys})
+        model = train_style(
+            [image for _, image, _ in loaded],
+            [labels > 0 for _, _, labels in loaded],
+            budget={**train_cfg["budget"], "max_steps": warmup + steps},
+            seed=seed,
+            trainer=settings,
+            root_dir=root,
+            **{key: train_cfg[key] for key in keys},
+        )
     rate = timer.rate(warmup)
     record = model.train_record
-    config = {"profile": profile, "overrides": list(overrides), "stylegen": cfg.stylegen.name,
-              **{key: train_cfg[key] for key in ("tile_size", "batch_size", "net_g", "net_d")}}
-    return {"name": f"pix2pix training: {cfg.stylegen.name}", "value": rate["steps_per_s"], "unit": "steps/s",
-            "device": device, "precision": record["precision"], "config": config,
-            "data": describe_images(images, loaded) + f", {record['n_tiles']} tiles",
-            "notes": f"batch {train_cfg['batch_size']} x {train_cfg['tile_size']} px tiles, generator base "
-                     f"{train_cfg['net_g']['base_filters']} filters; {rate['timed_steps']} steps timed after "
-                     f"{warmup} warm-up (median step {rate['median_step_s']} s)",
-            "details": rate | {"train_record": record}}
+    config = {
+        "profile": profile,
+        "overrides": list(overrides),
+        "stylegen": cfg.stylegen.name,
+        **{key: train_cfg[key] for key in ("tile_size", "batch_size", "net_g", "net_d")},
+    }
+    return {
+        "name": f"pix2pix training: {cfg.stylegen.name}",
+        "value": rate["steps_per_s"],
+        "unit": "steps/s",
+        "device": device,
+        "precision": record["precision"],
+        "config": config,
+        "data": describe_images(images, loaded) + f", {record['n_tiles']} tiles",
+        "notes": f"batch {train_cfg['batch_size']} x {train_cfg['tile_size']} px tiles, generator base "
+        f"{train_cfg['net_g']['base_filters']} filters; {rate['timed_steps']} steps timed after "
+        f"{warmup} warm-up (median step {rate['median_step_s']} s)",
+        "details": rate | {"train_record": record},
+    }
 
 
-def measure_ga(images: dict, profile: str, overrides: list[str] = (), population: int = 12, generations: int = 4,
-               workers: int | None = None, crop_px: int = 320, unet: str | None = None, seed: int = 0) -> dict:
+def measure_ga(
+    images: dict,
+    profile: str,
+    overrides: list[str] = (),
+    population: int = 12,
+    generations: int = 4,
+    workers: int | None = None,
+    crop_px: int = 320,
+    unet: str | None = None,
+    seed: int = 0,
+) -> dict:
     """Fitness evaluations per second of the genetic algorithm tuning p1..p6 (nucleaizer.postprocess.tune)."""
     from skimage.segmentation import relabel_sequential
 
@@ -324,31 +458,65 @@ def measure_ga(images: dict, profile: str, overrides: list[str] = (), population
     settings = {key: ga[key] for key in ("tournament", "crossover", "mutation", "mutation_scale", "elite")}
     settings.update(population=population, generations=generations, patience=generations)
     paper = PostprocessParams.from_dict(container(cfg.postprocess.params))
-    result = tune_parameters(cases, genes_from_config(ga["genes"]), initial=[paper.as_dict(), IDENTITY_PARAMS.as_dict()],
-                             workers=workers, progress=False, seed=seed, **settings)
+    result = tune_parameters(
+        cases,
+        genes_from_config(ga["genes"]),
+        initial=[paper.as_dict(), IDENTITY_PARAMS.as_dict()],
+        workers=workers,
+        progress=False,
+        seed=seed,
+        **settings,
+    )
     history = result.history
     overall = result.evaluations / result.seconds
     # the first generation includes starting the worker processes
-    steady = ((history[-1]["evaluations"] - history[0]["evaluations"])
-              / max(history[-1]["seconds"] - history[0]["seconds"], 1e-9)) if len(history) > 1 else None
+    steady = (
+        (
+            (history[-1]["evaluations"] - history[0]["evaluations"])
+            / max(history[-1]["seconds"] - history[0]["seconds"], 1e-9)
+        )
+        if len(history) > 1
+        else None
+    )
     value = steady if steady else overall
-    source = f"U-Net ensemble {unet}" if unet else "the U-Net's training target of the ground truth (blur 1 px)"
-    return {"name": "GA evaluations (post-processing p1..p6)", "value": value, "unit": "evaluations/s",
-            "device": "cpu", "precision": None,
-            "config": {"profile": profile, "overrides": list(overrides), "workers": workers, "crop_px": crop_px,
-                       **settings},
-            "data": describe_images(images, loaded) + f", {crop_px} px windows at the working scale",
-            "notes": f"one evaluation = mean DSB over {len(cases)} images; {workers} worker processes; population "
-                     f"{population}, {len(history)} generations; after the first generation (pool start): "
-                     f"{value * len(cases):.3g} image evaluations/s; raw = classical, P = {source}",
-            "details": {"evaluations": result.evaluations, "seconds": round(result.seconds, 3),
-                        "evaluations_per_s_overall": overall, "evaluations_per_s_after_first_generation": steady,
-                        "images_per_evaluation": len(cases), "cases_seconds": round(cases_seconds, 3),
-                        "best_fitness": result.best_fitness}}
+    source = (
+        f"U-Net ensemble {unet}" if unet else "the U-Net's training target of the ground truth (blur 1 px)"
+    )
+    return {
+        "name": "GA evaluations (post-processing p1..p6)",
+        "value": value,
+        "unit": "evaluations/s",
+        "device": "cpu",
+        "precision": None,
+        "config": {
+            "profile": profile,
+            "overrides": list(overrides),
+            "workers": workers,
+            "crop_px": crop_px,
+            **settings,
+        },
+        "data": describe_images(images, loaded) + f", {crop_px} px windows at the working scale",
+        "notes": f"one evaluation = mean DSB over {len(cases)} images; {workers} worker processes; population "
+        f"{population}, {len(history)} generations; after the first generation (pool start): "
+        f"{value * len(cases):.3g} image evaluations/s; raw = classical, P = {source}",
+        "details": {
+            "evaluations": result.evaluations,
+            "seconds": round(result.seconds, 3),
+            "evaluations_per_s_overall": overall,
+            "evaluations_per_s_after_first_generation": steady,
+            "images_per_evaluation": len(cases),
+            "cases_seconds": round(cases_seconds, 3),
+            "best_fitness": result.best_fitness,
+        },
+    }
 
 
-MEASUREMENTS = {"inference": measure_inference, "segmenter_training": measure_segmenter_training,
-                "pix2pix_training": measure_pix2pix_training, "ga": measure_ga}
+MEASUREMENTS = {
+    "inference": measure_inference,
+    "segmenter_training": measure_segmenter_training,
+    "pix2pix_training": measure_pix2pix_training,
+    "ga": measure_ga,
+}
 
 
 def demo_timings(path: Path) -> dict:
@@ -358,18 +526,26 @@ def demo_timings(path: Path) -> dict:
         return {"measured": False, "report": shown}
     report = json.loads(path.read_text())
     modified = datetime.datetime.fromtimestamp(path.stat().st_mtime).isoformat(timespec="seconds")
-    return {"measured": True, "report": shown, "report_written": modified, "profile": report.get("profile"),
-            "style": report.get("style"), "total_seconds": report.get("total_seconds"),
-            "stages": {name: round(stage["seconds"], 1) for name, stage in report.get("stages", {}).items()},
-            "scores": report.get("scores", {})}
+    return {
+        "measured": True,
+        "report": shown,
+        "report_written": modified,
+        "profile": report.get("profile"),
+        "style": report.get("style"),
+        "total_seconds": report.get("total_seconds"),
+        "stages": {name: round(stage["seconds"], 1) for name, stage in report.get("stages", {}).items()},
+        "scores": report.get("scores", {}),
+    }
 
 
 # --- processes ----------------------------------------------------------------------------------------------
 def peak_memory(device: str) -> dict:
     """Peak resident memory of this process (and of its largest child, e.g. a GA worker), peak CUDA memory."""
-    peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "peak_rss_children_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
-            "peak_cuda_mb": None}
+    peak = {
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_children_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        "peak_cuda_mb": None,
+    }
     if device == "cuda":
         import torch
 
@@ -392,8 +568,11 @@ def run_measurement(kind: str, spec: dict, threads: int | None) -> dict:
         torch.cuda.reset_peak_memory_stats()
     load = os.getloadavg()[0]
     result = MEASUREMENTS[kind](**spec)
-    result.update(torch_threads=torch.get_num_threads(), load_average_1min_at_start=load,
-                  **peak_memory(result.get("device", device)))
+    result.update(
+        torch_threads=torch.get_num_threads(),
+        load_average_1min_at_start=load,
+        **peak_memory(result.get("device", device)),
+    )
     if device == "cuda":
         result["gpu"] = torch.cuda.get_device_name(0)
     return result
@@ -416,8 +595,15 @@ def in_fresh_process(kind: str, spec: dict, threads: int | None, timeout_s: floa
         wall = round(time.perf_counter() - started, 1)
         if error is None:
             return json.loads(result_path.read_text()) | {"process_wall_s": wall}
-    return {"name": kind, "value": None, "unit": None, "error": error, "process_wall_s": wall,
-            "config": spec, "notes": f"failed: {error}"}
+    return {
+        "name": kind,
+        "value": None,
+        "unit": None,
+        "error": error,
+        "process_wall_s": wall,
+        "config": spec,
+        "notes": f"failed: {error}",
+    }
 
 
 def child_main(spec_path: str, result_path: str) -> None:
@@ -439,35 +625,109 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str, dict, float]]:
     def images(per_group: dict[str, int], styles: list[str], size: int) -> dict:
         return pick_images(args.data, per_group) if real else procedural_images(styles, size)
 
-    inference_images = images({FLUORESCENCE: 1} if quick else {FLUORESCENCE: 2, TISSUE: 2, BRIGHTFIELD: 2},
-                              ["fluorescence"] if quick else ["fluorescence", "he", "brightfield"], 512)
-    training_images = images({FLUORESCENCE: 2, TISSUE: 2, BRIGHTFIELD: 2}, ["fluorescence", "he", "brightfield"], 512)
+    inference_images = images(
+        {FLUORESCENCE: 1} if quick else {FLUORESCENCE: 2, TISSUE: 2, BRIGHTFIELD: 2},
+        ["fluorescence"] if quick else ["fluorescence", "he", "brightfield"],
+        512,
+    )
+    training_images = images(
+        {FLUORESCENCE: 2, TISSUE: 2, BRIGHTFIELD: 2}, ["fluorescence", "he", "brightfield"], 512
+    )
     style_images = images({TISSUE: 2 if quick else 4}, ["he"] * (2 if quick else 4), 512)
-    ga_images = images({FLUORESCENCE: 1, TISSUE: 1, BRIGHTFIELD: 1} if quick else {FLUORESCENCE: 4, TISSUE: 2, BRIGHTFIELD: 2},
-                       ["fluorescence", "he", "brightfield"] * (1 if quick else 2), 320)
+    ga_images = images(
+        {FLUORESCENCE: 1, TISSUE: 1, BRIGHTFIELD: 1}
+        if quick
+        else {FLUORESCENCE: 4, TISSUE: 2, BRIGHTFIELD: 2},
+        ["fluorescence", "he", "brightfield"] * (1 if quick else 2),
+        320,
+    )
     warm, steps = (1, 2) if quick else (2, 5)
     device = args.device
     checkpoint = str(args.checkpoint) if args.checkpoint else None
     runs = [
-        ("inference_classical", "inference", {"kind": "classical", "images": inference_images, "profile": profile}),
-        ("inference_maskrcnn", "inference", {"kind": "maskrcnn", "images": inference_images, "profile": profile,
-                                             "device": device, "checkpoint": checkpoint}),
-        ("segmenter_maskrcnn_small", "segmenter_training",
-         {"images": training_images, "profile": profile, "device": device, "overrides": ["segmenter=maskrcnn_small"],
-          "warmup": warm, "steps": steps}),
+        (
+            "inference_classical",
+            "inference",
+            {"kind": "classical", "images": inference_images, "profile": profile},
+        ),
+        (
+            "inference_maskrcnn",
+            "inference",
+            {
+                "kind": "maskrcnn",
+                "images": inference_images,
+                "profile": profile,
+                "device": device,
+                "checkpoint": checkpoint,
+            },
+        ),
+        (
+            "segmenter_maskrcnn_small",
+            "segmenter_training",
+            {
+                "images": training_images,
+                "profile": profile,
+                "device": device,
+                "overrides": ["segmenter=maskrcnn_small"],
+                "warmup": warm,
+                "steps": steps,
+            },
+        ),
         # the ResNet-50 configuration: 4 x 512 px crops; far slower on a CPU, so fewer steps there
-        ("segmenter_maskrcnn_r50", "segmenter_training",
-         {"images": training_images, "profile": profile, "device": device, "overrides": ["segmenter=maskrcnn_r50"],
-          "warmup": 1 if not cuda else warm, "steps": (1 if quick else 2) if not cuda else steps}),
-        ("pix2pix_small", "pix2pix_training", {"images": style_images, "profile": profile, "device": device,
-                                               "overrides": ["stylegen=pix2pix_small"], "warmup": warm, "steps": steps}),
+        (
+            "segmenter_maskrcnn_r50",
+            "segmenter_training",
+            {
+                "images": training_images,
+                "profile": profile,
+                "device": device,
+                "overrides": ["segmenter=maskrcnn_r50"],
+                "warmup": 1 if not cuda else warm,
+                "steps": (1 if quick else 2) if not cuda else steps,
+            },
+        ),
+        (
+            "pix2pix_small",
+            "pix2pix_training",
+            {
+                "images": style_images,
+                "profile": profile,
+                "device": device,
+                "overrides": ["stylegen=pix2pix_small"],
+                "warmup": warm,
+                "steps": steps,
+            },
+        ),
     ]
     if cuda:
-        runs.append(("pix2pix", "pix2pix_training", {"images": style_images, "profile": profile, "device": device,
-                                                     "overrides": ["stylegen=pix2pix"], "warmup": warm, "steps": steps}))
-    runs.append(("ga", "ga", {"images": ga_images, "profile": profile, "population": 6 if quick else 12,
-                              "generations": 2 if quick else 4, "workers": args.ga_workers,
-                              "unet": str(args.unet) if args.unet else None}))
+        runs.append(
+            (
+                "pix2pix",
+                "pix2pix_training",
+                {
+                    "images": style_images,
+                    "profile": profile,
+                    "device": device,
+                    "overrides": ["stylegen=pix2pix"],
+                    "warmup": warm,
+                    "steps": steps,
+                },
+            )
+        )
+    runs.append(
+        (
+            "ga",
+            "ga",
+            {
+                "images": ga_images,
+                "profile": profile,
+                "population": 6 if quick else 12,
+                "generations": 2 if quick else 4,
+                "workers": args.ga_workers,
+                "unet": str(args.unet) if args.unet else None,
+            },
+        )
+    )
     chosen = [(key, kind, spec) for key, kind, spec in runs if not args.only or key in args.only]
     return [(key, kind, spec, 300.0 if quick else 900.0) for key, kind, spec in chosen]
 
@@ -480,16 +740,25 @@ def fmt(value: float | None) -> str:
 
 def write_markdown(path: Path, result: dict) -> None:
     m = result["machine"]
-    command = "python benchmarks/speed.py" + (" --quick" if result["quick"] else "") + (
-        f" --device {result['device']}" if result["device"] != "cpu" else "")
-    lines = [f"# Speed benchmark ({result['date']})", "",
-             f"`{command}`; commit {result['commit']}; {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']}, "
-             f"device {result['device']}, torch threads {result['threads']}; load average {m['load_average_1min_at_start']:.1f} "
-             f"at the start (the machine is shared: wall times are pessimistic); {result.get('total_wall_s', '?')} s "
-             "in all.", "",
-             "Every measurement ran in its own process; peak RSS is that process's maximum resident memory, peak "
-             "CUDA its `torch.cuda.max_memory_allocated`.", "",
-             "| measurement | value | unit | peak RSS MB | peak CUDA MB | notes |", "| --- | --- | --- | --- | --- | --- |"]
+    command = (
+        "python benchmarks/speed.py"
+        + (" --quick" if result["quick"] else "")
+        + (f" --device {result['device']}" if result["device"] != "cpu" else "")
+    )
+    lines = [
+        f"# Speed benchmark ({result['date']})",
+        "",
+        f"`{command}`; commit {result['commit']}; {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']}, "
+        f"device {result['device']}, torch threads {result['threads']}; load average {m['load_average_1min_at_start']:.1f} "
+        f"at the start (the machine is shared: wall times are pessimistic); {result.get('total_wall_s', '?')} s "
+        "in all.",
+        "",
+        "Every measurement ran in its own process; peak RSS is that process's maximum resident memory, peak "
+        "CUDA its `torch.cuda.max_memory_allocated`.",
+        "",
+        "| measurement | value | unit | peak RSS MB | peak CUDA MB | notes |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for row in result["measurements"]:
         extra = [f"{row.get('device', '-')}", f"{row.get('torch_threads', '-')} torch threads"]
         if row.get("precision"):
@@ -497,17 +766,23 @@ def write_markdown(path: Path, result: dict) -> None:
         if row.get("peak_rss_children_mb") and row.get("unit") == "evaluations/s":
             extra.append(f"largest worker {row['peak_rss_children_mb']} MB")
         notes = f"{row.get('notes', '')}; {row.get('data', '')}; {', '.join(extra)}"
-        lines.append(f"| {row['name']} | {fmt(row.get('value'))} | {row.get('unit') or '-'} | "
-                     f"{row.get('peak_rss_mb', '-')} | {row.get('peak_cuda_mb') or '-'} | {notes} |")
+        lines.append(
+            f"| {row['name']} | {fmt(row.get('value'))} | {row.get('unit') or '-'} | "
+            f"{row.get('peak_rss_mb', '-')} | {row.get('peak_cuda_mb') or '-'} | {notes} |"
+        )
     demo = result["demo"]
     if demo["measured"]:
         stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in demo["stages"].items())
-        lines.append(f"| demo end to end (`train.py +target=demo`, profile {demo['profile']}) | "
-                     f"{fmt(demo['total_seconds'])} | s | - | - | read from {demo['report']} "
-                     f"(written {demo['report_written']}): {stages} |")
+        lines.append(
+            f"| demo end to end (`train.py +target=demo`, profile {demo['profile']}) | "
+            f"{fmt(demo['total_seconds'])} | s | - | - | read from {demo['report']} "
+            f"(written {demo['report_written']}): {stages} |"
+        )
     else:
-        lines.append(f"| demo end to end (`train.py +target=demo`) | not measured | s | - | - | no {demo['report']}; "
-                     "run the demo, then this script |")
+        lines.append(
+            f"| demo end to end (`train.py +target=demo`) | not measured | s | - | - | no {demo['report']}; "
+            "run the demo, then this script |"
+        )
     lines.append("")
     path.write_text("\n".join(lines))
 
@@ -520,14 +795,30 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer images and steps; writes speed_quick.*")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="trained segmenter .pt for inference; an untrained network without it")
-    parser.add_argument("--unet", type=Path, default=None, help="U-Net ensemble .pt for the GA's probability maps")
-    parser.add_argument("--ga-workers", type=int, default=None, help="GA processes (config: postprocess.ga.workers)")
-    parser.add_argument("--demo-report", type=Path, default=DEMO_REPORT,
-                        help="report.json of a finished demo run (relative to the repository root)")
-    parser.add_argument("--data", type=Path, default=DATA, help="dsb2018_train; procedural images when absent")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="trained segmenter .pt for inference; an untrained network without it",
+    )
+    parser.add_argument(
+        "--unet", type=Path, default=None, help="U-Net ensemble .pt for the GA's probability maps"
+    )
+    parser.add_argument(
+        "--ga-workers", type=int, default=None, help="GA processes (config: postprocess.ga.workers)"
+    )
+    parser.add_argument(
+        "--demo-report",
+        type=Path,
+        default=DEMO_REPORT,
+        help="report.json of a finished demo run (relative to the repository root)",
+    )
+    parser.add_argument(
+        "--data", type=Path, default=DATA, help="dsb2018_train; procedural images when absent"
+    )
     parser.add_argument("--only", nargs="+", default=None, help="measure only these keys (see plan())")
     args = parser.parse_args(argv)
     if args.device == "cuda":
@@ -536,23 +827,36 @@ def main(argv: list[str] | None = None) -> None:
         if not torch.cuda.is_available():
             raise SystemExit("error: --device cuda but torch sees no CUDA device")
     demo_path = args.demo_report if args.demo_report.is_absolute() else ROOT / args.demo_report
-    result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
-              "commit": git_commit(), "device": args.device, "threads": args.threads, "quick": args.quick,
-              "data": str(args.data) if args.data.is_dir() else "procedural (nucleaizer.simulate)",
-              "measurements": []}
+    result = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "commit": git_commit(),
+        "device": args.device,
+        "threads": args.threads,
+        "quick": args.quick,
+        "data": str(args.data) if args.data.is_dir() else "procedural (nucleaizer.simulate)",
+        "measurements": [],
+    }
     started = time.perf_counter()
     for key, kind, spec, timeout_s in plan(args):
         print(f"{key}: running", flush=True)
         row = in_fresh_process(kind, spec, args.threads, timeout_s)
         row["key"] = key
         result["measurements"].append(row)
-        print(f"{key}: {fmt(row.get('value'))} {row.get('unit') or ''} (peak RSS {row.get('peak_rss_mb', '-')} MB, "
-              f"{row['process_wall_s']} s)", flush=True)
+        print(
+            f"{key}: {fmt(row.get('value'))} {row.get('unit') or ''} (peak RSS {row.get('peak_rss_mb', '-')} MB, "
+            f"{row['process_wall_s']} s)",
+            flush=True,
+        )
     result["total_wall_s"] = round(time.perf_counter() - started, 1)
     result["demo"] = demo_timings(demo_path)
     demo = result["demo"]
-    print(f"demo end to end: {demo['total_seconds']} s" if demo["measured"] else f"demo end to end: not measured "
-          f"(no {demo_path})", flush=True)
+    print(
+        f"demo end to end: {demo['total_seconds']} s"
+        if demo["measured"]
+        else f"demo end to end: not measured (no {demo_path})",
+        flush=True,
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "speed" + ("" if args.device == "cpu" else f"_{args.device}") + ("_quick" if args.quick else "")
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=float) + "\n")

@@ -105,7 +105,9 @@ def old_rule(features: np.ndarray, seed: int) -> np.ndarray:
     return min(fits, key=lambda fit: fit.inertia_).labels_
 
 
-def variants(features: FeatureSettings, clustering: ClusterSettings) -> dict[str, tuple[ClusterSettings, dict | None]]:
+def variants(
+    features: FeatureSettings, clustering: ClusterSettings
+) -> dict[str, tuple[ClusterSettings, dict | None]]:
     """The weightings compared: the default, every feature family weighted 1, and every column weighted 1."""
     equal = {name: 1.0 for name in feature_blocks(features)}
     return {
@@ -126,8 +128,10 @@ def procedural_trials(trials: int, features: FeatureSettings, clustering: Cluste
         for look in simulate.STYLES:
             for _ in range(per_look):
                 image, _ = simulate.sample(
-                    look, size=(int(rng.integers(48, 160)), int(rng.integers(48, 160))),
-                    diameter_px=float(rng.uniform(5, 25)), density=float(rng.uniform(0.05, 0.4)),
+                    look,
+                    size=(int(rng.integers(48, 160)), int(rng.integers(48, 160))),
+                    diameter_px=float(rng.uniform(5, 25)),
+                    density=float(rng.uniform(0.05, 0.4)),
                     seed=int(rng.integers(1_000_000)),
                 )
                 vectors.append(image_features(image, features))
@@ -168,7 +172,10 @@ def run(data: Path, quick: bool, trials: int, seed: int) -> dict:
                                     "seconds": round(time.perf_counter() - start, 2)}  # fmt: skip
     start = time.perf_counter()
     with threadpool_limits(limits=1, user_api="openmp"):  # as in nucleaizer.styles: threads only contend here
-        result["old_rule"] = {**scores(old_rule(vectors, seed), table), "seconds": round(time.perf_counter() - start, 2)}
+        result["old_rule"] = {
+            **scores(old_rule(vectors, seed), table),
+            "seconds": round(time.perf_counter() - start, 2),
+        }
     result["procedural"] = procedural_trials(trials, features, clustering)
     return result
 

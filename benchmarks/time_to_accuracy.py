@@ -41,8 +41,13 @@ from common import git_commit, machine  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 log = logging.getLogger("benchmark.time_to_accuracy")
 
-PRETRAINED_LITE0 = {"backbone": "efficientnet_lite0", "returned_layers": None, "pretrained": True,
-                    "frozen_batchnorm": True, "box_batch_size_per_image": 64}
+PRETRAINED_LITE0 = {
+    "backbone": "efficientnet_lite0",
+    "returned_layers": None,
+    "pretrained": True,
+    "frozen_batchnorm": True,
+    "box_batch_size_per_image": 64,
+}
 # name -> (segmenter config overrides, Lightning precision, learning rate)
 CANDIDATES = {
     "mobilenet_v3_scratch_fp32": ({}, "32-true", 5.0e-4),
@@ -50,7 +55,7 @@ CANDIDATES = {
     "lite0_pretrained_fpn128_bf16": ({**PRETRAINED_LITE0, "fpn_channels": 128}, "bf16-mixed", 2.0e-4),
     "lite0_pretrained_fpn256_bf16": ({**PRETRAINED_LITE0, "fpn_channels": 256}, "bf16-mixed", 2.0e-4),
 }
-STEPS_PER_EPOCH = 400   # validation (20 images) after every 400 steps: a few % of the time
+STEPS_PER_EPOCH = 400  # validation (20 images) after every 400 steps: a few % of the time
 EMA_DECAY = 0.998
 SCORE_THRESHOLDS = [0.5, 0.6, 0.7]
 
@@ -69,8 +74,13 @@ def segmenter_config(candidate: str) -> tuple[dict, dict]:
     config = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "segmenter" / "maskrcnn_mobilenet.yaml"))
     config.update(overrides)
     kwargs = training_kwargs_from_config(config)
-    kwargs.update(stages=[{"trainable": "all", "lr": lr, "epochs": 10_000}], steps_per_epoch=STEPS_PER_EPOCH,
-                  synthetic_share=0.0, ema_decay=EMA_DECAY, warmup_steps=100)
+    kwargs.update(
+        stages=[{"trainable": "all", "lr": lr, "epochs": 10_000}],
+        steps_per_epoch=STEPS_PER_EPOCH,
+        synthetic_share=0.0,
+        ema_decay=EMA_DECAY,
+        warmup_steps=100,
+    )
     trainer = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "trainer" / "cpu.yaml"))
     trainer.update(precision=precision, enable_progress_bar=False)
     return kwargs, trainer
@@ -101,15 +111,22 @@ def train_segment(candidate: str, minutes: float, work: Path, quick: bool) -> di
         kwargs["steps_per_epoch"] = 10
     out = work / candidate / "run"
     started = time.perf_counter()
-    path = fit_segmenter(train, val, out, trainer=trainer, max_time_s=minutes * 60, resume=True,
-                         **size_config(), **kwargs)
+    path = fit_segmenter(
+        train, val, out, trainer=trainer, max_time_s=minutes * 60, resume=True, **size_config(), **kwargs
+    )
     history = pd.read_csv(out / "logs" / "metrics.csv")
     steps = int(history["step"].max()) + 1
     epochs = history.dropna(subset=["val_dsb"])
-    return {"candidate": candidate, "minutes": minutes, "checkpoint": str(path), "steps": steps,
-            "segment_wall_s": round(time.perf_counter() - started, 1),
-            "val_dsb": [round(float(v), 4) for v in epochs["val_dsb"]],
-            "peak_rss_mb": round(peak_rss_mb()), "load_average_1min": os.getloadavg()[0]}
+    return {
+        "candidate": candidate,
+        "minutes": minutes,
+        "checkpoint": str(path),
+        "steps": steps,
+        "segment_wall_s": round(time.perf_counter() - started, 1),
+        "val_dsb": [round(float(v), 4) for v in epochs["val_dsb"]],
+        "peak_rss_mb": round(peak_rss_mb()),
+        "load_average_1min": os.getloadavg()[0],
+    }
 
 
 def evaluate_checkpoint(checkpoint: Path, work: Path, quick: bool) -> dict:
@@ -131,16 +148,34 @@ def evaluate_checkpoint(checkpoint: Path, work: Path, quick: bool) -> dict:
         test, val = test[:6], val[:2]
     baseline_record = work / "otsu_watershed.json"
     started = time.perf_counter()
-    table, timing, chosen = bench.evaluate(test, checkpoint, manifest, size_config(), val, SCORE_THRESHOLDS, [0.5],
-                                           ["identity"], with_baseline=not baseline_record.is_file())
+    table, timing, chosen = bench.evaluate(
+        test,
+        checkpoint,
+        manifest,
+        size_config(),
+        val,
+        SCORE_THRESHOLDS,
+        [0.5],
+        ["identity"],
+        with_baseline=not baseline_record.is_file(),
+    )
     scores = bench.summarise(table)
     if not baseline_record.is_file():
-        best = max(("baseline_original_scale", "baseline_oracle_scale"), key=lambda m: scores[m]["all"]["dsb"])
+        best = max(
+            ("baseline_original_scale", "baseline_oracle_scale"), key=lambda m: scores[m]["all"]["dsb"]
+        )
         baseline_record.write_text(json.dumps({"method": best, "scores": scores[best]}, indent=2))
-    return {"scores": {"model": scores["model"], "otsu_watershed": json.loads(baseline_record.read_text())["scores"]},
-            "score_threshold": chosen["model"]["chosen"], "eval_wall_s": round(time.perf_counter() - started, 1),
-            "model_mp_per_s": round(timing["megapixels"] / max(timing["model_s"], 1e-9), 4),
-            "test_images": len(test), "eval_peak_rss_mb": round(peak_rss_mb())}
+    return {
+        "scores": {
+            "model": scores["model"],
+            "otsu_watershed": json.loads(baseline_record.read_text())["scores"],
+        },
+        "score_threshold": chosen["model"]["chosen"],
+        "eval_wall_s": round(time.perf_counter() - started, 1),
+        "model_mp_per_s": round(timing["megapixels"] / max(timing["model_s"], 1e-9), 4),
+        "test_images": len(test),
+        "eval_peak_rss_mb": round(peak_rss_mb()),
+    }
 
 
 def record_path(work: Path, candidate: str, minutes: float) -> Path:
@@ -160,8 +195,13 @@ def one_budget(candidate: str, minutes: float, work: Path, quick: bool) -> None:
     record["checkpoint"] = str(kept)
     record.update(evaluate_checkpoint(kept, work, quick))
     record_path(work, candidate, minutes).write_text(json.dumps(record, indent=2))
-    log.info("%s after %g min: DSB %.3f (Otsu %.3f)", candidate, minutes, record["scores"]["model"]["all"]["dsb"],
-             record["scores"]["otsu_watershed"]["all"]["dsb"])
+    log.info(
+        "%s after %g min: DSB %.3f (Otsu %.3f)",
+        candidate,
+        minutes,
+        record["scores"]["model"]["all"]["dsb"],
+        record["scores"]["otsu_watershed"]["all"]["dsb"],
+    )
 
 
 def load_records(work: Path) -> list[dict]:
@@ -170,27 +210,40 @@ def load_records(work: Path) -> list[dict]:
 
 def markdown(report: dict) -> str:
     m = report["machine"]
-    lines = [f"# Time to accuracy ({report['date']})", "",
-             f"Machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']}, {report['threads']} threads; "
-             f"commit {report['commit']}. Training: the project's trainer (fit_segmenter) on dsb2018_train's "
-             f"fixed 80% split, batch 2 x 256 px crops, AdamW, EMA of the weights ({EMA_DECAY}), validation on "
-             f"20 images every {STEPS_PER_EPOCH} steps; each budget continues the shorter one. Scores: the "
-             f"133 held-out images at their annotated size, no TTA; Otsu + watershed in the same run.", "",
-             "| candidate | minutes | steps | steps/s (all) | crops/s | DSB | mAP | F1@0.5 | fluo | brightfield | "
-             "tissue | Otsu DSB | peak RSS MB | load |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"# Time to accuracy ({report['date']})",
+        "",
+        f"Machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']}, {report['threads']} threads; "
+        f"commit {report['commit']}. Training: the project's trainer (fit_segmenter) on dsb2018_train's "
+        f"fixed 80% split, batch 2 x 256 px crops, AdamW, EMA of the weights ({EMA_DECAY}), validation on "
+        f"20 images every {STEPS_PER_EPOCH} steps; each budget continues the shorter one. Scores: the "
+        f"133 held-out images at their annotated size, no TTA; Otsu + watershed in the same run.",
+        "",
+        "| candidate | minutes | steps | steps/s (all) | crops/s | DSB | mAP | F1@0.5 | fluo | brightfield | "
+        "tissue | Otsu DSB | peak RSS MB | load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in report["records"]:
         s, o = r["scores"]["model"], r["scores"]["otsu_watershed"]
         per_s = r["steps"] / (r["minutes"] * 60)
-        lines.append(f"| {r['candidate']} | {r['minutes']:g} | {r['steps']} | {per_s:.2f} | {2 * per_s:.2f} | "
-                     f"{s['all']['dsb']:.3f} | {s['all']['map']:.3f} | {s['all']['f1_50']:.3f} | "
-                     f"{s.get('fluorescence', {}).get('dsb', float('nan')):.3f} | "
-                     f"{s.get('brightfield', {}).get('dsb', float('nan')):.3f} | "
-                     f"{s.get('tissue', {}).get('dsb', float('nan')):.3f} | {o['all']['dsb']:.3f} | "
-                     f"{r['peak_rss_mb']} | {r['load_average_1min']:.1f} |")
-    lines += ["", "Otsu + watershed per group (same images): " + ", ".join(
-        f"{g} {v['dsb']:.3f}" for g, v in report["records"][0]["scores"]["otsu_watershed"].items())
-        if report["records"] else "", ""]
+        lines.append(
+            f"| {r['candidate']} | {r['minutes']:g} | {r['steps']} | {per_s:.2f} | {2 * per_s:.2f} | "
+            f"{s['all']['dsb']:.3f} | {s['all']['map']:.3f} | {s['all']['f1_50']:.3f} | "
+            f"{s.get('fluorescence', {}).get('dsb', float('nan')):.3f} | "
+            f"{s.get('brightfield', {}).get('dsb', float('nan')):.3f} | "
+            f"{s.get('tissue', {}).get('dsb', float('nan')):.3f} | {o['all']['dsb']:.3f} | "
+            f"{r['peak_rss_mb']} | {r['load_average_1min']:.1f} |"
+        )
+    lines += [
+        "",
+        "Otsu + watershed per group (same images): "
+        + ", ".join(
+            f"{g} {v['dsb']:.3f}" for g, v in report["records"][0]["scores"]["otsu_watershed"].items()
+        )
+        if report["records"]
+        else "",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -208,8 +261,12 @@ def plot(report: dict, path: Path) -> None:
         points.sort()
         axis.plot(*zip(*points, strict=True), marker="o", label=name)
     if report["records"]:
-        axis.axhline(report["records"][0]["scores"]["otsu_watershed"]["all"]["dsb"], color="grey", ls="--",
-                     label="Otsu + watershed")
+        axis.axhline(
+            report["records"][0]["scores"]["otsu_watershed"]["all"]["dsb"],
+            color="grey",
+            ls="--",
+            label="Otsu + watershed",
+        )
     axis.set_xlabel("training minutes (2 CPU threads)")
     axis.set_ylabel("DSB, 133 held-out images")
     axis.grid(alpha=0.3)
@@ -219,9 +276,14 @@ def plot(report: dict, path: Path) -> None:
 
 
 def write_report(work: Path, threads: int, quick: bool) -> dict:
-    report = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
-              "commit": git_commit(), "threads": threads, "candidates": {k: list(v) for k, v in CANDIDATES.items()},
-              "records": load_records(work)}
+    report = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "commit": git_commit(),
+        "threads": threads,
+        "candidates": {k: list(v) for k, v in CANDIDATES.items()},
+        "records": load_records(work),
+    }
     name = "time_to_accuracy_quick" if quick else "time_to_accuracy"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
@@ -258,7 +320,9 @@ def main() -> None:
                     continue
                 (args.work / candidate).mkdir(parents=True, exist_ok=True)
                 extra = ["--quick"] if args.quick else []
-                run_in_process(["--one", candidate, f"{minutes:g}", "--work", str(args.work), *extra], args.threads)
+                run_in_process(
+                    ["--one", candidate, f"{minutes:g}", "--work", str(args.work), *extra], args.threads
+                )
                 write_report(args.work, args.threads, args.quick)
     print(markdown(write_report(args.work, args.threads, args.quick)))
 

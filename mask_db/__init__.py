@@ -16,4 +16,12 @@ from mask_db.montage import montage
 from mask_db.stats import StyleStats, compare, style_statistics
 from mask_db.store import MaskDatabase
 
-__all__ = ["LayoutComposer", "MaskDatabase", "StyleStats", "compare", "compose_masks", "montage", "style_statistics"]
+__all__ = [
+    "LayoutComposer",
+    "MaskDatabase",
+    "StyleStats",
+    "compare",
+    "compose_masks",
+    "montage",
+    "style_statistics",
+]

@@ -39,8 +39,11 @@ LABEL_SUFFIXES = (".png", ".tif", ".tiff")
 def _read_labels(path: Path) -> np.ndarray:
     """One label file (integer PNG or TIFF, one channel) as int32 (H, W); ValueError naming the file."""
     try:
-        array = tifffile.imread(path) if path.suffix.lower() in (".tif", ".tiff") else cv2.imread(
-            str(path), cv2.IMREAD_UNCHANGED)
+        array = (
+            tifffile.imread(path)
+            if path.suffix.lower() in (".tif", ".tiff")
+            else cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        )
     except (OSError, ValueError, tifffile.TiffFileError) as error:
         raise ValueError(f"cannot read label image {path}: {error}") from error
     if array is None:
@@ -48,8 +51,10 @@ def _read_labels(path: Path) -> np.ndarray:
     if array.ndim == 3 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"{path} is not a label image: expected one integer channel (uint16 PNG/TIFF), "
-                         f"got {array.dtype} {array.shape}")
+        raise ValueError(
+            f"{path} is not a label image: expected one integer channel (uint16 PNG/TIFF), "
+            f"got {array.dtype} {array.shape}"
+        )
     return array.astype(np.int32)
 
 
@@ -68,9 +73,13 @@ def _label_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder; give a dataset folder with labels/*.png")
     source = folder / "labels" if (folder / "labels").is_dir() else folder
-    files = sorted(p for p in source.iterdir() if p.suffix.lower() in LABEL_SUFFIXES and not p.name.startswith("."))
+    files = sorted(
+        p for p in source.iterdir() if p.suffix.lower() in LABEL_SUFFIXES and not p.name.startswith(".")
+    )
     if not files:
-        raise FileNotFoundError(f"no label images (*.png, *.tif) in {source}; a dataset folder holds labels/<id>.png")
+        raise FileNotFoundError(
+            f"no label images (*.png, *.tif) in {source}; a dataset folder holds labels/<id>.png"
+        )
     return files
 
 
@@ -110,16 +119,24 @@ def compose(args: argparse.Namespace) -> dict:
     real = [labels for _, labels in _labelled(_label_files(like), "measuring style")]
     style = style_statistics(real, min_area=args.min_area)
     with MaskDatabase(args.database) as database:
-        composer = LayoutComposer(style, database if args.simulated_share < 1 else None,
-                                  simulated_share=args.simulated_share, touch_probability=args.touch_probability)
+        composer = LayoutComposer(
+            style,
+            database if args.simulated_share < 1 else None,
+            simulated_share=args.simulated_share,
+            touch_probability=args.touch_probability,
+        )
         masks = composer.compose(args.n, args.size, seed=args.seed)
     out.mkdir(parents=True, exist_ok=True)
     for index, labels in enumerate(masks):
         _write_labels(out / f"mask_{index:04d}.png", labels)
     if args.montage:
         cv2.imwrite(str(args.montage), cv2.cvtColor(montage(real, masks), cv2.COLOR_RGB2BGR))
-    return {"written": len(masks), "out": str(out), "report": dict(composer.report),
-            "match": compare(style_statistics(masks, min_area=args.min_area), style)}
+    return {
+        "written": len(masks),
+        "out": str(out),
+        "report": dict(composer.report),
+        "match": compare(style_statistics(masks, min_area=args.min_area), style),
+    }
 
 
 class _Parser(argparse.ArgumentParser):
@@ -141,15 +158,25 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("compose", help="compose label images that imitate a folder of label images")
     p.add_argument("database", type=Path)
     p.add_argument("out", type=Path, help="output folder for mask_NNNN.png (uint16 labels)")
-    p.add_argument("--like", required=True, help="dataset folder (labels/) or folder of label images to imitate")
+    p.add_argument(
+        "--like", required=True, help="dataset folder (labels/) or folder of label images to imitate"
+    )
     p.add_argument("--n", type=int, default=20, help="number of masks")
     p.add_argument("--size", type=int, default=512, help="mask height and width (px)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--simulated-share", type=float, default=0.5, help="share of SIMCEP shapes (0..1)")
-    p.add_argument("--touch-probability", type=float, default=None,
-                   help="share of touching objects (default: as measured in --like)")
-    p.add_argument("--min-area", type=int, default=16, help="ignore objects smaller than this when measuring (px)")
-    p.add_argument("--montage", type=Path, default=None, help="also write a PNG of real beside generated masks")
+    p.add_argument(
+        "--touch-probability",
+        type=float,
+        default=None,
+        help="share of touching objects (default: as measured in --like)",
+    )
+    p.add_argument(
+        "--min-area", type=int, default=16, help="ignore objects smaller than this when measuring (px)"
+    )
+    p.add_argument(
+        "--montage", type=Path, default=None, help="also write a PNG of real beside generated masks"
+    )
     p.set_defaults(run=compose)
     return parser
 

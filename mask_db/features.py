@@ -32,7 +32,16 @@ _PERIMETER_WEIGHTS = np.zeros(50)
 _PERIMETER_WEIGHTS[[5, 7, 15, 17, 25, 27]] = 1
 _PERIMETER_WEIGHTS[[21, 33]] = np.sqrt(2)
 _PERIMETER_WEIGHTS[[13, 23]] = (1 + np.sqrt(2)) / 2
-_NEIGHBOURS = ((-1, 0, 2), (1, 0, 2), (0, -1, 2), (0, 1, 2), (-1, -1, 10), (-1, 1, 10), (1, -1, 10), (1, 1, 10))
+_NEIGHBOURS = (
+    (-1, 0, 2),
+    (1, 0, 2),
+    (0, -1, 2),
+    (0, 1, 2),
+    (-1, -1, 10),
+    (-1, 1, 10),
+    (1, -1, 10),
+    (1, 1, 10),
+)
 
 
 def check_labels(labels: np.ndarray, what: str = "label image") -> np.ndarray:
@@ -41,7 +50,9 @@ def check_labels(labels: np.ndarray, what: str = "label image") -> np.ndarray:
     if labels.ndim != 2:
         raise ValueError(f"{what} must be 2-D (H, W) integer labels, got shape {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
-        raise ValueError(f"{what} must hold integer labels (0 background, 1..N nuclei), got dtype {labels.dtype}")
+        raise ValueError(
+            f"{what} must hold integer labels (0 background, 1..N nuclei), got dtype {labels.dtype}"
+        )
     if labels.size and labels.min() < 0:
         raise ValueError(f"{what} has negative labels; expected 0 background, 1..N nuclei")
     return labels.astype(np.int32, copy=False)
@@ -49,8 +60,9 @@ def check_labels(labels: np.ndarray, what: str = "label image") -> np.ndarray:
 
 def _empty_features() -> dict[str, np.ndarray]:
     features = {name: np.zeros(0) for name in FEATURE_COLUMNS}
-    features.update(label=np.zeros(0, dtype=np.int64), bbox=np.zeros((0, 4), dtype=np.int64),
-                    centroid=np.zeros((0, 2)))
+    features.update(
+        label=np.zeros(0, dtype=np.int64), bbox=np.zeros((0, 4), dtype=np.int64), centroid=np.zeros((0, 2))
+    )
     return features
 
 
@@ -64,7 +76,7 @@ def _border_codes(padded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     height, width = centre.shape
 
     def shifted(dy: int, dx: int) -> np.ndarray:
-        return padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
+        return padded[1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
 
     interior = centre > 0
     for dy, dx, _ in _NEIGHBOURS[:4]:
@@ -73,7 +85,7 @@ def _border_codes(padded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     border[1:-1, 1:-1] = (centre > 0) & ~interior
     codes = np.ones(centre.shape, dtype=np.int32)
     for dy, dx, weight in _NEIGHBOURS:
-        same = border[1 + dy:1 + dy + height, 1 + dx:1 + dx + width] & (shifted(dy, dx) == centre)
+        same = border[1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width] & (shifted(dy, dx) == centre)
         codes += weight * same
     inner = border[1:-1, 1:-1]
     rows, cols = np.nonzero(inner)
@@ -146,8 +158,13 @@ def shape_features(labels: np.ndarray) -> dict[str, np.ndarray]:
     # ids renumbered 1..n, so find_objects' list has no gaps however large the ids are
     compact = np.zeros(padded.shape, dtype=np.int32)
     compact.ravel()[foreground] = index + 1
-    bbox = np.array([[b[0].start, b[1].start, b[0].stop, b[1].stop] for b in ndimage.find_objects(compact)],
-                    dtype=np.int64) - 1
+    bbox = (
+        np.array(
+            [[b[0].start, b[1].start, b[0].stop, b[1].stop] for b in ndimage.find_objects(compact)],
+            dtype=np.int64,
+        )
+        - 1
+    )
 
     border, codes = _border_codes(compact)
     border_index = compact.ravel()[border] - 1

@@ -72,7 +72,7 @@ class _Canvas:
     def image(self) -> np.ndarray:
         """The label image without the margin, ids renumbered 1..N (int32 (H, W))."""
         m = self.margin
-        visible = self.labels[m:self.labels.shape[0] - m, m:self.labels.shape[1] - m]
+        visible = self.labels[m : self.labels.shape[0] - m, m : self.labels.shape[1] - m]
         present = np.bincount(visible.ravel(), minlength=len(self.centres) + 1) > 0
         present[0] = False
         renumber = np.cumsum(present).astype(np.int32)
@@ -85,31 +85,37 @@ class _Canvas:
         cy, cx = y + shape.centroid[0], x + shape.centroid[1]
         height, width = self.labels.shape
         m = self.margin
-        return (m <= cy < height - m and m <= cx < width - m and y >= 0 and x >= 0
-                and y + h <= height and x + w <= width)
+        return (
+            m <= cy < height - m
+            and m <= cx < width - m
+            and y >= 0
+            and x >= 0
+            and y + h <= height
+            and x + w <= width
+        )
 
     def free(self, shape: _Shape, y: int, x: int) -> bool:
         """Fits without overlapping or touching anything."""
         h, w = shape.mask.shape
-        return self.inside(shape, y, x) and not (self.blocked[y:y + h, x:x + w] & shape.mask).any()
+        return self.inside(shape, y, x) and not (self.blocked[y : y + h, x : x + w] & shape.mask).any()
 
     def overlaps(self, shape: _Shape, y: int, x: int) -> bool:
         """Shares a pixel with a placed object (call only where ``inside``)."""
         h, w = shape.mask.shape
-        return bool(((self.labels[y:y + h, x:x + w] > 0) & shape.mask).any())
+        return bool(((self.labels[y : y + h, x : x + w] > 0) & shape.mask).any())
 
     def paint(self, shape: _Shape, y: int, x: int) -> None:
         """Add an object; records its centre and which objects now touch."""
         mask = shape.mask
         h, w = mask.shape
         label = len(self.centres) + 1
-        self.labels[y:y + h, x:x + w][mask] = label
+        self.labels[y : y + h, x : x + w][mask] = label
         # the 8-dilated object, one pixel beyond its box where the canvas allows
         y0, x0 = max(y - 1, 0), max(x - 1, 0)
         y1, x1 = min(y + h + 1, self.labels.shape[0]), min(x + w + 1, self.labels.shape[1])
         ring = np.zeros((h + 2, w + 2), dtype=np.uint8)
         ring[1:-1, 1:-1] = mask
-        ring = cv2.dilate(ring, _EIGHT)[y0 - y + 1:y1 - y + 1, x0 - x + 1:x1 - x + 1].astype(bool)
+        ring = cv2.dilate(ring, _EIGHT)[y0 - y + 1 : y1 - y + 1, x0 - x + 1 : x1 - x + 1].astype(bool)
         self.blocked[y0:y1, x0:x1] |= ring
         neighbours = np.unique(self.labels[y0:y1, x0:x1][ring])
         neighbours = neighbours[(neighbours > 0) & (neighbours != label)]
@@ -153,18 +159,25 @@ class LayoutComposer:
         simcep_perturbation: float = 0.15,
         placement_tries: int = 30,
     ):
-        for name, value in (("simulated_share", simulated_share), ("new_cluster_probability", new_cluster_probability),
-                            ("default_touch_probability", default_touch_probability)):
+        for name, value in (
+            ("simulated_share", simulated_share),
+            ("new_cluster_probability", new_cluster_probability),
+            ("default_touch_probability", default_touch_probability),
+        ):
             if not 0 <= value <= 1:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
         if touch_probability is not None and not 0 <= touch_probability <= 1:
             raise ValueError(f"touch_probability must lie in [0, 1] or be None, got {touch_probability}")
         if stats.objects["area"].size == 0:
-            raise ValueError("the style statistics hold no whole nucleus (every label image is empty, or all its "
-                             "objects touch the image border or are tiny): nothing to imitate")
+            raise ValueError(
+                "the style statistics hold no whole nucleus (every label image is empty, or all its "
+                "objects touch the image border or are tiny): nothing to imitate"
+            )
         if simulated_share < 1:
             if database is None:
-                raise ValueError("no mask database given: pass one, or set simulated_share=1 to simulate every shape")
+                raise ValueError(
+                    "no mask database given: pass one, or set simulated_share=1 to simulate every shape"
+                )
             database.index  # noqa: B018  (raises a clear ValueError when the database is empty)
         self.stats = stats
         self.database = database
@@ -174,14 +187,20 @@ class LayoutComposer:
         self.neighbours = neighbours
         self.area_jitter = area_jitter
         self.new_cluster_probability = new_cluster_probability
-        self.shape_options = dict(tolerance=shape_tolerance, max_tries=max_shape_tries, n_points=simcep_points,
-                                  perturbation=simcep_perturbation)
+        self.shape_options = dict(
+            tolerance=shape_tolerance,
+            max_tries=max_shape_tries,
+            n_points=simcep_points,
+            perturbation=simcep_perturbation,
+        )
         self.placement_tries = placement_tries
         area = stats.objects["area"]
         self.area_range = (float(area.min()) / area_range_factor, float(area.max()) * area_range_factor)
         self.report: Counter = Counter()
         pooled = stats.touching_fraction
-        self._style_touch = pooled if stats.counts.sum() >= 2 and np.isfinite(pooled) else default_touch_probability
+        self._style_touch = (
+            pooled if stats.counts.sum() >= 2 and np.isfinite(pooled) else default_touch_probability
+        )
 
     def compose(self, n: int, size: int | tuple[int, int] = 512, seed: int = 0) -> list[np.ndarray]:
         """``n`` label images (int32 (H, W), ids 1..N in placement order) of ``size`` pixels.
@@ -194,8 +213,10 @@ class LayoutComposer:
             raise ValueError(f"need n >= 0 masks of a positive size, got n={n}, size={size}")
         typical = float(np.median(self.stats.objects["major_axis"]))
         if typical >= min(shape):
-            raise ValueError(f"nuclei of this style (median major axis {typical:.0f} px) do not fit a "
-                             f"{shape[0]}x{shape[1]} canvas; compose larger masks or rescale the style's images")
+            raise ValueError(
+                f"nuclei of this style (median major axis {typical:.0f} px) do not fit a "
+                f"{shape[0]}x{shape[1]} canvas; compose larger masks or rescale the style's images"
+            )
         self.report = Counter()
         references = self._references(n, np.random.default_rng([seed, 2**31]))
         masks = []
@@ -203,8 +224,14 @@ class LayoutComposer:
             rng = np.random.default_rng([seed, index])
             masks.append(self._compose_one(shape, int(references[index]), rng))
         if self.report["left_out"] or self.report["too_big"]:
-            log.warning("%d of %d objects could not be placed (no free position) and %d were bigger than the "
-                        "%dx%d canvas", self.report["left_out"], self.report["asked"], self.report["too_big"], *shape)
+            log.warning(
+                "%d of %d objects could not be placed (no free position) and %d were bigger than the "
+                "%dx%d canvas",
+                self.report["left_out"],
+                self.report["asked"],
+                self.report["too_big"],
+                *shape,
+            )
         return masks
 
     def _references(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -214,9 +241,13 @@ class LayoutComposer:
         order = rng.permutation(self.stats.n_images)
         cumulative = np.cumsum(self.stats.pixels[order])
         points = (rng.random() + np.arange(n)) / max(n, 1) * cumulative[-1]
-        return rng.permutation(order[np.minimum(np.searchsorted(cumulative, points, side="right"), order.size - 1)])
+        return rng.permutation(
+            order[np.minimum(np.searchsorted(cumulative, points, side="right"), order.size - 1)]
+        )
 
-    def _reference_objects(self, reference: int, count: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def _reference_objects(
+        self, reference: int, count: int, rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
         """``count`` objects drawn (with replacement, chances by border weight) from the reference image's
         whole nuclei, or from the whole style when that image has none; areas jittered."""
         objects = self.stats.objects
@@ -234,7 +265,7 @@ class LayoutComposer:
         database for the rest and for simulated ones never accepted."""
         count = wanted["area"].size
         simulated = np.zeros(count, dtype=bool)
-        simulated[rng.permutation(count)[:int(round(count * self.simulated_share))]] = True
+        simulated[rng.permutation(count)[: int(round(count * self.simulated_share))]] = True
         shapes: list[np.ndarray | None] = [None] * count
         if simulated.any():
             subset = {name: values[simulated] for name, values in wanted.items()}
@@ -250,7 +281,9 @@ class LayoutComposer:
             try:
                 ids, _ = self.database.query(shape_space, k=self.neighbours, area_range=self.area_range)
             except ValueError:
-                log.warning("no database nucleus within the area range %s; using the whole database", self.area_range)
+                log.warning(
+                    "no database nucleus within the area range %s; using the whole database", self.area_range
+                )
                 ids, _ = self.database.query(shape_space, k=self.neighbours)
             picked = ids[np.arange(len(ids)), rng.integers(0, ids.shape[1], len(ids))]
             index = self.database.index
@@ -297,8 +330,9 @@ class LayoutComposer:
         self.report["touching"] += int(touching_labels(labels).size)
         return labels
 
-    def _place(self, canvas: _Canvas, shape: _Shape, gaps: np.ndarray, want_touch: bool,
-               rng: np.random.Generator) -> bool:
+    def _place(
+        self, canvas: _Canvas, shape: _Shape, gaps: np.ndarray, want_touch: bool, rng: np.random.Generator
+    ) -> bool:
         """Put one object on the canvas; False when no free position exists."""
         if want_touch and self._place_touching(canvas, shape, rng):
             return True
@@ -312,20 +346,27 @@ class LayoutComposer:
             if mode == "near":
                 anchors = np.asarray(canvas.centres)[rng.integers(len(canvas.centres), size=tries)]
                 angle = rng.uniform(0, 2 * np.pi, tries)
-                centres = anchors + rng.choice(gaps, size=tries)[:, None] * np.stack([np.sin(angle), np.cos(angle)], 1)
+                centres = anchors + rng.choice(gaps, size=tries)[:, None] * np.stack(
+                    [np.sin(angle), np.cos(angle)], 1
+                )
             else:
-                centres = rng.uniform((canvas.margin, canvas.margin),
-                                      (height - canvas.margin, width - canvas.margin), size=(tries, 2))
+                centres = rng.uniform(
+                    (canvas.margin, canvas.margin),
+                    (height - canvas.margin, width - canvas.margin),
+                    size=(tries, 2),
+                )
             for y, x in np.floor(centres - shape.centroid + 0.5).astype(int).tolist():
                 if canvas.free(shape, y, x):
                     canvas.paint(shape, y, x)
                     return True
         # exact search: every top-left corner whose window misses all blocked pixels and puts the centre in
         # the image
-        hits = cv2.matchTemplate(canvas.blocked.astype(np.float32), shape.mask.astype(np.float32), cv2.TM_CCORR)
+        hits = cv2.matchTemplate(
+            canvas.blocked.astype(np.float32), shape.mask.astype(np.float32), cv2.TM_CCORR
+        )
         low = np.ceil(canvas.margin - shape.centroid).astype(int)
         high = np.ceil(np.array([height, width]) - canvas.margin - shape.centroid).astype(int)
-        free = np.argwhere(hits[low[0]:high[0], low[1]:high[1]] < 0.5)
+        free = np.argwhere(hits[low[0] : high[0], low[1] : high[1]] < 0.5)
         if free.size == 0:
             return False
         y, x = free[rng.integers(len(free))] + low
@@ -347,12 +388,14 @@ class LayoutComposer:
             # top-left corners that keep the centre in the image and the crop near the anchor
             y0 = max(int(cy - reach) - h, int(np.ceil(canvas.margin - shape.centroid[0])), 0)
             x0 = max(int(cx - reach) - w, int(np.ceil(canvas.margin - shape.centroid[1])), 0)
-            y1 = min(int(cy + reach) + 1, int(np.ceil(height - canvas.margin - shape.centroid[0])), height - h)
+            y1 = min(
+                int(cy + reach) + 1, int(np.ceil(height - canvas.margin - shape.centroid[0])), height - h
+            )
             x1 = min(int(cx + reach) + 1, int(np.ceil(width - canvas.margin - shape.centroid[1])), width - w)
             if y1 <= y0 or x1 <= x0:
                 continue
-            occupied = (canvas.labels[y0:y1 + h - 1, x0:x1 + w - 1] > 0).astype(np.float32)
-            blocked = canvas.blocked[y0:y1 + h - 1, x0:x1 + w - 1].astype(np.float32)
+            occupied = (canvas.labels[y0 : y1 + h - 1, x0 : x1 + w - 1] > 0).astype(np.float32)
+            blocked = canvas.blocked[y0 : y1 + h - 1, x0 : x1 + w - 1].astype(np.float32)
             overlap = cv2.matchTemplate(occupied, mask, cv2.TM_CCORR)
             near = cv2.matchTemplate(blocked, mask, cv2.TM_CCORR)
             corners = np.argwhere((overlap < 0.5) & (near > 0.5))
@@ -361,6 +404,7 @@ class LayoutComposer:
                 canvas.paint(shape, int(y), int(x))
                 return True
         return False
+
 
 def compose_masks(
     stats: StyleStats,

@@ -39,7 +39,9 @@ def _tile(labels: np.ndarray, size: int) -> np.ndarray:
     return tile
 
 
-def montage(real: Sequence[np.ndarray], generated: Sequence[np.ndarray], n: int = 4, tile: int = 256) -> np.ndarray:
+def montage(
+    real: Sequence[np.ndarray], generated: Sequence[np.ndarray], n: int = 4, tile: int = 256
+) -> np.ndarray:
     """RGB uint8 image (2 * tile + gaps, margin + n * tile + gaps, 3): the first ``n`` real label images on
     the top row, the first ``n`` generated ones below, titled "real" and "generated". Raises ValueError
     when either list is empty."""
@@ -53,5 +55,5 @@ def montage(real: Sequence[np.ndarray], generated: Sequence[np.ndarray], n: int 
         cv2.putText(out, title, (8, y + tile // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
         for column, labels in enumerate(images[:columns]):
             x = _MARGIN + gap + column * (tile + gap)
-            out[y:y + tile, x:x + tile] = _tile(labels, tile)
+            out[y : y + tile, x : x + tile] = _tile(labels, tile)
     return out

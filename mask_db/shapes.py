@@ -28,7 +28,7 @@ def tight_crop(mask: np.ndarray) -> np.ndarray:
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
         return np.zeros((0, 0), dtype=bool)
-    return mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
 def linear_scale(target_area: float | np.ndarray, area: float | np.ndarray) -> float | np.ndarray:
@@ -90,9 +90,13 @@ def simcep_outlines(
     ``shape_ratio`` (major/minor, area kept), rotated by ``angle`` and rescaled so its enclosed area is
     ``area`` (square root of the area ratio). The stretched, rotated outline is what is returned.
     """
-    area, shape_ratio, angle = (np.asarray(v, dtype=np.float64).reshape(-1) for v in (area, shape_ratio, angle))
+    area, shape_ratio, angle = (
+        np.asarray(v, dtype=np.float64).reshape(-1) for v in (area, shape_ratio, angle)
+    )
     count = area.size
-    radius = np.sqrt(area / np.pi)[:, None] * (1 + rng.uniform(-perturbation, perturbation, (count, n_points)))
+    radius = np.sqrt(area / np.pi)[:, None] * (
+        1 + rng.uniform(-perturbation, perturbation, (count, n_points))
+    )
     r = radius @ _periodic_spline_matrix(n_points, n_samples).T
     r = np.maximum(r, 0.05 * radius.mean(axis=1, keepdims=True))
     t = rng.uniform(0, 2 * np.pi, (count, 1)) + np.linspace(0, 2 * np.pi, n_samples, endpoint=False)
@@ -130,7 +134,9 @@ def rasterise(outlines: np.ndarray, supersample: int = 4) -> tuple[np.ndarray, n
     """
     centre = outlines.mean(axis=1, keepdims=True)
     radius = np.linalg.norm(outlines - centre, axis=2).mean(axis=1)[:, None, None]
-    outlines = centre + (outlines - centre) * np.maximum(1 - 0.5 / (supersample * np.maximum(radius, 1.0)), 0.5)
+    outlines = centre + (outlines - centre) * np.maximum(
+        1 - 0.5 / (supersample * np.maximum(radius, 1.0)), 0.5
+    )
     low = np.floor(outlines.min(axis=1)) - 1
     sizes = (np.ceil(outlines.max(axis=1) - low) + 1).astype(np.int64)
     corners, (height, width) = _shelf_layout(sizes)
@@ -172,8 +178,14 @@ def simulate_shapes(
         per_reference = min(2 ** int(np.log2(tried + 1)), max(1, max_tries) - tried)
         tried += per_reference
         owner = np.repeat(pending, per_reference)
-        outlines = simcep_outlines(reference["area"][owner], reference["shape_ratio"][owner],
-                                   rng.uniform(0, np.pi, owner.size), rng, n_points, perturbation)
+        outlines = simcep_outlines(
+            reference["area"][owner],
+            reference["shape_ratio"][owner],
+            rng.uniform(0, np.pi, owner.size),
+            rng,
+            n_points,
+            perturbation,
+        )
         canvas, boxes = rasterise(outlines)
         measured = shape_features(canvas)
         got = np.full((owner.size, len(ACCEPT_FEATURES)), np.nan)
@@ -191,6 +203,11 @@ def simulate_shapes(
         pending = pending[best_error[pending] > tolerance]
     accepted = best_error <= tolerance
     if pending.size:
-        log.debug("%d of %d simulated shapes not within %.2f after %d tries; kept the closest",
-                  pending.size, count, tolerance, max_tries)
+        log.debug(
+            "%d of %d simulated shapes not within %.2f after %d tries; kept the closest",
+            pending.size,
+            count,
+            tolerance,
+            max_tries,
+        )
     return best, accepted

@@ -59,8 +59,9 @@ class StyleStats:
     @property
     def touching_fractions(self) -> np.ndarray:
         """Share of each image's objects that touch another, float (I,); NaN where an image has none."""
-        return np.divide(self.touching_counts, self.counts, out=np.full(self.n_images, np.nan),
-                         where=self.counts > 0)
+        return np.divide(
+            self.touching_counts, self.counts, out=np.full(self.n_images, np.nan), where=self.counts > 0
+        )
 
     @property
     def touching_fraction(self) -> float:
@@ -81,14 +82,18 @@ class StyleStats:
             "objects": int(self.counts.sum()),
             "whole_objects": int(area.size),
             "area_p10_p50_p90": [round(weighted_quantile(area, q, weight), 1) for q in (0.1, 0.5, 0.9)]
-            if area.size else None,
+            if area.size
+            else None,
             "objects_per_512x512": round(self.density * 512 * 512, 2) if self.n_images else None,
             "objects_per_512x512_image_std": round(float(self.densities.std() * 512 * 512), 2)
-            if self.n_images else None,
+            if self.n_images
+            else None,
             "nn_distance_median": median(self.nn_distances),
             "touching_fraction": round(self.touching_fraction, 4) if self.counts.sum() else None,
-            **{f"{name}_median": median(self.objects[name], weight)
-               for name in ("shape_ratio", "circularity", "eccentricity", "solidity")},
+            **{
+                f"{name}_median": median(self.objects[name], weight)
+                for name in ("shape_ratio", "circularity", "eccentricity", "solidity")
+            },
         }
 
 
@@ -103,7 +108,9 @@ def weighted_quantile(values: np.ndarray, q: float, weights: np.ndarray | None =
     return float(values[order][np.searchsorted(cumulative, q * cumulative[-1])])
 
 
-def weighted_ks(a: np.ndarray, b: np.ndarray, weight_a: np.ndarray, weight_b: np.ndarray) -> tuple[float, float]:
+def weighted_ks(
+    a: np.ndarray, b: np.ndarray, weight_a: np.ndarray, weight_b: np.ndarray
+) -> tuple[float, float]:
     """Two-sample Kolmogorov-Smirnov test on weighted samples: (statistic, asymptotic p-value).
 
     The statistic is the largest gap between the two weighted empirical distribution functions; the
@@ -188,16 +195,21 @@ def compare(generated: StyleStats, real: StyleStats) -> dict:
     result = {
         "median_area_ratio": ratio(median(generated, "area"), median(real, "area")),
         "density_ratio": ratio(generated.density, real.density),
-        "nn_distance_median_ratio": ratio(weighted_quantile(generated.nn_distances, 0.5),
-                                          weighted_quantile(real.nn_distances, 0.5)),
+        "nn_distance_median_ratio": ratio(
+            weighted_quantile(generated.nn_distances, 0.5), weighted_quantile(real.nn_distances, 0.5)
+        ),
         "touching_fraction_generated": round(generated.touching_fraction, 4),
         "touching_fraction_real": round(real.touching_fraction, 4),
         "objects_generated": int(generated.objects["area"].size),
         "objects_real": int(real.objects["area"].size),
     }
     if generated.objects["area"].size and real.objects["area"].size:
-        statistic, pvalue = weighted_ks(generated.objects["area"], real.objects["area"],
-                                        generated.objects["weight"], real.objects["weight"])
+        statistic, pvalue = weighted_ks(
+            generated.objects["area"],
+            real.objects["area"],
+            generated.objects["weight"],
+            real.objects["weight"],
+        )
         result.update(area_ks_statistic=round(statistic, 4), area_ks_pvalue=pvalue)
     for name in ("shape_ratio", "circularity", "eccentricity", "solidity"):
         result[f"{name}_median"] = [round(median(s, name), 4) for s in (generated, real)]

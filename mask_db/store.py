@@ -84,8 +84,10 @@ class MaskDatabase:
         self.path = Path(path)
         if not self.path.is_file():
             if not create:
-                raise FileNotFoundError(f"mask database {self.path} does not exist; build it first "
-                                        f"(python -m mask_db build {self.path} DATASET_DIR)")
+                raise FileNotFoundError(
+                    f"mask database {self.path} does not exist; build it first "
+                    f"(python -m mask_db build {self.path} DATASET_DIR)"
+                )
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._connection = sqlite3.connect(self.path)
         try:
@@ -133,10 +135,21 @@ class MaskDatabase:
             y0, x0, y1, x1 = (int(v) for v in features["bbox"][i])
             crop = cleaned[y0:y1, x0:x1] == label
             rows.append(
-                (dataset, image, int(label), *(float(features[c][i]) for c in FEATURE_COLUMNS),
-                 y0, x0, y1 - y0, x1 - x0, pack_mask(crop))
+                (
+                    dataset,
+                    image,
+                    int(label),
+                    *(float(features[c][i]) for c in FEATURE_COLUMNS),
+                    y0,
+                    x0,
+                    y1 - y0,
+                    x1 - x0,
+                    pack_mask(crop),
+                )
             )
-        columns = ", ".join(("dataset", "image", "label", *FEATURE_COLUMNS, "y0", "x0", "height", "width", "crop"))
+        columns = ", ".join(
+            ("dataset", "image", "label", *FEATURE_COLUMNS, "y0", "x0", "height", "width", "crop")
+        )
         with self._connection:
             self._connection.executemany(
                 f"INSERT INTO nuclei ({columns}) VALUES ({', '.join('?' * (len(FEATURE_COLUMNS) + 8))})", rows
@@ -164,7 +177,9 @@ class MaskDatabase:
         """Counts per dataset, total nuclei and images, area percentiles and the file size in bytes."""
         per_dataset = dict(self._connection.execute("SELECT dataset, COUNT(*) FROM nuclei GROUP BY dataset"))
         images = self._connection.execute("SELECT COUNT(*) FROM images").fetchone()[0]
-        areas = np.array([r[0] for r in self._connection.execute("SELECT area FROM nuclei")], dtype=np.float64)
+        areas = np.array(
+            [r[0] for r in self._connection.execute("SELECT area FROM nuclei")], dtype=np.float64
+        )
         percentiles = np.percentile(areas, [5, 50, 95]).round(1).tolist() if areas.size else [None] * 3
         return {
             "nuclei": int(areas.size),
@@ -181,8 +196,10 @@ class MaskDatabase:
             columns = ", ".join(("id", "dataset", "area", *SHAPE_SPACE))
             rows = self._connection.execute(f"SELECT {columns} FROM nuclei ORDER BY id").fetchall()
             if not rows:
-                raise ValueError(f"mask database {self.path} is empty; build it from labelled dataset folders "
-                                 f"(python -m mask_db build {self.path} DATASET_DIR)")
+                raise ValueError(
+                    f"mask database {self.path} is empty; build it from labelled dataset folders "
+                    f"(python -m mask_db build {self.path} DATASET_DIR)"
+                )
             ids, datasets, area, *shape = zip(*rows, strict=True)
             shape = np.stack([np.asarray(c, dtype=np.float64) for c in shape], axis=1)
             std = shape.std(axis=0)
@@ -209,8 +226,10 @@ class MaskDatabase:
                 keep &= np.isin(index.datasets, list(sources))
             rows = np.flatnonzero(keep)
             if rows.size == 0:
-                raise ValueError(f"no nucleus in {self.path} passes the filters area_range={area_range}, "
-                                 f"sources={sources}; widen them")
+                raise ValueError(
+                    f"no nucleus in {self.path} passes the filters area_range={area_range}, "
+                    f"sources={sources}; widen them"
+                )
             self._trees[key] = (rows, cKDTree(index.standardise(index.shape[rows])))
         return self._trees[key]
 
@@ -229,7 +248,9 @@ class MaskDatabase:
         """
         shape = np.atleast_2d(np.asarray(shape, dtype=np.float64))
         if shape.shape[1] != len(SHAPE_SPACE):
-            raise ValueError(f"queries need {len(SHAPE_SPACE)} columns {SHAPE_SPACE}, got shape {shape.shape}")
+            raise ValueError(
+                f"queries need {len(SHAPE_SPACE)} columns {SHAPE_SPACE}, got shape {shape.shape}"
+            )
         rows, tree = self._tree(area_range, sources)
         k = max(1, min(k, rows.size))
         distances, found = tree.query(self.index.standardise(shape), k=k)
@@ -251,7 +272,7 @@ class MaskDatabase:
         unique = sorted(set(ids))
         # SQLite caps the number of bound variables per statement; ask in chunks.
         for start in range(0, len(unique), 500):
-            chunk = unique[start:start + 500]
+            chunk = unique[start : start + 500]
             sql = f"SELECT id, {columns} FROM nuclei WHERE id IN ({', '.join('?' * len(chunk))})"
             found.update((row[0], row[1:]) for row in self._connection.execute(sql, chunk))
         missing = [i for i in unique if i not in found]

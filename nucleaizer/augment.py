@@ -50,8 +50,17 @@ class AugmentParams:
         if unknown:
             raise UserError(f"segmenter.augment: unknown key(s) {unknown}; known keys are {sorted(known)}")
         params = cls(**{k: float(v) for k, v in values.items()})
-        probabilities = ("flip", "rotate", "translate", "intensity_stretch", "equalize", "invert", "blur", "noise",
-                         "channel_swap")
+        probabilities = (
+            "flip",
+            "rotate",
+            "translate",
+            "intensity_stretch",
+            "equalize",
+            "invert",
+            "blur",
+            "noise",
+            "channel_swap",
+        )
         bad = [name for name in probabilities if not 0.0 <= getattr(params, name) <= 1.0]
         if bad:
             raise UserError(f"segmenter.augment: {bad} must be probabilities between 0 and 1")
@@ -75,15 +84,29 @@ def warp_pair(image: np.ndarray, labels: np.ndarray, matrix: np.ndarray) -> tupl
     """
     height, width = labels.shape
     fill = tuple(int(v) for v in channel_median(image))
-    warped = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+    warped = cv2.warpAffine(
+        image,
+        matrix,
+        (width, height),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=fill,
+    )
     # float32 holds ids exactly up to 2**24; nearest never mixes two ids
-    warped_labels = cv2.warpAffine(labels.astype(np.float32), matrix, (width, height), flags=cv2.INTER_NEAREST,
-                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    warped_labels = cv2.warpAffine(
+        labels.astype(np.float32),
+        matrix,
+        (width, height),
+        flags=cv2.INTER_NEAREST,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
     return warped, warped_labels.astype(labels.dtype)
 
 
-def rotation_matrix(shape: tuple[int, int], angle_deg: float, shift_yx: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+def rotation_matrix(
+    shape: tuple[int, int], angle_deg: float, shift_yx: tuple[float, float] = (0.0, 0.0)
+) -> np.ndarray:
     """2x3 affine matrix rotating about the image centre by ``angle_deg`` then shifting by ``shift_yx`` px."""
     height, width = shape
     matrix = cv2.getRotationMatrix2D(((width - 1) / 2.0, (height - 1) / 2.0), angle_deg, 1.0)
@@ -102,8 +125,11 @@ def _geometric(image: np.ndarray, labels: np.ndarray, params: AugmentParams, rng
     if rng.random() < params.translate:
         shift = tuple(rng.uniform(-params.translate_max, params.translate_max, 2) * np.array(labels.shape))
     if angle != 0.0 or shift != (0.0, 0.0):
-        image, labels = warp_pair(np.ascontiguousarray(image), np.ascontiguousarray(labels),
-                                  rotation_matrix(labels.shape, angle, shift))
+        image, labels = warp_pair(
+            np.ascontiguousarray(image),
+            np.ascontiguousarray(labels),
+            rotation_matrix(labels.shape, angle, shift),
+        )
     return np.ascontiguousarray(image), np.ascontiguousarray(labels)
 
 
@@ -118,7 +144,9 @@ def _stretch(image: np.ndarray, params: AugmentParams, rng: np.random.Generator)
     return np.clip((image.astype(np.float32) - low) / (high - low) * 255.0, 0, 255).astype(np.uint8)
 
 
-def _intensity(image: np.ndarray, params: AugmentParams, rng: np.random.Generator, synthetic: bool) -> np.ndarray:
+def _intensity(
+    image: np.ndarray, params: AugmentParams, rng: np.random.Generator, synthetic: bool
+) -> np.ndarray:
     if rng.random() < params.intensity_stretch:
         image = _stretch(image, params, rng)
     if rng.random() < params.equalize:
@@ -155,6 +183,8 @@ def augment_pair(
     ``synthetic``: the pair is a rendered one (no inversion, stronger blur allowed).
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != labels.shape:
-        raise ValueError(f"image (H, W, 3) and labels (H, W) must match, got {image.shape} and {labels.shape}")
+        raise ValueError(
+            f"image (H, W, 3) and labels (H, W) must match, got {image.shape} and {labels.shape}"
+        )
     image, labels = _geometric(image, labels, params, rng)
     return _intensity(image, params, rng, synthetic), labels

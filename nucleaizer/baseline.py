@@ -109,8 +109,12 @@ SPECKLE_MIN_FRACTION = 0.25
 SPECKLE_MAX_CONTRAST = 4.5
 
 
-def sees_no_nuclei(image: np.ndarray, smooth_sigma_px: float = 1.0, colour_tolerance: float = 2.0,
-                   brightfield_classes: int = 3) -> bool:
+def sees_no_nuclei(
+    image: np.ndarray,
+    smooth_sigma_px: float = 1.0,
+    colour_tolerance: float = 2.0,
+    brightfield_classes: int = 3,
+) -> bool:
     """Whether Otsu's threshold splits the image into noise rather than nuclei (see SPECKLE_*), or it is flat."""
     channel, brightfield = nuclear_channel(image, colour_tolerance)
     if smooth_sigma_px > 0:
@@ -122,7 +126,9 @@ def sees_no_nuclei(image: np.ndarray, smooth_sigma_px: float = 1.0, colour_toler
     if fraction in (0.0, 1.0):
         return True
     background = channel[~foreground]
-    contrast = (float(channel[foreground].mean()) - float(background.mean())) / max(float(background.std()), 1e-6)
+    contrast = (float(channel[foreground].mean()) - float(background.mean())) / max(
+        float(background.std()), 1e-6
+    )
     return fraction > SPECKLE_MIN_FRACTION and contrast < SPECKLE_MAX_CONTRAST
 
 

@@ -46,7 +46,7 @@ class Bundle:
     size: SizeRule
     postprocess: dict[str, Any] | None
     files: tuple[Path, ...] = ()
-    size_estimation: str = "model"   # model: the preseg (else the segmenter); classical: Otsu + watershed
+    size_estimation: str = "model"  # model: the preseg (else the segmenter); classical: Otsu + watershed
 
     def path(self, name: str) -> Path:
         """A file of the bundle named relative to its folder (as the post-processing section names them)."""
@@ -72,7 +72,9 @@ def _size_rule(section: dict[str, Any], target_diameter_px: Any, source: Path) -
     values["target_diameter_px"] = target_diameter_px
     rule = SizeRule(**values)
     if not 0 < rule.min_scale <= rule.max_scale or rule.target_diameter_px <= 0:
-        raise UserError(f"{source}: need target_diameter_px > 0 and 0 < min_scale <= max_scale in 'size', got {rule}")
+        raise UserError(
+            f"{source}: need target_diameter_px > 0 and 0 < min_scale <= max_scale in 'size', got {rule}"
+        )
     return rule
 
 
@@ -81,8 +83,10 @@ def _existing_file(folder: Path, name: Any, key: str, source: Path) -> Path:
         raise UserError(f"{source}: '{key}' must name a file in the bundle folder, got {name!r}")
     path = folder / name
     if not path.is_file():
-        raise UserError(f"incomplete model bundle {folder}: '{key}' names {name}, which is missing; "
-                        "copy the whole bundle folder or rebuild it with train.py")
+        raise UserError(
+            f"incomplete model bundle {folder}: '{key}' names {name}, which is missing; "
+            "copy the whole bundle folder or rebuild it with train.py"
+        )
     return path
 
 
@@ -90,14 +94,18 @@ def read_bundle(folder: str | Path) -> Bundle:
     """Read and check a bundle folder; ``UserError`` naming the path for a missing or incomplete bundle."""
     folder = Path(folder)
     if not folder.exists():
-        raise UserError(f"model bundle {folder} does not exist: give model=PATH, the model/ folder of a "
-                        "train.py run (runs/<target>/model)")
+        raise UserError(
+            f"model bundle {folder} does not exist: give model=PATH, the model/ folder of a "
+            "train.py run (runs/<target>/model)"
+        )
     if not folder.is_dir():
         raise UserError(f"model={folder} is a file; give the bundle folder holding {BUNDLE_FILE}")
     source = folder / BUNDLE_FILE
     if not source.is_file():
-        raise UserError(f"{folder} is not a model bundle: {BUNDLE_FILE} is missing (train.py writes it "
-                        "in the model/ folder of a run)")
+        raise UserError(
+            f"{folder} is not a model bundle: {BUNDLE_FILE} is missing (train.py writes it "
+            "in the model/ folder of a run)"
+        )
     try:
         content = json.loads(source.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -115,7 +123,9 @@ def read_bundle(folder: str | Path) -> Bundle:
     preseg = content.get("preseg")
     size_estimation = content.get("size_estimation", "model")
     if size_estimation not in SIZE_ESTIMATIONS:
-        raise UserError(f"{source}: 'size_estimation' must be one of {list(SIZE_ESTIMATIONS)}, not {size_estimation!r}")
+        raise UserError(
+            f"{source}: 'size_estimation' must be one of {list(SIZE_ESTIMATIONS)}, not {size_estimation!r}"
+        )
     return Bundle(
         folder=folder,
         segmenter=_existing_file(folder, content["segmenter"], "segmenter", source),
@@ -173,8 +183,10 @@ def write_bundle(
     }
     ensemble = (postprocess or {}).get("ensemble")
     if ensemble is not None and not (folder / ensemble).is_file():
-        raise UserError(f"cannot build the model bundle: the postprocess section names {ensemble}, which is "
-                        f"neither in {folder} nor among the files to copy in (files={{'{ensemble}': PATH}})")
+        raise UserError(
+            f"cannot build the model bundle: the postprocess section names {ensemble}, which is "
+            f"neither in {folder} nor among the files to copy in (files={{'{ensemble}': PATH}})"
+        )
     with atomic_write(folder / BUNDLE_FILE) as temporary:
         temporary.write_text(json.dumps(content, indent=2) + "\n")
     return folder / BUNDLE_FILE

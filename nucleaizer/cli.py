@@ -68,7 +68,9 @@ def check_config(
     Returns the composed config, or None when the command line holds Hydra flags or sweeps that only
     Hydra itself can interpret (those are left to Hydra's own error reporting).
     """
-    if any(arg.startswith("-") for arg in overrides) or any("," in arg and "=" in arg and "[" not in arg for arg in overrides):
+    if any(arg.startswith("-") for arg in overrides) or any(
+        "," in arg and "=" in arg and "[" not in arg for arg in overrides
+    ):
         return None
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
@@ -97,7 +99,7 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 # what a rerun of the same command keeps, per entry point (the sentence after "run the same command again:")
 KEPT_ON_RERUN = {
     "train": "finished stages are kept, and the interrupted stage (its half-written files are in .partial/) "
-             "starts over",
+    "starts over",
     "infer": "the images already finished are kept and skipped",
 }
 
@@ -105,12 +107,16 @@ KEPT_ON_RERUN = {
 def describe_disk_full(exc: OSError, config_name: str = "train") -> str:
     """The one-line message for a write that failed because the disk (or quota) is full."""
     where = f" while writing {exc.filename}" if exc.filename else ""
-    return (f"no space left on the device{where}. Free some space and run the same command again: "
-            f"{KEPT_ON_RERUN[config_name]}")
+    return (
+        f"no space left on the device{where}. Free some space and run the same command again: "
+        f"{KEPT_ON_RERUN[config_name]}"
+    )
 
 
 def hydra_entry_point(
-    config_name: str, task: Callable[[DictConfig], object], validate: Callable[[DictConfig], None] | None = None
+    config_name: str,
+    task: Callable[[DictConfig], object],
+    validate: Callable[[DictConfig], None] | None = None,
 ) -> None:
     """Run ``task`` under ``hydra.main`` after a one-line-error check of the command line."""
     import hydra
@@ -122,7 +128,9 @@ def hydra_entry_point(
         try:
             task(cfg)
         except (UserError, OSError) as exc:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1" or (isinstance(exc, OSError) and exc.errno not in DISK_FULL):
+            if os.environ.get("HYDRA_FULL_ERROR") == "1" or (
+                isinstance(exc, OSError) and exc.errno not in DISK_FULL
+            ):
                 raise
             message = describe_disk_full(exc, config_name) if isinstance(exc, OSError) else str(exc)
             log.error("%s", message)

@@ -37,7 +37,9 @@ def load_pairs(samples: Iterable, on_bad_file: str = "skip") -> list[Pair]:
     if not samples:
         return []
     if isinstance(samples[0], tuple):
-        return [(np.asarray(image), np.asarray(labels).astype(np.int32, copy=False)) for image, labels in samples]
+        return [
+            (np.asarray(image), np.asarray(labels).astype(np.int32, copy=False)) for image, labels in samples
+        ]
     from nucleaizer.io import iter_samples
 
     pairs = []
@@ -61,8 +63,13 @@ def instance_targets(labels: np.ndarray) -> dict[str, torch.Tensor]:
     ids = np.unique(labels)
     ids = ids[ids > 0]
     slices = ndimage.find_objects(labels)
-    boxes = np.array([[slices[i - 1][1].start, slices[i - 1][0].start, slices[i - 1][1].stop, slices[i - 1][0].stop]
-                      for i in ids], dtype=np.float32).reshape(-1, 4)
+    boxes = np.array(
+        [
+            [slices[i - 1][1].start, slices[i - 1][0].start, slices[i - 1][1].stop, slices[i - 1][0].stop]
+            for i in ids
+        ],
+        dtype=np.float32,
+    ).reshape(-1, 4)
     masks = labels[None, :, :] == ids[:, None, None]
     return {
         "boxes": torch.from_numpy(boxes),
@@ -83,7 +90,9 @@ def base_scales(
     Images without usable objects take the median diameter of the others (METHOD.md section 1).
     """
     diameters = size.fill_with_dataset_median(
-        [size.median_diameter(labels, min_area_px=min_object_area_px) for _, labels in pairs], target_diameter_px)
+        [size.median_diameter(labels, min_area_px=min_object_area_px) for _, labels in pairs],
+        target_diameter_px,
+    )
     return np.array([size.scale_factor(d, target_diameter_px, min_scale, max_scale) for d in diameters])
 
 
@@ -96,9 +105,9 @@ def _pad_to(image: np.ndarray, labels: np.ndarray, side: int, rng: np.random.Gen
     top, left = int(rng.integers(0, pad_y + 1)), int(rng.integers(0, pad_x + 1))
     padded = np.empty((height + pad_y, width + pad_x, 3), dtype=image.dtype)
     padded[:] = channel_median(image)
-    padded[top:top + height, left:left + width] = image
+    padded[top : top + height, left : left + width] = image
     padded_labels = np.zeros((height + pad_y, width + pad_x), dtype=labels.dtype)
-    padded_labels[top:top + height, left:left + width] = labels
+    padded_labels[top : top + height, left : left + width] = labels
     return padded, padded_labels
 
 
@@ -124,8 +133,9 @@ class CropDataset(Dataset):
         if not real_pairs and not synthetic_pairs:
             raise UserError("no annotated training images: give at least one folder with images and labels")
         self.pairs = (list(real_pairs), list(synthetic_pairs))
-        self.scales = tuple(base_scales(p, target_diameter_px, min_scale, max_scale, min_object_area_px)
-                            for p in self.pairs)
+        self.scales = tuple(
+            base_scales(p, target_diameter_px, min_scale, max_scale, min_object_area_px) for p in self.pairs
+        )
         self.crop_size = int(crop_size)
         self.augment = augment or AugmentParams.off()
         self.max_crop_tries = int(max_crop_tries)
@@ -151,21 +161,25 @@ class CropDataset(Dataset):
             window_image, window_labels = _pad_to(image, labels, side, rng)
             top = int(rng.integers(0, window_labels.shape[0] - side + 1))
             left = int(rng.integers(0, window_labels.shape[1] - side + 1))
-            window_labels = window_labels[top:top + side, left:left + side]
+            window_labels = window_labels[top : top + side, left : left + side]
             if not window_labels.any() and not last:
                 continue
-            window_image = window_image[top:top + side, left:left + side]
+            window_image = window_image[top : top + side, left : left + side]
             # ceil above makes the rescaled window at least crop_size on each side
             scaled_image = size.rescale_image(window_image, scale)
             scaled_labels = size.rescale_labels(window_labels, scaled_image.shape[:2])
-            crop_image = scaled_image[:self.crop_size, :self.crop_size]
-            crop_labels = scaled_labels[:self.crop_size, :self.crop_size]
+            crop_image = scaled_image[: self.crop_size, : self.crop_size]
+            crop_labels = scaled_labels[: self.crop_size, : self.crop_size]
             crop_image, crop_labels = augment_pair(crop_image, crop_labels, self.augment, rng, synthetic)
             if crop_labels.any() or last:
                 break
         if not crop_labels.any():
-            log.debug("no object in %d crops of %s pair %d; using an empty crop", self.max_crop_tries,
-                      "synthetic" if synthetic else "real", index)
+            log.debug(
+                "no object in %d crops of %s pair %d; using an empty crop",
+                self.max_crop_tries,
+                "synthetic" if synthetic else "real",
+                index,
+            )
         return crop_image, crop_labels
 
     def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -200,7 +214,9 @@ class MixedBatchSampler(Sampler[list[tuple[int, int, int]]]):
         if synthetic_share > 0 and n_synthetic == 0:
             raise UserError("segmenter.synthetic_share > 0 but there are no synthetic pairs")
         if synthetic_share < 1 and n_real == 0:
-            raise UserError("no real annotated pairs: set segmenter.synthetic_share=1 or give annotated images")
+            raise UserError(
+                "no real annotated pairs: set segmenter.synthetic_share=1 or give annotated images"
+            )
         self.n = (n_real, n_synthetic)
         self.batch_size = int(batch_size)
         self.batches_per_epoch = int(batches_per_epoch)
@@ -224,7 +240,9 @@ class MixedBatchSampler(Sampler[list[tuple[int, int, int]]]):
         for _ in range(self.batches_per_epoch):
             n_synthetic = int(math.floor(expected)) + int(rng.random() < expected - math.floor(expected))
             sources = [SYNTHETIC] * n_synthetic + [REAL] * (self.batch_size - n_synthetic)
-            yield [(source, int(rng.integers(self.n[source])), int(rng.integers(2**31))) for source in sources]
+            yield [
+                (source, int(rng.integers(self.n[source])), int(rng.integers(2**31))) for source in sources
+            ]
 
 
 class ValidationDataset(Dataset):
@@ -233,8 +251,14 @@ class ValidationDataset(Dataset):
     An item is ``(image float32 (3, H', W') in [0, 1], labels int32 (H', W') at the same scale)``.
     """
 
-    def __init__(self, pairs: Sequence[Pair], target_diameter_px: float = 40, min_scale: float = 0.25,
-                 max_scale: float = 4.0, min_object_area_px: int = 16):
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        target_diameter_px: float = 40,
+        min_scale: float = 0.25,
+        max_scale: float = 4.0,
+        min_object_area_px: int = 16,
+    ):
         self.pairs = list(pairs)
         self.scales = base_scales(self.pairs, target_diameter_px, min_scale, max_scale, min_object_area_px)
 

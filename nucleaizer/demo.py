@@ -21,7 +21,9 @@ SOURCE_STYLE = "fluorescence"
 TARGET_STYLE = "he"
 
 
-def _write_domain(folder: Path, style: str, n_images: int, image_size: int, diameter_px: float, seed: int) -> None:
+def _write_domain(
+    folder: Path, style: str, n_images: int, image_size: int, diameter_px: float, seed: int
+) -> None:
     rng = np.random.default_rng(seed)
     for index in range(n_images):
         density = rng.uniform(0.15, 0.35)

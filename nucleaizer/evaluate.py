@@ -126,7 +126,9 @@ def evaluate_folders(
     gt_folder, gt_sources = find_label_sources(gt_dir, "ground truth")
     pred_folder, pred_sources = find_label_sources(pred_dir, "prediction")
     if out_dir is not None:  # before the scoring, so a bad output path costs no time
-        output_folder.check_output(out_dir, {"prediction folder": pred_folder, "ground-truth folder": gt_folder})
+        output_folder.check_output(
+            out_dir, {"prediction folder": pred_folder, "ground-truth folder": gt_folder}
+        )
     if names is not None:
         names = set(names)
         gt_sources = {k: v for k, v in gt_sources.items() if k in names}

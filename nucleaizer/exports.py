@@ -58,7 +58,10 @@ def outlines(labels: np.ndarray) -> list[Outline]:
         offset = np.array([window[1].start - 1 + 0.5, window[0].start - 1 + 0.5])
         # (row, col) of pixel centres -> (x, y) of pixel corners. Rings wind counter-clockwise around the object
         # as (row, col), which in (x, y) with y downwards is a negative signed area; holes wind the other way.
-        rings = [np.ascontiguousarray(c[:, ::-1]) + offset for c in find_contours(crop, 0.5, positive_orientation="high")]
+        rings = [
+            np.ascontiguousarray(c[:, ::-1]) + offset
+            for c in find_contours(crop, 0.5, positive_orientation="high")
+        ]
         rings = [r for r in rings if len(r) >= 4]
         outer = sorted((r for r in rings if _signed_area(r) < 0), key=_signed_area)
         holes = [r for r in rings if _signed_area(r) > 0]
@@ -90,8 +93,11 @@ def write_imagej_rois(path: str | Path, shapes: list[Outline], nuclei: list[dict
     from roifile import ImagejRoi, roiwrite
 
     path = Path(path)
-    rois = [ImagejRoi.frompoints(shape.pieces[0][0][:-1], name=roi_name(row))
-            for shape, row in zip(shapes, nuclei, strict=True) if shape.pieces]
+    rois = [
+        ImagejRoi.frompoints(shape.pieces[0][0][:-1], name=roi_name(row))
+        for shape, row in zip(shapes, nuclei, strict=True)
+        if shape.pieces
+    ]
     with atomic_write(path) as temporary:
         temporary.unlink(missing_ok=True)
         if rois:
@@ -109,14 +115,32 @@ def geojson(shapes: list[Outline], nuclei: list[dict]) -> dict:
     for shape, row in zip(shapes, nuclei, strict=True):
         if not shape.pieces:
             continue
-        polygons = [[outer.round(3).tolist(), *[h.round(3).tolist() for h in holes]] for outer, holes in shape.pieces]
-        geometry = ({"type": "Polygon", "coordinates": polygons[0]} if len(polygons) == 1
-                    else {"type": "MultiPolygon", "coordinates": polygons})
-        measurements = {"Area px": row["area_px"], "Score": row["score"], "TTA agreement": row["tta_agreement"],
-                        "Equivalent diameter px": row["equivalent_diameter_px"]}
-        features.append({"type": "Feature", "id": str(int(row["id"])), "geometry": geometry,
-                         "properties": {"objectType": "detection", "name": roi_name(row),
-                                        "measurements": {k: float(v) for k, v in measurements.items()}}})
+        polygons = [
+            [outer.round(3).tolist(), *[h.round(3).tolist() for h in holes]] for outer, holes in shape.pieces
+        ]
+        geometry = (
+            {"type": "Polygon", "coordinates": polygons[0]}
+            if len(polygons) == 1
+            else {"type": "MultiPolygon", "coordinates": polygons}
+        )
+        measurements = {
+            "Area px": row["area_px"],
+            "Score": row["score"],
+            "TTA agreement": row["tta_agreement"],
+            "Equivalent diameter px": row["equivalent_diameter_px"],
+        }
+        features.append(
+            {
+                "type": "Feature",
+                "id": str(int(row["id"])),
+                "geometry": geometry,
+                "properties": {
+                    "objectType": "detection",
+                    "name": roi_name(row),
+                    "measurements": {k: float(v) for k, v in measurements.items()},
+                },
+            }
+        )
     return {"type": "FeatureCollection", "features": features}
 
 

@@ -58,8 +58,13 @@ def _given(cfg: DictConfig, key: str) -> Any:
 def tile_params(cfg: DictConfig) -> TileParams:
     """TileParams from the config keys tile_size, tile_overlap, batch_size, match_iou, min_input_px."""
     try:
-        return TileParams(int(cfg.tile_size), int(cfg.tile_overlap), int(cfg.batch_size), float(cfg.match_iou),
-                          int(cfg.min_input_px))
+        return TileParams(
+            int(cfg.tile_size),
+            int(cfg.tile_overlap),
+            int(cfg.batch_size),
+            float(cfg.match_iou),
+            int(cfg.min_input_px),
+        )
     except ValueError as error:
         raise UserError(f"tile settings: {error}") from error
 
@@ -74,9 +79,15 @@ def validate_config(cfg: DictConfig) -> None:
     if truth is not None and not Path(truth).is_dir():
         raise UserError(f"ground_truth folder {truth} does not exist or is not a folder (key: ground_truth)")
     diameter = _given(cfg, "diameter")
-    if diameter is not None and (not isinstance(diameter, (int, float)) or isinstance(diameter, bool)
-                                 or not math.isfinite(diameter) or diameter <= 0):
-        raise UserError(f"diameter={diameter!r}: give the nucleus diameter in pixels (a positive number) or null")
+    if diameter is not None and (
+        not isinstance(diameter, (int, float))
+        or isinstance(diameter, bool)
+        or not math.isfinite(diameter)
+        or diameter <= 0
+    ):
+        raise UserError(
+            f"diameter={diameter!r}: give the nucleus diameter in pixels (a positive number) or null"
+        )
     formats = list(cfg.formats)
     unknown = [f for f in formats if f not in exports.FORMATS]
     if unknown or not formats:
@@ -98,8 +109,11 @@ def validate_config(cfg: DictConfig) -> None:
     tile_params(cfg)
     if output is not None:  # last: it probes the output folder
         model_folder = None if model is None or str(model) == CLASSICAL else read_bundle(model).folder
-        output_folder.check_output(output, {"input folder": source, "ground_truth folder": truth,
-                                            "model folder": model_folder}, ignore=(HYDRA_FOLDER,))
+        output_folder.check_output(
+            output,
+            {"input folder": source, "ground_truth folder": truth, "model folder": model_folder},
+            ignore=(HYDRA_FOLDER,),
+        )
 
 
 def resolve_device(device: str) -> str:
@@ -123,13 +137,17 @@ def postprocess_refiner(bundle: Bundle | None, enabled: bool, device: str) -> Re
         return None
     spec = bundle.postprocess
     if "ensemble" not in spec:
-        raise UserError(f"{bundle.folder}: the 'postprocess' section needs 'ensemble' (the U-Net file); "
-                        "rebuild the bundle or run with postprocess=false")
+        raise UserError(
+            f"{bundle.folder}: the 'postprocess' section needs 'ensemble' (the U-Net file); "
+            "rebuild the bundle or run with postprocess=false"
+        )
     try:
         from nucleaizer.postprocess.refiner import load_refiner
     except ImportError as error:
-        raise UserError(f"this installation cannot apply the bundle's post-processing ({error}); "
-                        "run with postprocess=false") from error
+        raise UserError(
+            f"this installation cannot apply the bundle's post-processing ({error}); "
+            "run with postprocess=false"
+        ) from error
     return load_refiner(bundle.path(spec["ensemble"]), spec.get("params"), device)
 
 
@@ -159,9 +177,15 @@ def warn_about_outliers(diameters: dict[str, float]) -> None:
     far = {name: d for name, d in diameters.items() if not 1 / OUTLIER_FACTOR <= d / median <= OUTLIER_FACTOR}
     if far:
         listed = ", ".join(f"{name} {d:.1f} px" for name, d in list(far.items())[:5])
-        log.warning("the estimated nucleus diameters of %d image(s) lie over %gx away from the folder's median "
-                    "of %.1f px (%s%s): check those images, or give diameter=PX if all share one magnification",
-                    len(far), OUTLIER_FACTOR, median, listed, ", ..." if len(far) > 5 else "")
+        log.warning(
+            "the estimated nucleus diameters of %d image(s) lie over %gx away from the folder's median "
+            "of %.1f px (%s%s): check those images, or give diameter=PX if all share one magnification",
+            len(far),
+            OUTLIER_FACTOR,
+            median,
+            listed,
+            ", ..." if len(far) > 5 else "",
+        )
 
 
 def estimate_diameters(
@@ -181,17 +205,34 @@ def estimate_diameters(
 
 
 # the settings that make a segmentation: an image finished with other settings is segmented again
-RESULT_SETTINGS = ("model", "diameter", "tta", "tta_transforms", "postprocess", "tile_size", "tile_overlap",
-                   "match_iou", "min_input_px", "mask_threshold", "label_format", "classical", "classical_size", "seed",
-                   "formats", "low_score")
+RESULT_SETTINGS = (
+    "model",
+    "diameter",
+    "tta",
+    "tta_transforms",
+    "postprocess",
+    "tile_size",
+    "tile_overlap",
+    "match_iou",
+    "min_input_px",
+    "mask_threshold",
+    "label_format",
+    "classical",
+    "classical_size",
+    "seed",
+    "formats",
+    "low_score",
+)
 PARTS = ".parts"  # one record per finished image: written last, after its label image and overlay
 
 
 def result_fingerprint(cfg: DictConfig) -> str:
     from nucleaizer.run_folder import fingerprint
 
-    settings = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
-                for key in RESULT_SETTINGS}
+    settings = {
+        key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+        for key in RESULT_SETTINGS
+    }
     if str(cfg.model) != CLASSICAL:
         settings["model"] = str(Path(cfg.model).resolve())
     return fingerprint(settings)
@@ -216,7 +257,9 @@ def ground_truth_shapes(cfg: DictConfig, samples: list[io.Sample]) -> dict[str, 
     from nucleaizer.evaluate import find_label_sources
 
     _, sources = find_label_sources(cfg.ground_truth, "ground truth")
-    return {s.name: (sources[s.name].path, sources[s.name].read().shape) for s in samples if s.name in sources}
+    return {
+        s.name: (sources[s.name].path, sources[s.name].read().shape) for s in samples if s.name in sources
+    }
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -243,8 +286,11 @@ def _segment_folder(cfg: DictConfig, output: Path) -> dict[str, Any]:
     fingerprint = result_fingerprint(cfg)
     done = finished_images(output, samples, fingerprint)
     if done:
-        log.info("%d of %d images were finished by an earlier run with the same settings; skipping them",
-                 len(done), len(samples))
+        log.info(
+            "%d of %d images were finished by an earlier run with the same settings; skipping them",
+            len(done),
+            len(samples),
+        )
     todo = [s for s in samples if s.name not in done]
     segmenter, _ = build_segmenter(cfg)
     if cfg.diameter is not None:
@@ -253,24 +299,41 @@ def _segment_folder(cfg: DictConfig, output: Path) -> dict[str, Any]:
         diameters = estimate_diameters(segmenter, todo, str(cfg.on_bad_file)) if todo else {}
         todo = [s for s in todo if s.name in diameters]  # the unreadable ones were reported by the first pass
     records = dict(done)
-    for sample, image, _ in tqdm(io.iter_samples(todo, str(cfg.on_bad_file)), total=len(todo), desc="segmenting"):
+    for sample, image, _ in tqdm(
+        io.iter_samples(todo, str(cfg.on_bad_file)), total=len(todo), desc="segmenting"
+    ):
         if truth is not None and sample.name in truth and truth[sample.name][1] != image.shape[:2]:
             path, shape = truth[sample.name]
-            raise UserError(f"{path}: ground-truth size {shape} differs from its image {image.shape[:2]}; ground "
-                            "truth must have the image's height and width")
+            raise UserError(
+                f"{path}: ground-truth size {shape} differs from its image {image.shape[:2]}; ground "
+                "truth must have the image's height and width"
+            )
         t0 = time.perf_counter()
         diameter, diameter_source = diameters.get(sample.name, (None, "estimated"))
         scale = segmenter.scale_for(image, diameter)
         found = segmenter.segment_objects(image, scale=scale)
-        nuclei = json.loads(nuclei_table(sample.name, found.labels, image, found.score, found.agreement)
-                            .to_json(orient="records"))
+        nuclei = json.loads(
+            nuclei_table(sample.name, found.labels, image, found.score, found.agreement).to_json(
+                orient="records"
+            )
+        )
         files = write_image_results(output, sample, image, found.labels, nuclei, cfg)
-        record = {"fingerprint": fingerprint, "files": files,
-                  "image": {"image": sample.name, "height": image.shape[0], "width": image.shape[1],
-                            "diameter_px": diameter, "diameter_source": diameter_source, "scale": scale,
-                            "nuclei": len(nuclei), **confidence_summary(found.score, float(cfg.low_score)),
-                            "seconds": round(time.perf_counter() - t0, 3)},
-                  "nuclei": nuclei}
+        record = {
+            "fingerprint": fingerprint,
+            "files": files,
+            "image": {
+                "image": sample.name,
+                "height": image.shape[0],
+                "width": image.shape[1],
+                "diameter_px": diameter,
+                "diameter_source": diameter_source,
+                "scale": scale,
+                "nuclei": len(nuclei),
+                **confidence_summary(found.score, float(cfg.low_score)),
+                "seconds": round(time.perf_counter() - t0, 3),
+            },
+            "nuclei": nuclei,
+        }
         with io.atomic_write(output / PARTS / f"{sample.name}.json") as temporary:
             temporary.write_text(json.dumps(record, default=float))
         records[sample.name] = record
@@ -281,21 +344,39 @@ def _segment_folder(cfg: DictConfig, output: Path) -> dict[str, Any]:
         nuclei = pd.DataFrame([row for r in ordered for row in r["nuclei"]], columns=NUCLEI_COLUMNS)
         _write_csv(output / "nuclei.csv", nuclei)
         _write_csv(output / "images.csv", pd.DataFrame([r["image"] for r in ordered]))
-    summary: dict[str, Any] = {"images": len(ordered), "nuclei": int(sum(r["image"]["nuclei"] for r in ordered))}
+    summary: dict[str, Any] = {
+        "images": len(ordered),
+        "nuclei": int(sum(r["image"]["nuclei"] for r in ordered)),
+    }
     if truth is not None:
         from nucleaizer.evaluate import evaluate_folders
 
-        summary["evaluation"] = evaluate_folders(output / "labels", cfg.ground_truth, output / "evaluation",
-                                                 names=[r["image"]["image"] for r in ordered])
+        summary["evaluation"] = evaluate_folders(
+            output / "labels",
+            cfg.ground_truth,
+            output / "evaluation",
+            names=[r["image"]["image"] for r in ordered],
+        )
         log.info("DSB score %.4f on %d images", summary["evaluation"]["dsb"], summary["evaluation"]["images"])
     summary["seconds"] = round(time.perf_counter() - started, 2)
-    log.info("segmented %d images, %d nuclei, in %.1f s; results in %s", summary["images"], summary["nuclei"],
-             summary["seconds"], output)
+    log.info(
+        "segmented %d images, %d nuclei, in %.1f s; results in %s",
+        summary["images"],
+        summary["nuclei"],
+        summary["seconds"],
+        output,
+    )
     return summary
 
 
-def write_image_results(output: Path, sample: io.Sample, image: np.ndarray, labels: np.ndarray,
-                        nuclei: list[dict], cfg: DictConfig) -> list[str]:
+def write_image_results(
+    output: Path,
+    sample: io.Sample,
+    image: np.ndarray,
+    labels: np.ndarray,
+    nuclei: list[dict],
+    cfg: DictConfig,
+) -> list[str]:
     """The files of one image in the chosen formats (besides the tables); returns their paths in ``output``."""
     files, name = [], sample.name
 
@@ -304,8 +385,11 @@ def write_image_results(output: Path, sample: io.Sample, image: np.ndarray, labe
         return output / relative
 
     if "labels" in cfg.formats:
-        io.write_labels(path(f"labels/{name}{LABEL_FORMATS[str(cfg.label_format)]}"), labels,
-                        pixel_size_um=io.pixel_size_um(sample.image_path))
+        io.write_labels(
+            path(f"labels/{name}{LABEL_FORMATS[str(cfg.label_format)]}"),
+            labels,
+            pixel_size_um=io.pixel_size_um(sample.image_path),
+        )
     if "overlay" in cfg.formats:
         io.write_image(path(f"overlays/{name}.png"), overlay(image, labels, seed=int(cfg.seed)))
     if {"rois", "geojson"} & set(cfg.formats):
@@ -321,11 +405,12 @@ def confidence_summary(score: np.ndarray, low_score: float) -> dict[str, float |
     """Per image, for ranking images to check: the mean nucleus score and the share of nuclei below low_score."""
     if not len(score):
         return {"mean_score": None, "low_score_share": None}
-    return {"mean_score": round(float(np.nanmean(score)), 4),
-            "low_score_share": round(float(np.mean(score < low_score)), 4)}
+    return {
+        "mean_score": round(float(np.nanmean(score)), 4),
+        "low_score_share": round(float(np.mean(score < low_score)), 4),
+    }
 
 
 def _write_csv(path: Path, table: pd.DataFrame) -> None:
     with io.atomic_write(path) as temporary:
         table.to_csv(temporary, index=False)
-

@@ -95,8 +95,9 @@ class NucleusSegmenter:
         labels, scores = once(image)
         return labels, scores, np.ones(len(scores), np.float32)
 
-    def segment_objects(self, image: np.ndarray, diameter_px: float | None = None,
-                        scale: float | None = None) -> Segmentation:
+    def segment_objects(
+        self, image: np.ndarray, diameter_px: float | None = None, scale: float | None = None
+    ) -> Segmentation:
         """The labels of an image (uint8 (H, W, 3); other arrays are converted) with each nucleus's confidence.
 
         ``scale`` (the factor to the working scale) overrides ``diameter_px``; with neither, the diameter is
@@ -116,7 +117,9 @@ class NucleusSegmenter:
         kept = np.asarray(inverse)[1:] - 1  # new id i + 1 was working-scale id kept[i] + 1
         return Segmentation(labels, scores[kept], agreement[kept])
 
-    def segment(self, image: np.ndarray, diameter_px: float | None = None, scale: float | None = None) -> np.ndarray:
+    def segment(
+        self, image: np.ndarray, diameter_px: float | None = None, scale: float | None = None
+    ) -> np.ndarray:
         """Label image int32 (H, W), ids 1..N, of an image (see :meth:`segment_objects`)."""
         return self.segment_objects(image, diameter_px, scale).labels
 

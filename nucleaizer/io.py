@@ -47,7 +47,9 @@ def _channels_last(array: np.ndarray) -> np.ndarray:
     return array
 
 
-STRETCH_SAMPLE = 4_000_000  # percentiles of larger images come from an evenly strided sample of this many values
+STRETCH_SAMPLE = (
+    4_000_000  # percentiles of larger images come from an evenly strided sample of this many values
+)
 STRETCH_CHUNK_ROWS = 256  # rows converted at a time: memory stays bounded for any image size
 
 
@@ -129,8 +131,11 @@ def _first_plane_pages(series) -> tuple[list[int], str, list[str]]:
     lead_axes = series.axes[: len(series.axes) - len(page_axes)]
     lead_shape = series.shape[: len(lead_axes)]
     keep = [axis == "C" and n <= MAX_CHANNELS for axis, n in zip(lead_axes, lead_shape, strict=True)]
-    dropped = [f"{n} along {axis}" for axis, n, kept in zip(lead_axes, lead_shape, keep, strict=True)
-               if n > 1 and not kept]
+    dropped = [
+        f"{n} along {axis}"
+        for axis, n, kept in zip(lead_axes, lead_shape, keep, strict=True)
+        if n > 1 and not kept
+    ]
     pages = np.arange(int(np.prod(lead_shape, dtype=np.int64))).reshape(lead_shape)
     pages = pages[tuple(slice(None) if kept else 0 for kept in keep)].ravel()
     return [int(p) for p in pages], ("C" if any(keep) else "") + page_axes, dropped
@@ -323,7 +328,9 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
     return path
 
 
-def write_labels(path: str | Path, labels: np.ndarray, pixel_size_um: tuple[float, float] | None = None) -> Path:
+def write_labels(
+    path: str | Path, labels: np.ndarray, pixel_size_um: tuple[float, float] | None = None
+) -> Path:
     """Write an integer `(H, W)` label image atomically; returns the path written.
 
     uint16 PNG or TIFF. Ids above 65,535 need 32 bits: a TIFF is then written as uint32, and a PNG
@@ -344,8 +351,12 @@ def write_labels(path: str | Path, labels: np.ndarray, pixel_size_um: tuple[floa
     if path.name.lower().endswith(OME_SUFFIX):
         metadata = {"axes": "YX"}
         if pixel_size_um is not None:
-            metadata.update(PhysicalSizeY=float(pixel_size_um[0]), PhysicalSizeYUnit="µm",
-                            PhysicalSizeX=float(pixel_size_um[1]), PhysicalSizeXUnit="µm")
+            metadata.update(
+                PhysicalSizeY=float(pixel_size_um[0]),
+                PhysicalSizeYUnit="µm",
+                PhysicalSizeX=float(pixel_size_um[1]),
+                PhysicalSizeXUnit="µm",
+            )
         with atomic_write(path) as temporary:
             tifffile.imwrite(temporary, array, ome=True, metadata=metadata, compression="zlib")
         return path
@@ -368,7 +379,9 @@ def pixel_size_um(path: str | Path) -> tuple[float, float] | None:
             if tif.is_ome:
                 import xml.etree.ElementTree as ElementTree
 
-                pixels = next(e for e in ElementTree.fromstring(tif.ome_metadata).iter() if e.tag.endswith("Pixels"))
+                pixels = next(
+                    e for e in ElementTree.fromstring(tif.ome_metadata).iter() if e.tag.endswith("Pixels")
+                )
                 sizes = [pixels.get(f"PhysicalSize{a}") for a in "YX"]
                 factors = [_UM_PER_UNIT.get(pixels.get(f"PhysicalSize{a}Unit", "µm")) for a in "YX"]
                 if None in sizes or None in factors:
@@ -382,7 +395,11 @@ def pixel_size_um(path: str | Path) -> tuple[float, float] | None:
             if tif.is_imagej:
                 factor = _UM_PER_UNIT.get(str((tif.imagej_metadata or {}).get("unit", "")))
             else:
-                factor = 1e4 if page.tags.get("ResolutionUnit") and int(page.tags["ResolutionUnit"].value) == 3 else None
+                factor = (
+                    1e4
+                    if page.tags.get("ResolutionUnit") and int(page.tags["ResolutionUnit"].value) == 3
+                    else None
+                )
             if factor is None or min(per_unit) <= 0:
                 return None
             return factor / per_unit[0], factor / per_unit[1]

@@ -40,10 +40,26 @@ FEATURE_GRID_PX = 64
 CHECKPOINT_FORMAT = "nucleaizer-segmenter"
 # keys of the segmenter config block that describe the network (the rest is about training)
 ARCH_KEYS = (
-    "backbone", "weights", "backbone_weights", "returned_layers", "anchor_sizes", "anchor_ratios", "max_detections",
-    "box_nms_thresh", "rpn_nms_thresh", "box_score_thresh", "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train",
-    "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "box_batch_size_per_image", "mask_head_layers",
-    "box_representation_size", "pretrained", "frozen_batchnorm", "fpn_channels",
+    "backbone",
+    "weights",
+    "backbone_weights",
+    "returned_layers",
+    "anchor_sizes",
+    "anchor_ratios",
+    "max_detections",
+    "box_nms_thresh",
+    "rpn_nms_thresh",
+    "box_score_thresh",
+    "rpn_pre_nms_top_n_train",
+    "rpn_post_nms_top_n_train",
+    "rpn_pre_nms_top_n_test",
+    "rpn_post_nms_top_n_test",
+    "box_batch_size_per_image",
+    "mask_head_layers",
+    "box_representation_size",
+    "pretrained",
+    "frozen_batchnorm",
+    "fpn_channels",
 )
 
 
@@ -69,28 +85,52 @@ def _load_matching(module: nn.Module, state: dict, what: str) -> None:
     own = module.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     module.load_state_dict(usable, strict=False)
-    log.info("%s: loaded %d of %d tensors (%d left at their initial values)", what, len(usable), len(own),
-             len(own) - len(usable))
+    log.info(
+        "%s: loaded %d of %d tensors (%d left at their initial values)",
+        what,
+        len(usable),
+        len(own),
+        len(own) - len(usable),
+    )
 
 
-def _backbone(backbone: str, returned_layers: list[int] | None, pretrained: bool, frozen_batchnorm: bool,
-              fpn_channels: int) -> nn.Module:
+def _backbone(
+    backbone: str,
+    returned_layers: list[int] | None,
+    pretrained: bool,
+    frozen_batchnorm: bool,
+    fpn_channels: int,
+) -> nn.Module:
     """The feature extractor + FPN: ``body`` (the network), ``fpn``, ``out_channels``."""
     if backbone == "efficientnet_lite0":
         if returned_layers is not None:
-            raise UserError("segmenter.returned_layers does not apply to efficientnet_lite0 (its strides 8, 16 and "
-                            "32 feed the FPN): set it to null")
+            raise UserError(
+                "segmenter.returned_layers does not apply to efficientnet_lite0 (its strides 8, 16 and "
+                "32 feed the FPN): set it to null"
+            )
         return EfficientNetLite0FPN(fpn_channels, pretrained=pretrained, frozen_batchnorm=frozen_batchnorm)
     if pretrained or frozen_batchnorm or fpn_channels != 256:
-        raise UserError(f"segmenter.pretrained, frozen_batchnorm and fpn_channels (other than 256) apply to "
-                        f"efficientnet_lite0 only, not to {backbone}; use segmenter.backbone_weights for an "
-                        "ImageNet file of your own")
+        raise UserError(
+            f"segmenter.pretrained, frozen_batchnorm and fpn_channels (other than 256) apply to "
+            f"efficientnet_lite0 only, not to {backbone}; use segmenter.backbone_weights for an "
+            "ImageNet file of your own"
+        )
     if backbone in ("resnet50", "resnet18"):
-        return resnet_fpn_backbone(backbone_name=backbone, weights=None, norm_layer=nn.BatchNorm2d,
-                                   trainable_layers=5, returned_layers=returned_layers)
+        return resnet_fpn_backbone(
+            backbone_name=backbone,
+            weights=None,
+            norm_layer=nn.BatchNorm2d,
+            trainable_layers=5,
+            returned_layers=returned_layers,
+        )
     if backbone == "mobilenet_v3":
-        return mobilenet_backbone(backbone_name="mobilenet_v3_large", weights=None, fpn=True,
-                                  norm_layer=nn.BatchNorm2d, returned_layers=returned_layers)
+        return mobilenet_backbone(
+            backbone_name="mobilenet_v3_large",
+            weights=None,
+            fpn=True,
+            norm_layer=nn.BatchNorm2d,
+            returned_layers=returned_layers,
+        )
     raise UserError(f"segmenter.backbone={backbone!r} is not one of {list(BACKBONES)}")
 
 
@@ -135,15 +175,20 @@ def build_maskrcnn(
     layers = list(returned_layers) if returned_layers is not None else None
     body = _backbone(backbone, layers, bool(pretrained), bool(frozen_batchnorm), int(fpn_channels))
     if backbone_weights is not None:
-        _load_matching(body.body, _load_state_dict(backbone_weights, "segmenter.backbone_weights"),
-                       "backbone weights")
+        _load_matching(
+            body.body, _load_state_dict(backbone_weights, "segmenter.backbone_weights"), "backbone weights"
+        )
     n_maps = len(body.fpn.inner_blocks) + 1  # the FPN adds a max-pooled level
     if len(anchor_sizes) != n_maps:
-        raise UserError(f"segmenter.anchor_sizes needs {n_maps} sizes for backbone {backbone} (one per feature "
-                        f"map), got {list(anchor_sizes)}")
+        raise UserError(
+            f"segmenter.anchor_sizes needs {n_maps} sizes for backbone {backbone} (one per feature "
+            f"map), got {list(anchor_sizes)}"
+        )
     sizes = tuple(tuple(int(v) for v in (s if isinstance(s, (list, tuple)) else [s])) for s in anchor_sizes)
     if len({len(level) for level in sizes}) != 1:
-        raise UserError(f"segmenter.anchor_sizes: every feature map needs the same number of sizes, got {sizes}")
+        raise UserError(
+            f"segmenter.anchor_sizes: every feature map needs the same number of sizes, got {sizes}"
+        )
     anchors = AnchorGenerator(sizes=sizes, aspect_ratios=(tuple(float(r) for r in anchor_ratios),) * n_maps)
     mask_head_layers = [int(c) for c in mask_head_layers]
     model = MaskRCNN(
@@ -163,8 +208,11 @@ def build_maskrcnn(
         box_detections_per_img=max_detections,
         box_batch_size_per_image=box_batch_size_per_image,
     )
-    mean, std = ((IMAGE_MEAN, IMAGE_STD) if backbone == "efficientnet_lite0"
-                 else (model.transform.image_mean, model.transform.image_std))
+    mean, std = (
+        (IMAGE_MEAN, IMAGE_STD)
+        if backbone == "efficientnet_lite0"
+        else (model.transform.image_mean, model.transform.image_std)
+    )
     model.transform = NoResizeTransform(min_size=1, max_size=1, image_mean=list(mean), image_std=list(std))
     if weights is not None:
         _load_matching(model, _load_state_dict(weights, "segmenter.weights"), "Mask R-CNN weights")
@@ -218,8 +266,13 @@ def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> tupl
     return model.to(device).eval(), arch
 
 
-def detections_to_instances(boxes: torch.Tensor, mask_probs: torch.Tensor, scores: torch.Tensor,
-                            image_shape: tuple[int, int], mask_threshold: float = 0.5) -> Instances:
+def detections_to_instances(
+    boxes: torch.Tensor,
+    mask_probs: torch.Tensor,
+    scores: torch.Tensor,
+    image_shape: tuple[int, int],
+    mask_threshold: float = 0.5,
+) -> Instances:
     """Instances of one image from Mask R-CNN detections, each mask pasted into its own box only.
 
     boxes: float (N, 4) as (x0, y0, x1, y1) in the image's pixels; mask_probs: (N, 1, M, M) soft masks;
@@ -241,10 +294,12 @@ def detections_to_instances(boxes: torch.Tensor, mask_probs: torch.Tensor, score
     cx1, cy1 = np.minimum(x1 + 1, width), np.minimum(y1 + 1, height)
     kept, out_boxes, crops = [], [], []
     for k in np.flatnonzero((cx1 > cx0) & (cy1 > cy0)):
-        resized = F.interpolate(padded[k : k + 1], size=(int(out_h[k]), int(out_w[k])), mode="bilinear",
-                                align_corners=False)[0, 0]
-        crop = (resized[cy0[k] - y0[k] : cy1[k] - y0[k], cx0[k] - x0[k] : cx1[k] - x0[k]]
-                > mask_threshold).numpy()
+        resized = F.interpolate(
+            padded[k : k + 1], size=(int(out_h[k]), int(out_w[k])), mode="bilinear", align_corners=False
+        )[0, 0]
+        crop = (
+            resized[cy0[k] - y0[k] : cy1[k] - y0[k], cx0[k] - x0[k] : cx1[k] - x0[k]] > mask_threshold
+        ).numpy()
         rows, cols = np.flatnonzero(crop.any(axis=1)), np.flatnonzero(crop.any(axis=0))
         if not len(rows):
             continue
@@ -256,7 +311,9 @@ def detections_to_instances(boxes: torch.Tensor, mask_probs: torch.Tensor, score
     return Instances(np.array(out_boxes, np.int64), crops, scores[kept])
 
 
-def predict_instances(model: MaskRCNN, images: list[torch.Tensor], mask_threshold: float = 0.5) -> list[Instances]:
+def predict_instances(
+    model: MaskRCNN, images: list[torch.Tensor], mask_threshold: float = 0.5
+) -> list[Instances]:
     """Instances of each image (float (3, H, W) tensors in [0, 1]) from a torchvision Mask R-CNN in eval mode.
 
     Runs the model's parts (transform, backbone, RPN, RoI heads) as ``model(images)`` does, but replaces its
@@ -271,8 +328,13 @@ def predict_instances(model: MaskRCNN, images: list[torch.Tensor], mask_threshol
     proposals, _ = model.rpn(image_list, features)
     detections, _ = model.roi_heads(features, proposals, image_list.image_sizes)
     return [
-        detections_to_instances(resize_boxes(found["boxes"], size, original), found["masks"], found["scores"],
-                                original, mask_threshold)
+        detections_to_instances(
+            resize_boxes(found["boxes"], size, original),
+            found["masks"],
+            found["scores"],
+            original,
+            mask_threshold,
+        )
         for found, size, original in zip(detections, image_list.image_sizes, original_sizes, strict=True)
     ]
 
@@ -289,8 +351,13 @@ class MaskRCNNPredictor:
 
     grid_px = FEATURE_GRID_PX
 
-    def __init__(self, model: nn.Module, device: str | torch.device = "cpu", batch_size: int = 4,
-                 mask_threshold: float = 0.5):
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str | torch.device = "cpu",
+        batch_size: int = 4,
+        mask_threshold: float = 0.5,
+    ):
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
@@ -302,6 +369,6 @@ class MaskRCNNPredictor:
 
         results = []
         for start in range(0, len(tiles), self.batch_size):
-            batch = [image_to_tensor(tile).to(self.device) for tile in tiles[start:start + self.batch_size]]
+            batch = [image_to_tensor(tile).to(self.device) for tile in tiles[start : start + self.batch_size]]
             results.extend(predict_instances(self.model, batch, self.mask_threshold))
         return results

@@ -30,8 +30,9 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_separate(output: str | Path, inputs: Mapping[str, str | Path | None],
-                   own_inputs: str | Path | None = None) -> None:
+def check_separate(
+    output: str | Path, inputs: Mapping[str, str | Path | None], own_inputs: str | Path | None = None
+) -> None:
     """Rule 1: UserError when ``output`` is, lies inside, or contains one of ``inputs`` (key -> path).
 
     own_inputs: a folder below ``output`` holding inputs that nucleaizer generated there itself (the demo's
@@ -44,11 +45,15 @@ def check_separate(output: str | Path, inputs: Mapping[str, str | Path | None],
         path = Path(path)
         if _inside(output, path):
             where = "is" if output.resolve() == path.resolve() else "lies inside"
-            raise UserError(f"the output folder {output} {where} the {key} {path}: choose an output folder "
-                            "outside every input (inputs are never written to)")
+            raise UserError(
+                f"the output folder {output} {where} the {key} {path}: choose an output folder "
+                "outside every input (inputs are never written to)"
+            )
         if _inside(path, output) and not (own_inputs is not None and _inside(path, Path(own_inputs))):
-            raise UserError(f"the output folder {output} contains the {key} {path}: choose an output folder "
-                            "that holds no input (inputs are never written to)")
+            raise UserError(
+                f"the output folder {output} contains the {key} {path}: choose an output folder "
+                "that holds no input (inputs are never written to)"
+            )
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -70,8 +75,10 @@ def check_writable(output: str | Path) -> None:
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".nucleaizer-probe-", dir=existing))
     except OSError as error:
-        raise UserError(f"the output folder {output} cannot be written ({existing}: {error.strerror}); "
-                        "choose a folder you can write to") from None
+        raise UserError(
+            f"the output folder {output} cannot be written ({existing}: {error.strerror}); "
+            "choose a folder you can write to"
+        ) from None
 
 
 def is_ours(folder: str | Path) -> bool:
@@ -85,12 +92,18 @@ def check_ours_or_empty(output: str | Path, ignore: tuple[str, ...] = ()) -> Non
     itself creates before its checks run, such as Hydra's log folder) and is not a nucleaizer output folder."""
     output = Path(output)
     if output.is_dir() and any(p.name not in ignore for p in output.iterdir()) and not is_ours(output):
-        raise UserError(f"the output folder {output} already holds files that nucleaizer did not write: choose "
-                        "a new or empty folder (existing files are never overwritten)")
+        raise UserError(
+            f"the output folder {output} already holds files that nucleaizer did not write: choose "
+            "a new or empty folder (existing files are never overwritten)"
+        )
 
 
-def check_output(output: str | Path, inputs: Mapping[str, str | Path | None],
-                 own_inputs: str | Path | None = None, ignore: tuple[str, ...] = ()) -> None:
+def check_output(
+    output: str | Path,
+    inputs: Mapping[str, str | Path | None],
+    own_inputs: str | Path | None = None,
+    ignore: tuple[str, ...] = (),
+) -> None:
     """All three rules (see the module doc and check_ours_or_empty); call it before anything is written."""
     check_separate(output, inputs, own_inputs)
     check_writable(output)
@@ -103,6 +116,8 @@ def claim(output: str | Path, tool: str) -> Path:
     output.mkdir(parents=True, exist_ok=True)
     marker = output / MARKER
     if not marker.is_file():
-        marker.write_text(json.dumps({"written_by": f"nucleaizer {tool}",
-                                      "created": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+        marker.write_text(
+            json.dumps({"written_by": f"nucleaizer {tool}", "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            + "\n"
+        )
     return output

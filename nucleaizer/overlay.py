@@ -8,8 +8,19 @@ import pandas as pd
 from skimage.measure import regionprops_table
 
 NUCLEI_COLUMNS = [
-    "image", "id", "area_px", "centroid_y", "centroid_x", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1",
-    "equivalent_diameter_px", "mean_intensity", "score", "tta_agreement",
+    "image",
+    "id",
+    "area_px",
+    "centroid_y",
+    "centroid_x",
+    "bbox_y0",
+    "bbox_x0",
+    "bbox_y1",
+    "bbox_x1",
+    "equivalent_diameter_px",
+    "mean_intensity",
+    "score",
+    "tta_agreement",
 ]
 
 
@@ -48,8 +59,9 @@ def inner_boundaries(labels: np.ndarray) -> np.ndarray:
     return edges & (labels > 0)
 
 
-def nuclei_table(name: str, labels: np.ndarray, image: np.ndarray, score: np.ndarray,
-                 agreement: np.ndarray) -> pd.DataFrame:
+def nuclei_table(
+    name: str, labels: np.ndarray, image: np.ndarray, score: np.ndarray, agreement: np.ndarray
+) -> pd.DataFrame:
     """One row per nucleus: image name, id, area, centroid, bounding box (end-exclusive), equivalent diameter
     and mean intensity (mean over the RGB channels of the 8-bit image, 0..255), all in original pixels, and
     its confidence: ``score[i]`` / ``agreement[i]`` of id i + 1 (inference.Segmentation)."""

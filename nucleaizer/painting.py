@@ -35,7 +35,9 @@ class Instances:
         self.boxes = np.asarray(self.boxes, dtype=np.int64).reshape(-1, 4)
         self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
         if not len(self.boxes) == len(self.crops) == len(self.scores):
-            raise ValueError(f"{len(self.boxes)} boxes, {len(self.crops)} crops and {len(self.scores)} scores differ")
+            raise ValueError(
+                f"{len(self.boxes)} boxes, {len(self.crops)} crops and {len(self.scores)} scores differ"
+            )
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -53,7 +55,9 @@ class Instances:
         masks = np.asarray(masks, dtype=bool)
         scores = np.asarray(scores, dtype=np.float32).reshape(-1)
         if masks.ndim != 3 or len(masks) != len(scores):
-            raise ValueError(f"predictor output must be masks (N, H, W) and scores (N,), got {masks.shape}, {scores.shape}")
+            raise ValueError(
+                f"predictor output must be masks (N, H, W) and scores (N,), got {masks.shape}, {scores.shape}"
+            )
         rows = masks.any(axis=2)
         cols = masks.any(axis=1)
         keep = np.flatnonzero(rows.any(axis=1))
@@ -71,8 +75,10 @@ class Instances:
         """From a label image (H, W); ``scores[i]`` belongs to id i + 1 (default 1). Absent ids are skipped."""
         slices = ndimage.find_objects(np.asarray(labels))
         present = [i for i, s in enumerate(slices) if s is not None]
-        boxes = np.array([[slices[i][0].start, slices[i][1].start, slices[i][0].stop, slices[i][1].stop]
-                          for i in present], dtype=np.int64)
+        boxes = np.array(
+            [[slices[i][0].start, slices[i][1].start, slices[i][0].stop, slices[i][1].stop] for i in present],
+            dtype=np.int64,
+        )
         crops = [labels[slices[i]] == i + 1 for i in present]
         all_scores = np.ones(len(slices), np.float32) if scores is None else np.asarray(scores, np.float32)
         return cls(boxes, crops, all_scores[present])
@@ -90,7 +96,9 @@ class Instances:
 
     def shifted(self, offset: tuple[int, int]) -> Instances:
         """The same instances moved by ``offset`` (y, x) pixels (tile to image coordinates)."""
-        return Instances(self.boxes + np.array([offset[0], offset[1], offset[0], offset[1]]), self.crops, self.scores)
+        return Instances(
+            self.boxes + np.array([offset[0], offset[1], offset[0], offset[1]]), self.crops, self.scores
+        )
 
     def select(self, index: np.ndarray | Sequence[int]) -> Instances:
         """The instances at the given integer positions (or boolean mask), in that order."""

@@ -83,7 +83,9 @@ def validate_config(cfg: DictConfig) -> None:
         if variant not in STYLE_VARIANTS:
             raise UserError(f"style={variant} is not one of {list(STYLE_VARIANTS)}")
     if any(v not in ("none", cfg.style) for v in cfg.get("compare", [])):
-        raise UserError(f"compare={list(cfg.compare)}: only style=none can be trained beside style={cfg.style}")
+        raise UserError(
+            f"compare={list(cfg.compare)}: only style=none can be trained beside style={cfg.style}"
+        )
     if "gt" in variants and OmegaConf.select(cfg, "target.labels") is None:
         raise UserError("style=gt learns styles from target labels: set target.labels=DIR or use style=auto")
     if isinstance(cfg.train.datasets, str):  # one folder given as a plain path
@@ -94,9 +96,16 @@ def validate_config(cfg: DictConfig) -> None:
 def check_run_dir(cfg: DictConfig) -> None:
     """The run folder may not be, lie in or hold an input, and may not hold files nucleaizer did not write
     (nucleaizer.output_folder). The demo's simulated data are made by the run itself inside its folder."""
-    inputs = {key: OmegaConf.select(cfg, key, default=None)
-              for key in ("target.images", "target.labels", "preseg.checkpoint", "segmenter.weights",
-                          "segmenter.backbone_weights")}
+    inputs = {
+        key: OmegaConf.select(cfg, key, default=None)
+        for key in (
+            "target.images",
+            "target.labels",
+            "preseg.checkpoint",
+            "segmenter.weights",
+            "segmenter.backbone_weights",
+        )
+    }
     inputs.update({f"train.datasets[{i}]": folder for i, folder in enumerate(cfg.train.datasets)})
     own = Path(cfg.run_dir) / "demo_data" if OmegaConf.select(cfg, "target.demo") is not None else None
     output_folder.check_output(cfg.run_dir, inputs, own_inputs=own, ignore=(HYDRA_FOLDER,))
@@ -117,8 +126,10 @@ def stage_plan(cfg: DictConfig) -> list[str]:
 def stage_settings(cfg: DictConfig, stage: str) -> dict:
     """The resolved configuration values a stage depends on."""
     values = {key: OmegaConf.select(cfg, key) for key in STAGE_SETTINGS[stage]}
-    return {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-            for key, value in values.items()}
+    return {
+        key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        for key, value in values.items()
+    }
 
 
 def run(cfg: DictConfig, stage_functions: dict[str, StageFunction] | None = None) -> dict:
@@ -130,14 +141,19 @@ def run(cfg: DictConfig, stage_functions: dict[str, StageFunction] | None = None
     output_folder.claim(cfg.run_dir, "train")
     stage_module.prepare_inputs(cfg)
     run_folder = RunFolder(cfg.run_dir)
-    tracker = Tracker(cfg.run_dir, name=cfg.target.name, mode=cfg.logger.mode,
-                      project=cfg.logger.get("project", "nucleaizer"), entity=cfg.logger.get("entity"),
-                      config=OmegaConf.to_container(cfg, resolve=True))
+    tracker = Tracker(
+        cfg.run_dir,
+        name=cfg.target.name,
+        mode=cfg.logger.mode,
+        project=cfg.logger.get("project", "nucleaizer"),
+        entity=cfg.logger.get("entity"),
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
     ctx = Context(cfg=cfg, run=run_folder, tracker=tracker)
     planned = active_stages(cfg)
     chosen = [i for i, stage in enumerate(planned) if stage in cfg.stages]
     # stages after the last chosen one are not needed; earlier ones must be done (or chosen)
-    planned = planned[:chosen[-1] + 1] if chosen else []
+    planned = planned[: chosen[-1] + 1] if chosen else []
     log.info("run folder: %s; stages: %s", cfg.run_dir, ", ".join(planned))
     upstream = ""
     try:
@@ -146,11 +162,15 @@ def run(cfg: DictConfig, stage_functions: dict[str, StageFunction] | None = None
             upstream = stage_fingerprint
             if run_folder.is_done(stage, stage_fingerprint) and not (cfg.force and stage in cfg.stages):
                 record = run_folder.record(stage)
-                log.info("%-12s done already (%.0f s): %s", stage, record["seconds"], _one_line(record["summary"]))
+                log.info(
+                    "%-12s done already (%.0f s): %s", stage, record["seconds"], _one_line(record["summary"])
+                )
                 continue
             if stage not in cfg.stages:
-                raise UserError(f"stage '{stage}' has not run with this configuration and is not in stages=; "
-                                f"add it to stages=[...] or run the whole pipeline")
+                raise UserError(
+                    f"stage '{stage}' has not run with this configuration and is not in stages=; "
+                    f"add it to stages=[...] or run the whole pipeline"
+                )
             log.info("%-12s running: %s", stage, STAGES[stage])
             started = time.perf_counter()
             with run_folder.stage(stage, stage_fingerprint) as (out, summary):
@@ -178,18 +198,37 @@ def write_report(ctx: Context) -> dict:
         if record is not None:
             stages[stage] = {"seconds": record["seconds"], "summary": record["summary"]}
     scores = stages.get("segmenter", {}).get("summary", {}).get("scores", {})
-    report = {"target": ctx.cfg.target.name, "style": ctx.cfg.style, "profile": ctx.cfg.profile,
-              "stages": stages, "scores": scores,
-              "total_seconds": round(sum(s["seconds"] for s in stages.values()), 1)}
+    report = {
+        "target": ctx.cfg.target.name,
+        "style": ctx.cfg.style,
+        "profile": ctx.cfg.profile,
+        "stages": stages,
+        "scores": scores,
+        "total_seconds": round(sum(s["seconds"] for s in stages.values()), 1),
+    }
     with atomic_write(ctx.run.root / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2, default=str))
-    lines = [f"# Run report: {report['target']}", "",
-             f"style={report['style']}, profile={report['profile']}, total {report['total_seconds']} s", "",
-             "| stage | seconds | summary |", "| --- | --- | --- |"]
+    lines = [
+        f"# Run report: {report['target']}",
+        "",
+        f"style={report['style']}, profile={report['profile']}, total {report['total_seconds']} s",
+        "",
+        "| stage | seconds | summary |",
+        "| --- | --- | --- |",
+    ]
     lines += [f"| {name} | {s['seconds']:.0f} | {_one_line(s['summary'])} |" for name, s in stages.items()]
     if scores:
-        lines += ["", "## Scores on the target labels", "", "| variant | DSB | mAP | mF1 |", "| --- | --- | --- | --- |"]
-        lines += [f"| {variant} | {s['dsb']:.3f} | {s['map']:.3f} | {s['mf1']:.3f} |" for variant, s in scores.items()]
+        lines += [
+            "",
+            "## Scores on the target labels",
+            "",
+            "| variant | DSB | mAP | mF1 |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {variant} | {s['dsb']:.3f} | {s['map']:.3f} | {s['mf1']:.3f} |"
+            for variant, s in scores.items()
+        ]
         for variant, s in scores.items():
             log.info("target DSB score, %s: %.3f", variant, s["dsb"])
     with atomic_write(ctx.run.root / "report.md") as tmp:

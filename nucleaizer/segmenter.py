@@ -90,8 +90,12 @@ def check_stages(stages: Sequence[dict]) -> list[dict]:
         if missing:
             raise UserError(f"segmenter.stages[{i}] lacks {sorted(missing)}")
         if stage["trainable"] not in TRAINABLE or float(stage["lr"]) <= 0 or int(stage["epochs"]) < 1:
-            raise UserError(f"segmenter.stages[{i}]={stage}: trainable in {list(TRAINABLE)}, lr > 0, epochs >= 1")
-        result.append({"trainable": stage["trainable"], "lr": float(stage["lr"]), "epochs": int(stage["epochs"])})
+            raise UserError(
+                f"segmenter.stages[{i}]={stage}: trainable in {list(TRAINABLE)}, lr > 0, epochs >= 1"
+            )
+        result.append(
+            {"trainable": stage["trainable"], "lr": float(stage["lr"]), "epochs": int(stage["epochs"])}
+        )
     return result
 
 
@@ -113,15 +117,27 @@ class SegmenterModule(pl.LightningModule):
     at any moment, so a run stopped by a time budget (and continued later) needs no schedule planned ahead.
     """
 
-    def __init__(self, arch: dict, stages: Sequence[dict], optimizer: str = "sgd", momentum: float = 0.9,
-                 weight_decay: float = 1e-4, warmup_steps: int = 0, init_state_dict: dict | None = None,
-                 ema_decay: float = 0.0):
+    def __init__(
+        self,
+        arch: dict,
+        stages: Sequence[dict],
+        optimizer: str = "sgd",
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        warmup_steps: int = 0,
+        init_state_dict: dict | None = None,
+        ema_decay: float = 0.0,
+    ):
         super().__init__()
         self.arch = dict(arch)
         self.stages = check_stages(stages)
         if optimizer not in ("sgd", "adamw"):
             raise UserError(f"segmenter.optimizer={optimizer!r} is not one of ['sgd', 'adamw']")
-        self.optimizer_name, self.momentum, self.weight_decay = optimizer, float(momentum), float(weight_decay)
+        self.optimizer_name, self.momentum, self.weight_decay = (
+            optimizer,
+            float(momentum),
+            float(weight_decay),
+        )
         self.warmup_steps = int(warmup_steps)
         self.stage_index = 0
         self.model = build_maskrcnn(**self.arch)
@@ -179,7 +195,9 @@ class SegmenterModule(pl.LightningModule):
         steps = self.global_step
         decay = min(self.ema_decay, (1 + steps) / (10 + steps))
         with torch.no_grad():
-            torch._foreach_lerp_(list(self.ema_model.parameters()), list(self.model.parameters()), 1.0 - decay)
+            torch._foreach_lerp_(
+                list(self.ema_model.parameters()), list(self.model.parameters()), 1.0 - decay
+            )
             for averaged, current in zip(self.ema_model.buffers(), self.model.buffers(), strict=True):
                 averaged.copy_(current)
 
@@ -215,7 +233,9 @@ class SegmenterModule(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         images, gts = batch
         # boxes + crops painted by score, as at inference (no full-image mask per detection)
-        for instances, image, gt in zip(predict_instances(self.exported_model(), images), images, gts, strict=True):
+        for instances, image, gt in zip(
+            predict_instances(self.exported_model(), images), images, gts, strict=True
+        ):
             predicted = paint_instances(instances, tuple(image.shape[-2:]))[0]
             self._val_scores.append(metrics.dsb_score(gt, predicted))
 
@@ -242,20 +262,44 @@ class _Throughput(Callback):
 class SegmenterData(pl.LightningDataModule):
     """Training crops (MixedBatchSampler, rank-aware under DDP) and whole validation images."""
 
-    def __init__(self, train: CropDataset, val: ValidationDataset, batch_size: int, steps_per_epoch: int,
-                 synthetic_share: float, seed: int, num_workers: int = 0):
+    def __init__(
+        self,
+        train: CropDataset,
+        val: ValidationDataset,
+        batch_size: int,
+        steps_per_epoch: int,
+        synthetic_share: float,
+        seed: int,
+        num_workers: int = 0,
+    ):
         super().__init__()
         self.train_set, self.val_set = train, val
         self.batch_size, self.steps_per_epoch = int(batch_size), int(steps_per_epoch)
-        self.synthetic_share, self.seed, self.num_workers = float(synthetic_share), int(seed), int(num_workers)
+        self.synthetic_share, self.seed, self.num_workers = (
+            float(synthetic_share),
+            int(seed),
+            int(num_workers),
+        )
 
     def train_dataloader(self) -> DataLoader:
         n_real, n_synthetic = self.train_set.source_sizes()
-        sampler = MixedBatchSampler(n_real, n_synthetic, self.batch_size, self.steps_per_epoch,
-                                    self.synthetic_share, self.seed, self.trainer.global_rank,
-                                    self.trainer.world_size)
-        return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate_lists,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        sampler = MixedBatchSampler(
+            n_real,
+            n_synthetic,
+            self.batch_size,
+            self.steps_per_epoch,
+            self.synthetic_share,
+            self.seed,
+            self.trainer.global_rank,
+            self.trainer.world_size,
+        )
+        return DataLoader(
+            self.train_set,
+            batch_sampler=sampler,
+            collate_fn=collate_lists,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         # every process scores the whole (small) validation split, so val_dsb is the same on every rank
@@ -284,8 +328,9 @@ def resolve_precision(precision: str, accelerator: str = "auto") -> str:
     return "bf16-mixed" if native_bf16(accelerator) else "32-true"
 
 
-def split_train_val(samples: Sequence, val_fraction: float = 0.2,
-                    max_val_images: int | None = None) -> tuple[list, list]:
+def split_train_val(
+    samples: Sequence, val_fraction: float = 0.2, max_val_images: int | None = None
+) -> tuple[list, list]:
     """A fixed split by sha1 of each sample's ``name``, independent of order: about ``val_fraction`` validates.
 
     At most ``max_val_images`` validate (those with the smallest hashes; the rest go back to training), so a
@@ -356,27 +401,54 @@ def fit_segmenter(
     stages = check_stages(stages)
     trainer_settings = dict(trainer or {})
     num_workers = int(trainer_settings.pop("num_workers", 0))
-    trainer_settings["precision"] = resolve_precision(trainer_settings.get("precision", "32-true"),
-                                                      str(trainer_settings.get("accelerator", "auto")))
+    trainer_settings["precision"] = resolve_precision(
+        trainer_settings.get("precision", "32-true"), str(trainer_settings.get("accelerator", "auto"))
+    )
     augment = augment if isinstance(augment, AugmentParams) else AugmentParams.from_dict(augment)
-    size_kwargs = {"target_diameter_px": target_diameter_px, "min_scale": min_scale, "max_scale": max_scale,
-                   "min_object_area_px": min_object_area_px}
-    train_set = CropDataset(load_pairs(train_samples), load_pairs(synthetic_samples or []), crop_size, augment,
-                            max_crop_tries=max_crop_tries, **size_kwargs)
+    size_kwargs = {
+        "target_diameter_px": target_diameter_px,
+        "min_scale": min_scale,
+        "max_scale": max_scale,
+        "min_object_area_px": min_object_area_px,
+    }
+    train_set = CropDataset(
+        load_pairs(train_samples),
+        load_pairs(synthetic_samples or []),
+        crop_size,
+        augment,
+        max_crop_tries=max_crop_tries,
+        **size_kwargs,
+    )
     val_pairs = load_pairs(val_samples)
-    data = SegmenterData(train_set, ValidationDataset(val_pairs, **size_kwargs), batch_size, steps_per_epoch,
-                         synthetic_share, seed, num_workers)
+    data = SegmenterData(
+        train_set,
+        ValidationDataset(val_pairs, **size_kwargs),
+        batch_size,
+        steps_per_epoch,
+        synthetic_share,
+        seed,
+        num_workers,
+    )
     init_state = None
     if init_checkpoint is not None:
         content = read_segmenter_file(init_checkpoint)
         if content["arch"].get("backbone") != arch.get("backbone"):
-            raise UserError(f"init checkpoint {init_checkpoint} has backbone {content['arch'].get('backbone')}, "
-                            f"the config asks for {arch.get('backbone')}")
+            raise UserError(
+                f"init checkpoint {init_checkpoint} has backbone {content['arch'].get('backbone')}, "
+                f"the config asks for {arch.get('backbone')}"
+            )
         init_state = content["state_dict"]
-    module = SegmenterModule(arch, stages, optimizer, momentum, weight_decay, warmup_steps, init_state, ema_decay)
-    checkpoint = ModelCheckpoint(dirpath=out_dir / "lightning", filename="best",
-                                 monitor="val_dsb" if val_pairs else None, mode="max", save_top_k=1,
-                                 save_last=True)
+    module = SegmenterModule(
+        arch, stages, optimizer, momentum, weight_decay, warmup_steps, init_state, ema_decay
+    )
+    checkpoint = ModelCheckpoint(
+        dirpath=out_dir / "lightning",
+        filename="best",
+        monitor="val_dsb" if val_pairs else None,
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+    )
     last = out_dir / "lightning" / "last.ckpt"
     resume_from = last if resume and last.is_file() else None
     if resume_from is not None:
@@ -400,16 +472,23 @@ def fit_segmenter(
     started = time.perf_counter()
     fit.fit(module, datamodule=data, ckpt_path=resume_from)
     fit.save_checkpoint(last)  # where a time budget stopped it (mid-epoch): the next resume starts here
-    log.info("segmenter training took %.0f s (%d epochs, best val_dsb %s)", time.perf_counter() - started,
-             fit.current_epoch, checkpoint.best_model_score)
+    log.info(
+        "segmenter training took %.0f s (%d epochs, best val_dsb %s)",
+        time.perf_counter() - started,
+        fit.current_epoch,
+        checkpoint.best_model_score,
+    )
     best_path = out_dir / checkpoint_name
     if fit.is_global_zero:
         state = module.exported_model().state_dict()
         if checkpoint.best_model_path:
             lightning_state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
             prefix = "ema_model." if module.ema_model is not None else "model."
-            state = {k.removeprefix(prefix): v for k, v in lightning_state["state_dict"].items()
-                     if k.startswith(prefix)}
+            state = {
+                k.removeprefix(prefix): v
+                for k, v in lightning_state["state_dict"].items()
+                if k.startswith(prefix)
+            }
         best = build_maskrcnn(**arch)
         best.load_state_dict(state)
         save_segmenter(best_path, best, arch)
@@ -423,10 +502,25 @@ def _config_dir() -> Path:
 
 def training_kwargs_from_config(segmenter: dict) -> dict:
     """fit_segmenter kwargs (besides samples, out_dir, trainer) from a segmenter config block (plain dict)."""
-    keys = ("steps_per_epoch", "optimizer", "momentum", "weight_decay", "warmup_steps", "gradient_clip_val",
-            "crop_size", "batch_size", "augment", "synthetic_share", "max_crop_tries", "ema_decay")
-    return {"arch": arch_from_config(segmenter), "stages": list(segmenter["stages"]),
-            **{k: segmenter[k] for k in keys if k in segmenter}}
+    keys = (
+        "steps_per_epoch",
+        "optimizer",
+        "momentum",
+        "weight_decay",
+        "warmup_steps",
+        "gradient_clip_val",
+        "crop_size",
+        "batch_size",
+        "augment",
+        "synthetic_share",
+        "max_crop_tries",
+        "ema_decay",
+    )
+    return {
+        "arch": arch_from_config(segmenter),
+        "stages": list(segmenter["stages"]),
+        **{k: segmenter[k] for k in keys if k in segmenter},
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -435,13 +529,21 @@ def main(argv: list[str] | None = None) -> None:
 
     from nucleaizer.io import list_samples
 
-    parser = argparse.ArgumentParser(prog="python -m nucleaizer.segmenter", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m nucleaizer.segmenter", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train a segmenter (or, with --rescale, a preseg model) on annotated folders")
-    train.add_argument("--data", nargs="+", required=True, help="annotated folders (images/ + labels/, or DSB)")
+    train = sub.add_parser(
+        "train", help="train a segmenter (or, with --rescale, a preseg model) on annotated folders"
+    )
+    train.add_argument(
+        "--data", nargs="+", required=True, help="annotated folders (images/ + labels/, or DSB)"
+    )
     train.add_argument("--out", required=True, help="output folder; the best model is OUT/segmenter.pt")
     train.add_argument("--profile", choices=("cpu", "gpu"), default="cpu")
-    train.add_argument("--rescale", type=float, default=None, help="random rescaling range in octaves (preseg)")
+    train.add_argument(
+        "--rescale", type=float, default=None, help="random rescaling range in octaves (preseg)"
+    )
     train.add_argument("--max-minutes", type=float, default=None, help="training time budget")
     train.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -457,9 +559,15 @@ def main(argv: list[str] | None = None) -> None:
         kwargs["augment"] = {**kwargs["augment"], "rescale": args.rescale}
     samples = [s for folder in args.data for s in list_samples(folder, require_labels=True)]
     train, val = split_train_val(samples, segmenter["val_fraction"], segmenter["max_val_images"])
-    path = fit_segmenter(train, val, args.out, trainer=trainer,
-                         seed=args.seed, max_time_s=None if args.max_minutes is None else args.max_minutes * 60,
-                         **kwargs)
+    path = fit_segmenter(
+        train,
+        val,
+        args.out,
+        trainer=trainer,
+        seed=args.seed,
+        max_time_s=None if args.max_minutes is None else args.max_minutes * 60,
+        **kwargs,
+    )
     log.info("best segmenter: %s", path)
 
 

@@ -80,7 +80,12 @@ def render(labels: np.ndarray, style: str, rng: np.random.Generator) -> np.ndarr
     elif style == "brightfield":
         rim = ndimage.gaussian_filter(foreground.astype(np.float32), 2.5) - soft
         background = 0.6 + 0.05 * _smooth_noise(shape, 40, rng)
-        grey = background - 0.25 * soft * per_object + 0.3 * np.clip(rim, 0, None) + 0.03 * rng.standard_normal(shape)
+        grey = (
+            background
+            - 0.25 * soft * per_object
+            + 0.3 * np.clip(rim, 0, None)
+            + 0.03 * rng.standard_normal(shape)
+        )
         rgb = np.repeat(grey[..., None], 3, axis=2)
     else:
         eosin = np.array([0.93, 0.62, 0.75])

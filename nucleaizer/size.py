@@ -26,7 +26,9 @@ def _border_ids(labels: np.ndarray) -> np.ndarray:
     return ids[ids > 0]
 
 
-def equivalent_diameters(labels: np.ndarray, min_area_px: int = 16, exclude_border: bool = True) -> np.ndarray:
+def equivalent_diameters(
+    labels: np.ndarray, min_area_px: int = 16, exclude_border: bool = True
+) -> np.ndarray:
     """Equivalent diameters (px, float64, shape (N,)) of the usable objects of a label image.
 
     labels: integer (H, W), 0 background. Objects smaller than ``min_area_px`` pixels are fragments and are
@@ -52,7 +54,9 @@ def median_diameter(labels: np.ndarray, min_area_px: int = 16, exclude_border: b
     return float(np.median(diameters)) if diameters.size else None
 
 
-def estimated_diameter(labels: np.ndarray, min_area_px: int = 16, exclude_border: bool = True) -> float | None:
+def estimated_diameter(
+    labels: np.ndarray, min_area_px: int = 16, exclude_border: bool = True
+) -> float | None:
     """Nucleus diameter (px) of a *predicted* segmentation: the area-weighted median equivalent diameter of its
     usable objects (the diameter that half of the segmented area lies in objects up to), or None.
 
@@ -84,7 +88,9 @@ def scale_factor(
 ) -> float:
     """Factor that brings nuclei of ``diameter_px`` to ``target_diameter_px``, clamped to the given range."""
     if diameter_px is None or not math.isfinite(diameter_px) or diameter_px <= 0:
-        raise UserError(f"nucleus diameter must be a positive number of pixels, got {diameter_px!r} (key: diameter)")
+        raise UserError(
+            f"nucleus diameter must be a positive number of pixels, got {diameter_px!r} (key: diameter)"
+        )
     if not 0 < min_scale <= max_scale:
         raise UserError(f"size clamps need 0 < min_scale <= max_scale, got {min_scale} and {max_scale}")
     return float(np.clip(target_diameter_px / diameter_px, min_scale, max_scale))
@@ -122,8 +128,12 @@ def rescale_labels(labels: np.ndarray, scale_or_shape: float | tuple[int, int]) 
         height, width = scaled_shape(labels.shape, float(scale_or_shape))
     if (height, width) == labels.shape:
         return labels
-    rows = np.minimum(((np.arange(height) + 0.5) * labels.shape[0] / height).astype(np.int64), labels.shape[0] - 1)
-    cols = np.minimum(((np.arange(width) + 0.5) * labels.shape[1] / width).astype(np.int64), labels.shape[1] - 1)
+    rows = np.minimum(
+        ((np.arange(height) + 0.5) * labels.shape[0] / height).astype(np.int64), labels.shape[0] - 1
+    )
+    cols = np.minimum(
+        ((np.arange(width) + 0.5) * labels.shape[1] / width).astype(np.int64), labels.shape[1] - 1
+    )
     return labels[rows[:, None], cols[None, :]]
 
 

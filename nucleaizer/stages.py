@@ -33,8 +33,10 @@ def prepare_inputs(cfg: DictConfig) -> None:
     if labels and not Path(labels).is_dir():
         raise UserError(f"target.labels: folder {labels} does not exist (it is optional: target.labels=null)")
     if not cfg.train.datasets and not cfg.preseg.checkpoint:
-        raise UserError("train.datasets is empty and preseg.checkpoint is not set: give annotated source data "
-                        "(train.datasets=[DIR,...]) or a pre-segmentation model (preseg.checkpoint=PATH)")
+        raise UserError(
+            "train.datasets is empty and preseg.checkpoint is not set: give annotated source data "
+            "(train.datasets=[DIR,...]) or a pre-segmentation model (preseg.checkpoint=PATH)"
+        )
     for folder in cfg.train.datasets:
         io.list_samples(folder, require_labels=True)
 
@@ -54,16 +56,26 @@ def stage_sizes(ctx, out: Path, summary: dict) -> None:
     else:
         measured = [size.estimated_diameter(io.read_labels(f), cfg.min_object_area_px) for f in label_files]
         if all(d is None for d in measured):
-            raise UserError("no nuclei were found in any target image by the pre-segmentation: set the nucleus "
-                            "diameter by hand (size.diameter_px=...) or give a better preseg.checkpoint")
+            raise UserError(
+                "no nuclei were found in any target image by the pre-segmentation: set the nucleus "
+                "diameter by hand (size.diameter_px=...) or give a better preseg.checkpoint"
+            )
         diameters = size.fill_with_dataset_median(measured, cfg.target_diameter_px)
-    rows = [{"image": f.stem, "measured_diameter_px": "" if m is None else round(m, 2),
-             "diameter_px": round(d, 2),
-             "scale": round(size.scale_factor(d, cfg.target_diameter_px, cfg.min_scale, cfg.max_scale), 4)}
-            for f, m, d in zip(label_files, measured, diameters, strict=True)]
+    rows = [
+        {
+            "image": f.stem,
+            "measured_diameter_px": "" if m is None else round(m, 2),
+            "diameter_px": round(d, 2),
+            "scale": round(size.scale_factor(d, cfg.target_diameter_px, cfg.min_scale, cfg.max_scale), 4),
+        }
+        for f, m, d in zip(label_files, measured, diameters, strict=True)
+    ]
     io.write_csv(out / "sizes.csv", rows)
-    summary.update(images=len(rows), median_diameter_px=round(float(sorted(diameters)[len(diameters) // 2]), 1),
-                   no_detection_images=sum(m is None for m in measured) if not cfg.diameter_px else 0)
+    summary.update(
+        images=len(rows),
+        median_diameter_px=round(float(sorted(diameters)[len(diameters) // 2]), 1),
+        no_detection_images=sum(m is None for m in measured) if not cfg.diameter_px else 0,
+    )
 
 
 # --- helpers shared by the stages ------------------------------------------------------------------------
@@ -106,12 +118,21 @@ def working_scale_pairs(ctx, samples: list[io.Sample], labels_dir: Path | None) 
 def size_rule(cfg: DictConfig):
     from nucleaizer.size import SizeRule
 
-    return SizeRule(target_diameter_px=cfg.size.target_diameter_px, min_scale=cfg.size.min_scale,
-                    max_scale=cfg.size.max_scale, min_object_area_px=cfg.size.min_object_area_px)
+    return SizeRule(
+        target_diameter_px=cfg.size.target_diameter_px,
+        min_scale=cfg.size.min_scale,
+        max_scale=cfg.size.max_scale,
+        min_object_area_px=cfg.size.min_object_area_px,
+    )
 
 
-def segment_folder(cfg: DictConfig, checkpoint: Path, samples: list[io.Sample], out: Path,
-                   diameters: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+def segment_folder(
+    cfg: DictConfig,
+    checkpoint: Path,
+    samples: list[io.Sample],
+    out: Path,
+    diameters: dict[str, float] | None = None,
+) -> dict[str, np.ndarray]:
     """Segment ``samples`` with a segmenter checkpoint; labels go to ``out/<stem>.png`` and are returned.
 
     diameters: nucleus diameter per image stem; None lets the model estimate it in a first pass.
@@ -122,16 +143,29 @@ def segment_folder(cfg: DictConfig, checkpoint: Path, samples: list[io.Sample], 
     model, _ = load_segmenter(checkpoint, device=device_of(cfg))
     segmenter = NucleusSegmenter(MaskRCNNPredictor(model, device=device_of(cfg)), size=size_rule(cfg))
     return write_segmentations(
-        cfg, samples, out, lambda name, image: segmenter.segment(image, diameter_px=(diameters or {}).get(name)),
-        f"segmenting with {checkpoint.stem}")
+        cfg,
+        samples,
+        out,
+        lambda name, image: segmenter.segment(image, diameter_px=(diameters or {}).get(name)),
+        f"segmenting with {checkpoint.stem}",
+    )
 
 
-def write_segmentations(cfg: DictConfig, samples: list[io.Sample], out: Path,
-                        segment: Callable[[str, np.ndarray], np.ndarray], desc: str) -> dict[str, np.ndarray]:
+def write_segmentations(
+    cfg: DictConfig,
+    samples: list[io.Sample],
+    out: Path,
+    segment: Callable[[str, np.ndarray], np.ndarray],
+    desc: str,
+) -> dict[str, np.ndarray]:
     """``segment(name, image)`` of every sample, written to ``out/<stem>.png`` and returned by stem."""
     results = {}
-    for sample, image, _ in tqdm(io.iter_samples(samples, on_bad_file=cfg.train.on_bad_file), total=len(samples),
-                                 desc=desc, unit="image"):
+    for sample, image, _ in tqdm(
+        io.iter_samples(samples, on_bad_file=cfg.train.on_bad_file),
+        total=len(samples),
+        desc=desc,
+        unit="image",
+    ):
         results[sample.name] = segment(sample.name, image)
         io.write_labels(out / f"{sample.name}.png", results[sample.name])
     return results
@@ -154,9 +188,14 @@ def fit_kwargs(cfg: DictConfig, stages_key: str = "stages") -> dict:
     trainer = trainer_settings(cfg)
     if cfg.segmenter.get("precision") is not None:  # the segmenter's own (e.g. auto: bf16 where native)
         trainer["precision"] = cfg.segmenter.precision
-    kwargs.update(target_diameter_px=cfg.size.target_diameter_px, min_scale=cfg.size.min_scale,
-                  max_scale=cfg.size.max_scale, min_object_area_px=cfg.size.min_object_area_px,
-                  trainer=trainer, seed=cfg.seed)
+    kwargs.update(
+        target_diameter_px=cfg.size.target_diameter_px,
+        min_scale=cfg.size.min_scale,
+        max_scale=cfg.size.max_scale,
+        min_object_area_px=cfg.size.min_object_area_px,
+        trainer=trainer,
+        seed=cfg.seed,
+    )
     return kwargs
 
 
@@ -190,18 +229,26 @@ def stage_preseg(ctx, out: Path, summary: dict) -> None:
     if cfg.preseg.method == "classical":
         from nucleaizer.baseline import segment_classical
 
-        labels = write_segmentations(cfg, samples, out / "labels", lambda _, image: segment_classical(image),
-                                     "segmenting classically")
+        labels = write_segmentations(
+            cfg, samples, out / "labels", lambda _, image: segment_classical(image), "segmenting classically"
+        )
     else:
-        labels = segment_folder(cfg, checkpoint, samples, out / "labels",
-                                diameters={s.name: cfg.size.diameter_px for s in samples} if cfg.size.diameter_px
-                                else None)
-    summary.update(method=cfg.preseg.method, images=len(labels),
-                   objects=int(sum(lab.max() for lab in labels.values())))
+        labels = segment_folder(
+            cfg,
+            checkpoint,
+            samples,
+            out / "labels",
+            diameters={s.name: cfg.size.diameter_px for s in samples} if cfg.size.diameter_px else None,
+        )
+    summary.update(
+        method=cfg.preseg.method, images=len(labels), objects=int(sum(lab.max() for lab in labels.values()))
+    )
 
 
 def preseg_checkpoint(ctx) -> Path:
-    return Path(ctx.cfg.preseg.checkpoint) if ctx.cfg.preseg.checkpoint else ctx.run.path("preseg") / "preseg.pt"
+    return (
+        Path(ctx.cfg.preseg.checkpoint) if ctx.cfg.preseg.checkpoint else ctx.run.path("preseg") / "preseg.pt"
+    )
 
 
 def stage_styles(ctx, out: Path, summary: dict) -> None:
@@ -209,8 +256,14 @@ def stage_styles(ctx, out: Path, summary: dict) -> None:
     from nucleaizer.styles import find_styles, settings_from_mapping
 
     features, clustering = settings_from_mapping(plain(ctx.cfg.styles))
-    result = find_styles(ctx.cfg.target.images, out, features, clustering, seed=ctx.cfg.seed,
-                         on_bad_file=ctx.cfg.train.on_bad_file)
+    result = find_styles(
+        ctx.cfg.target.images,
+        out,
+        features,
+        clustering,
+        seed=ctx.cfg.seed,
+        on_bad_file=ctx.cfg.train.on_bad_file,
+    )
     montages = {p.stem: io.read_image(p) for p in sorted(out.glob("style_*.png"))}
     ctx.tracker.log_images("styles/montages", montages)
     summary.update(k_chosen=int(result.k_chosen), styles=int(result.k), sizes=[int(n) for n in result.sizes])
@@ -244,9 +297,14 @@ def stage_stylegen(ctx, out: Path, summary: dict) -> None:
         model_path = out / f"style_{style}.pt"
         if model_path.exists():  # finished before an interruption (written atomically)
             continue
-        model = train_style([image for _, image, _ in pairs], [labels > 0 for _, _, labels in pairs],
-                            seed=ctx.cfg.seed + style, trainer=trainer_settings(ctx.cfg),
-                            root_dir=str(out / "lightning"), **plain(cfg.train))
+        model = train_style(
+            [image for _, image, _ in pairs],
+            [labels > 0 for _, _, labels in pairs],
+            seed=ctx.cfg.seed + style,
+            trainer=trainer_settings(ctx.cfg),
+            root_dir=str(out / "lightning"),
+            **plain(cfg.train),
+        )
         masks, images = model.sample_tiles
         grid = sample_grid(images, masks, np.stack(render_masks(model, masks, **plain(cfg.render))))
         io.write_image(out / f"style_{style}_samples.png", grid)
@@ -262,18 +320,32 @@ def mask_database(ctx, out: Path):
     cfg = ctx.cfg.masks
     if cfg.database:
         if not Path(cfg.database).is_file():
-            raise UserError(f"masks.database: {cfg.database} does not exist; build one with "
-                            "python -m mask_db build DB.sqlite DATASET_DIR, or leave masks.database=null")
+            raise UserError(
+                f"masks.database: {cfg.database} does not exist; build one with "
+                "python -m mask_db build DB.sqlite DATASET_DIR, or leave masks.database=null"
+            )
         return MaskDatabase(cfg.database)
     database = MaskDatabase(out / "nuclei.sqlite", create=True)
-    items = ((sample.labels_path.parent.parent.name, sample.name, labels)
-             for sample, _, labels in io.iter_samples(source_samples(ctx.cfg), on_bad_file=ctx.cfg.train.on_bad_file))
+    items = (
+        (sample.labels_path.parent.parent.name, sample.name, labels)
+        for sample, _, labels in io.iter_samples(
+            source_samples(ctx.cfg), on_bad_file=ctx.cfg.train.on_bad_file
+        )
+    )
     database.add_many(items, min_area=cfg.min_area)
     return database
 
 
 # masks config keys that are not LayoutComposer arguments
-MASKS_PIPELINE_KEYS = ("database", "n_per_style", "n_per_style_large", "large_diameter_px", "size", "min_area", "seed")
+MASKS_PIPELINE_KEYS = (
+    "database",
+    "n_per_style",
+    "n_per_style_large",
+    "large_diameter_px",
+    "size",
+    "min_area",
+    "seed",
+)
 
 
 def stage_masks(ctx, out: Path, summary: dict) -> None:
@@ -288,12 +360,15 @@ def stage_masks(ctx, out: Path, summary: dict) -> None:
             real = [labels for _, _, labels in pairs]
             stats = style_statistics(real, min_area=cfg.min_area)
             if stats.objects["area"].size == 0:
-                log.warning("style %d: no whole nucleus in its pre-segmentation; no synthetic masks for it", style)
+                log.warning(
+                    "style %d: no whole nucleus in its pre-segmentation; no synthetic masks for it", style
+                )
                 continue
             diameter = 2 * np.sqrt(np.median(stats.objects["area"]) / np.pi)
             n_masks = cfg.n_per_style_large if diameter >= cfg.large_diameter_px else cfg.n_per_style
             generated = LayoutComposer(stats, database, **composer_options).compose(
-                n_masks, size=cfg.size, seed=ctx.cfg.seed + style)
+                n_masks, size=cfg.size, seed=ctx.cfg.seed + style
+            )
             for index, labels in enumerate(generated):
                 io.write_labels(out / f"style_{style}" / f"{index:03d}.png", labels)
             picture = montage(real, generated)
@@ -321,11 +396,17 @@ def stage_synthetic(ctx, out: Path, summary: dict) -> None:
             io.write_image(out / "images" / f"{name}.png", image)
             io.write_labels(out / "labels" / f"{name}.png", labels)
             rows.append({"image": name, "style": style})
-        report = realism_report([image for _, image, _ in real_by_style[style]], images, seed=ctx.cfg.seed,
-                                **plain(cfg.realism))
-        realism[style] = {"c2st_accuracy": round(report["c2st"]["accuracy"], 3),
-                          "wasserstein_mean": round(report["wasserstein_mean"], 2)}
-        ctx.tracker.log_images(f"synthetic/{style_dir.name}", {f.stem: im for f, im in zip(label_files[:4], images[:4], strict=False)})
+        report = realism_report(
+            [image for _, image, _ in real_by_style[style]], images, seed=ctx.cfg.seed, **plain(cfg.realism)
+        )
+        realism[style] = {
+            "c2st_accuracy": round(report["c2st"]["accuracy"], 3),
+            "wasserstein_mean": round(report["wasserstein_mean"], 2),
+        }
+        ctx.tracker.log_images(
+            f"synthetic/{style_dir.name}",
+            {f.stem: im for f, im in zip(label_files[:4], images[:4], strict=False)},
+        )
     if not rows:
         raise UserError("no synthetic pairs were made (no style had usable nuclei): run with style=none")
     io.write_csv(out / "styles.csv", rows)
@@ -345,8 +426,11 @@ def score_target(ctx, predictions: dict[str, np.ndarray]) -> dict | None:
     if not labels_dir:
         return None
     truth = io.files_by_stem(Path(labels_dir), io.LABEL_SUFFIXES)
-    per_image = [score_image(io.read_labels(truth[name]), labels) for name, labels in predictions.items()
-                 if name in truth]
+    per_image = [
+        score_image(io.read_labels(truth[name]), labels)
+        for name, labels in predictions.items()
+        if name in truth
+    ]
     return {k: v for k, v in summarize(per_image).items() if not isinstance(v, dict)}
 
 
@@ -357,7 +441,9 @@ def stage_segmenter(ctx, out: Path, summary: dict) -> None:
     cfg = ctx.cfg
     train, val = split_train_val(cfg, source_samples(cfg))
     synthetic_dir = ctx.run.path("synthetic")
-    diameters = {row["image"]: float(row["diameter_px"]) for row in read_csv(ctx.run.path("sizes") / "sizes.csv")}
+    diameters = {
+        row["image"]: float(row["diameter_px"]) for row in read_csv(ctx.run.path("sizes") / "sizes.csv")
+    }
     scores = {}
     for variant in variants(cfg):
         checkpoint = out / f"{variant}.pt"
@@ -366,10 +452,18 @@ def stage_segmenter(ctx, out: Path, summary: dict) -> None:
             kwargs["synthetic_samples"] = io.list_samples(synthetic_dir, require_labels=True)
             kwargs["synthetic_share"] = cfg.segmenter.synthetic_share
         if not checkpoint.exists():  # finished before an interruption otherwise
-            fit_segmenter(train, val, out / variant, init_checkpoint=preseg_checkpoint(ctx),
-                          checkpoint_name="model.pt", **kwargs)
+            fit_segmenter(
+                train,
+                val,
+                out / variant,
+                init_checkpoint=preseg_checkpoint(ctx),
+                checkpoint_name="model.pt",
+                **kwargs,
+            )
             (out / variant / "model.pt").replace(checkpoint)
-        predictions = segment_folder(cfg, checkpoint, target_samples(cfg), out / variant / "labels", diameters)
+        predictions = segment_folder(
+            cfg, checkpoint, target_samples(cfg), out / variant / "labels", diameters
+        )
         log_overlays(ctx, f"segmenter/{variant}_overlays", predictions)
         scored = score_target(ctx, predictions)
         if scored is not None:
@@ -389,8 +483,13 @@ def log_overlays(ctx, key: str, predictions: dict[str, np.ndarray]) -> None:
     if not ctx.tracker.enabled:
         return
     images = io.files_by_stem(Path(ctx.cfg.target.images), io.IMAGE_SUFFIXES)
-    ctx.tracker.log_images(key, {name: overlay(as_rgb8(io.read_image(images[name])), labels)
-                                 for name, labels in list(predictions.items())[:OVERLAYS_LOGGED]})
+    ctx.tracker.log_images(
+        key,
+        {
+            name: overlay(as_rgb8(io.read_image(images[name])), labels)
+            for name, labels in list(predictions.items())[:OVERLAYS_LOGGED]
+        },
+    )
 
 
 def working_scale_source(cfg: DictConfig, samples: list[io.Sample]):
@@ -425,12 +524,22 @@ def stage_postprocess(ctx, out: Path, summary: dict) -> None:
     def segment_working_scale(image: np.ndarray) -> np.ndarray:
         return segmenter.predict_working_scale(image)[0]
 
-    section = fit_postprocess(train_pairs, val_items, segment_working_scale, out, unet=plain(pp.unet),
-                              ga=plain(pp.ga), params=plain(pp.params), trainer=trainer_settings(cfg),
-                              seed=cfg.seed)
+    section = fit_postprocess(
+        train_pairs,
+        val_items,
+        segment_working_scale,
+        out,
+        unet=plain(pp.unet),
+        ga=plain(pp.ga),
+        params=plain(pp.params),
+        trainer=trainer_settings(cfg),
+        seed=cfg.seed,
+    )
     history = [{k: float(v) for k, v in row.items()} for row in read_csv(out / "ga_history.csv")]
     ctx.tracker.log_table("postprocess/ga_history", history)
-    ctx.tracker.log_images("postprocess/ga_curve", {"DSB per generation": io.read_image(out / "ga_history.png")})
+    ctx.tracker.log_images(
+        "postprocess/ga_curve", {"DSB per generation": io.read_image(out / "ga_history.png")}
+    )
     summary.update(enabled=True, bundle_section=section, ga_generations=len(history))
 
 
@@ -441,11 +550,20 @@ def stage_bundle(ctx, out: Path, summary: dict) -> None:
     cfg = ctx.cfg
     record = ctx.run.record("postprocess") or {}
     section = record.get("summary", {}).get("bundle_section")
-    files = {} if section is None else {section["ensemble"]: ctx.run.path("postprocess") / section["ensemble"]}
+    files = (
+        {} if section is None else {section["ensemble"]: ctx.run.path("postprocess") / section["ensemble"]}
+    )
     # a classical size estimation needs no preseg model in the bundle (infer.py would never load it)
     preseg = None if cfg.preseg.method == "classical" else preseg_checkpoint(ctx)
-    write_bundle(out, segmenter=ctx.run.path("segmenter") / f"{cfg.style}.pt", preseg=preseg,
-                 size=size_rule(cfg), postprocess=section, files=files, size_estimation=cfg.preseg.method)
+    write_bundle(
+        out,
+        segmenter=ctx.run.path("segmenter") / f"{cfg.style}.pt",
+        preseg=preseg,
+        size=size_rule(cfg),
+        postprocess=section,
+        files=files,
+        size_estimation=cfg.preseg.method,
+    )
     with io.atomic_write(out / "config.yaml") as tmp:
         tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     summary.update(postprocess=section is not None)

@@ -46,7 +46,9 @@ class FeatureSettings:
         if not self.glcm_distances or min(self.glcm_distances) < 1:
             raise ValueError(f"glcm_distances={list(self.glcm_distances)}: give one or more distances >= 1")
         if not 1 <= self.lbp_points <= 253 or self.lbp_radius <= 0:
-            raise ValueError(f"lbp_points={self.lbp_points}, lbp_radius={self.lbp_radius}: use 1..253 points, radius > 0")
+            raise ValueError(
+                f"lbp_points={self.lbp_points}, lbp_radius={self.lbp_radius}: use 1..253 points, radius > 0"
+            )
         if any(not 0 <= p <= 100 for p in self.percentiles):
             raise ValueError(f"percentiles={list(self.percentiles)}: every value must lie in 0..100")
 
@@ -143,8 +145,12 @@ def _texture_features(lightness: np.ndarray, settings: FeatureSettings) -> np.nd
     """Haralick properties per distance (averaged over four directions), then the LBP histogram."""
     quantised = (lightness // (256 // settings.glcm_levels)).astype(np.uint8)
     glcm = graycomatrix(
-        quantised, distances=list(settings.glcm_distances), angles=list(GLCM_ANGLES),
-        levels=settings.glcm_levels, symmetric=True, normed=True,
+        quantised,
+        distances=list(settings.glcm_distances),
+        angles=list(GLCM_ANGLES),
+        levels=settings.glcm_levels,
+        symmetric=True,
+        normed=True,
     )
     # (n_distances, n_properties); a flat image has an undefined correlation, read as 0
     haralick = np.stack([graycoprops(glcm, prop).mean(axis=1) for prop in GLCM_PROPERTIES], axis=1)
@@ -164,9 +170,13 @@ def image_features(image: np.ndarray, settings: FeatureSettings | None = None) -
     small = np.ascontiguousarray(downscale(image, settings.feature_size))
     # OpenCV's 8-bit L*a*b*: L scaled to 0..255, a and b offset by 128, so every channel is one byte
     lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB)
-    counts = np.stack([
-        cv2.calcHist([channels], [c], None, [256], [0, 256]).ravel() for channels in (small, lab) for c in range(3)
-    ]).astype(np.float64)
+    counts = np.stack(
+        [
+            cv2.calcHist([channels], [c], None, [256], [0, 256]).ravel()
+            for channels in (small, lab)
+            for c in range(3)
+        ]
+    ).astype(np.float64)
     intensity = _histogram_statistics(counts, settings)
     texture = _texture_features(lab[..., 0], settings)
     size = np.log2([height, width])

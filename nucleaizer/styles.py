@@ -118,8 +118,12 @@ class StyleClustering:
 
     def summary(self) -> dict:
         return {
-            "images": len(self.names), "k_chosen": self.k_chosen, "k": self.k, "sizes": self.sizes,
-            "silhouette": {str(k): round(s, 4) for k, s in self.silhouette.items()}, "merges": self.merges,
+            "images": len(self.names),
+            "k_chosen": self.k_chosen,
+            "k": self.k,
+            "sizes": self.sizes,
+            "silhouette": {str(k): round(s, 4) for k, s in self.silhouette.items()},
+            "merges": self.merges,
         }
 
 
@@ -190,7 +194,9 @@ def choose_k(
     return k, partitions[k], scores
 
 
-def merge_small_clusters(points: np.ndarray, labels: np.ndarray, min_size: int) -> tuple[np.ndarray, list[dict]]:
+def merge_small_clusters(
+    points: np.ndarray, labels: np.ndarray, min_size: int
+) -> tuple[np.ndarray, list[dict]]:
     """Merge clusters smaller than ``min_size``, smallest first, into the cluster with the nearest centroid.
 
     Each merge removes one cluster, so this ends after at most k - 1 merges (at worst in one cluster).
@@ -207,8 +213,13 @@ def merge_small_clusters(points: np.ndarray, labels: np.ndarray, min_size: int) 
         distances = np.linalg.norm(centroids - centroids[ids == small], axis=1)
         distances[ids == small] = np.inf
         target = ids[np.argmin(distances)]
-        merges.append({"images": int(counts.min()), "into_size": int(counts[ids == target][0]),
-                       "distance": round(float(distances.min()), 4)})
+        merges.append(
+            {
+                "images": int(counts.min()),
+                "into_size": int(counts[ids == target][0]),
+                "distance": round(float(distances.min()), 4),
+            }
+        )
         labels[labels == small] = target
     return _renumber_by_size(labels), merges
 
@@ -251,7 +262,13 @@ def cluster_features(
     result = StyleClustering(list(names), labels, k, scores, merges)
     log.info(
         "styles: %d images, k=%d chosen from candidates %s, %d styles after %d merge(s) of small clusters; "
-        "sizes %s", len(names), k, candidates, result.k, len(merges), result.sizes,
+        "sizes %s",
+        len(names),
+        k,
+        candidates,
+        result.k,
+        len(merges),
+        result.sizes,
     )
     return result
 
@@ -264,7 +281,9 @@ def settings_from_mapping(values: Mapping) -> tuple[FeatureSettings, ClusterSett
     groups = {cls: {f.name for f in fields(cls)} for cls in (FeatureSettings, ClusterSettings)}
     unknown = set(values) - set().union(*groups.values()) - {"seed"}
     if unknown:
-        raise UserError(f"styles: unknown key(s) {sorted(unknown)}; known keys: {sorted(set().union(*groups.values()))}")
+        raise UserError(
+            f"styles: unknown key(s) {sorted(unknown)}; known keys: {sorted(set().union(*groups.values()))}"
+        )
     built = []
     for cls, keys in groups.items():
         kwargs = {k: values[k] for k in keys if k in values}
@@ -291,7 +310,9 @@ def describe_images(
         thumbnails.append(downscale(image, thumbnail_px))
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
-        raise UserError(f"two images share the name(s) {duplicated[:5]}; image names (file stems) must be unique")
+        raise UserError(
+            f"two images share the name(s) {duplicated[:5]}; image names (file stems) must be unique"
+        )
     table = pd.DataFrame(rows, index=pd.Index(names, name="image"), columns=feature_names(settings))
     return table, thumbnails
 
@@ -311,7 +332,10 @@ def montage(thumbnails: list[np.ndarray], tile_px: int, gap_px: int = 2) -> np.n
 
 
 def write_style_outputs(
-    out_dir: Path, features: pd.DataFrame, result: StyleClustering, thumbnails: list[np.ndarray],
+    out_dir: Path,
+    features: pd.DataFrame,
+    result: StyleClustering,
+    thumbnails: list[np.ndarray],
     settings: ClusterSettings,
 ) -> None:
     """features.csv, clusters.csv, summary.json and style_<k>.png (stale montages of earlier runs removed)."""
@@ -325,7 +349,10 @@ def write_style_outputs(
         stale.unlink()
     for style in range(result.k):
         members = np.flatnonzero(result.labels == style)[: settings.montage_max_images]
-        write_image(out_dir / f"style_{style}.png", montage([thumbnails[i] for i in members], settings.montage_tile_px))
+        write_image(
+            out_dir / f"style_{style}.png",
+            montage([thumbnails[i] for i in members], settings.montage_tile_px),
+        )
 
 
 def style_images(
@@ -365,9 +392,13 @@ def find_styles(
 def main(argv: list[str] | None = None) -> None:
     """``python -m nucleaizer.styles IMAGES_DIR OUT_DIR [--seed N] [--k K] [--config YAML]``."""
     parser = argparse.ArgumentParser(prog="python -m nucleaizer.styles", description=__doc__.split("\n\n")[0])
-    parser.add_argument("images_dir", type=Path, help="folder of images (or images/ + labels/, or DSB layout)")
+    parser.add_argument(
+        "images_dir", type=Path, help="folder of images (or images/ + labels/, or DSB layout)"
+    )
     parser.add_argument("out_dir", type=Path, help="where features.csv, clusters.csv and the montages go")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="styles YAML (default: %(default)s)")
+    parser.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help="styles YAML (default: %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--k", type=int, default=None, help="force the number of styles")
     args = parser.parse_args(argv)
@@ -386,7 +417,13 @@ def main(argv: list[str] | None = None) -> None:
         result = find_styles(args.images_dir, args.out_dir, feature_settings, cluster_settings, args.seed)
     except UserError as error:
         fail(str(error))
-    log.info("%d images in %d styles (k chosen %d); written to %s", len(result.names), result.k, result.k_chosen, args.out_dir)
+    log.info(
+        "%d images in %d styles (k chosen %d); written to %s",
+        len(result.names),
+        result.k,
+        result.k_chosen,
+        args.out_dir,
+    )
 
 
 if __name__ == "__main__":

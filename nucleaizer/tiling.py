@@ -56,7 +56,9 @@ class TileParams:
     def __post_init__(self) -> None:
         # without overlap, the two pieces of a cut object share no pixel and could not be matched
         if self.tile_size < 2 or self.overlap < 1 or self.overlap >= self.tile_size:
-            raise ValueError(f"need 1 <= tile_overlap < tile_size, got tile_size={self.tile_size}, tile_overlap={self.overlap}")
+            raise ValueError(
+                f"need 1 <= tile_overlap < tile_size, got tile_size={self.tile_size}, tile_overlap={self.overlap}"
+            )
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0.0 < self.match_iou <= 1.0:
@@ -77,8 +79,10 @@ def tile_starts(length: int, tile_size: int, overlap: int, grid: int = 1) -> np.
         return np.round(np.linspace(0, length - tile_size, count)).astype(np.int64)
     step = (tile_size - overlap) // grid * grid
     if step < grid:
-        raise ValueError(f"tile_size - tile_overlap must be at least the predictor's feature grid ({grid} px), got "
-                         f"tile_size={tile_size}, tile_overlap={overlap}")
+        raise ValueError(
+            f"tile_size - tile_overlap must be at least the predictor's feature grid ({grid} px), got "
+            f"tile_size={tile_size}, tile_overlap={overlap}"
+        )
     last = -(-(length - tile_size) // grid) * grid
     return np.append(np.arange(0, last, step), last).astype(np.int64)
 
@@ -89,7 +93,9 @@ def tile_boxes(shape: tuple[int, int], tile_size: int, overlap: int, grid: int =
     xs = tile_starts(shape[1], tile_size, overlap, grid)
     y0, x0 = np.meshgrid(ys, xs, indexing="ij")
     y0, x0 = y0.ravel(), x0.ravel()
-    return np.stack([y0, x0, np.minimum(y0 + tile_size, shape[0]), np.minimum(x0 + tile_size, shape[1])], axis=1)
+    return np.stack(
+        [y0, x0, np.minimum(y0 + tile_size, shape[0]), np.minimum(x0 + tile_size, shape[1])], axis=1
+    )
 
 
 def _core_edges(starts: np.ndarray, ends: np.ndarray, length: int) -> np.ndarray:
@@ -153,17 +159,21 @@ def predict_tiles(
     return per_tile
 
 
-def _context_margin(instances: Instances, tile_of: np.ndarray, boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def _context_margin(
+    instances: Instances, tile_of: np.ndarray, boxes: np.ndarray, shape: tuple[int, int]
+) -> np.ndarray:
     """int64 (N,): distance in px from each instance's box to the nearest edge of its tile inside the image."""
     tile = boxes[tile_of]
     b = instances.boxes
     far = np.iinfo(np.int64).max
-    gaps = np.stack([
-        np.where(tile[:, 0] > 0, b[:, 0] - tile[:, 0], far),
-        np.where(tile[:, 1] > 0, b[:, 1] - tile[:, 1], far),
-        np.where(tile[:, 2] < shape[0], tile[:, 2] - b[:, 2], far),
-        np.where(tile[:, 3] < shape[1], tile[:, 3] - b[:, 3], far),
-    ])
+    gaps = np.stack(
+        [
+            np.where(tile[:, 0] > 0, b[:, 0] - tile[:, 0], far),
+            np.where(tile[:, 1] > 0, b[:, 1] - tile[:, 1], far),
+            np.where(tile[:, 2] < shape[0], tile[:, 2] - b[:, 2], far),
+            np.where(tile[:, 3] < shape[1], tile[:, 3] - b[:, 3], far),
+        ]
+    )
     return gaps.min(axis=0)
 
 
@@ -175,15 +185,21 @@ def _area_inside(crop: np.ndarray, box: np.ndarray, rect: np.ndarray) -> int:
 
 
 def _matching_pairs(
-    instances: Instances, tile_of: np.ndarray, cut: np.ndarray, boxes: np.ndarray, shape: tuple[int, int],
+    instances: Instances,
+    tile_of: np.ndarray,
+    cut: np.ndarray,
+    boxes: np.ndarray,
+    shape: tuple[int, int],
     match_iou: float,
 ) -> np.ndarray:
     """int64 (P, 2) pairs (i < j) of instances from different tiles that are the same object (see module doc)."""
     b = instances.boxes
     # only instances reaching into another tile can have a partner
     overlaps_tile = (
-        (b[:, None, 0] < boxes[None, :, 2]) & (b[:, None, 2] > boxes[None, :, 0])
-        & (b[:, None, 1] < boxes[None, :, 3]) & (b[:, None, 3] > boxes[None, :, 1])
+        (b[:, None, 0] < boxes[None, :, 2])
+        & (b[:, None, 2] > boxes[None, :, 0])
+        & (b[:, None, 1] < boxes[None, :, 3])
+        & (b[:, None, 3] > boxes[None, :, 1])
     )
     overlaps_tile[np.arange(len(b)), tile_of] = False
     candidates = np.flatnonzero(overlaps_tile.any(axis=1))
@@ -202,8 +218,12 @@ def _matching_pairs(
     i, j, inter = candidates[shared.row], candidates[shared.col], shared.data.astype(np.int64)
     different_tiles = tile_of[i] != tile_of[j]
     i, j, inter = i[different_tiles], j[different_tiles], inter[different_tiles]
-    area_i = np.array([_area_inside(instances.crops[a], b[a], boxes[tile_of[c]]) for a, c in zip(i, j, strict=True)])
-    area_j = np.array([_area_inside(instances.crops[c], b[c], boxes[tile_of[a]]) for a, c in zip(i, j, strict=True)])
+    area_i = np.array(
+        [_area_inside(instances.crops[a], b[a], boxes[tile_of[c]]) for a, c in zip(i, j, strict=True)]
+    )
+    area_j = np.array(
+        [_area_inside(instances.crops[c], b[c], boxes[tile_of[a]]) for a, c in zip(i, j, strict=True)]
+    )
     iou = inter / np.maximum(area_i + area_j - inter, 1)
     over_smaller = inter / np.maximum(np.minimum(area_i, area_j), 1)
     keep = np.where(cut[i] | cut[j], over_smaller, iou) >= match_iou
@@ -227,7 +247,9 @@ def _union(instances: Instances, members: np.ndarray) -> tuple[np.ndarray, np.nd
     return box, crop, float(instances.scores[members].max())
 
 
-def merge_tiles(per_tile: list[Instances], boxes: np.ndarray, shape: tuple[int, int], match_iou: float) -> Instances:
+def merge_tiles(
+    per_tile: list[Instances], boxes: np.ndarray, shape: tuple[int, int], match_iou: float
+) -> Instances:
     """One set of instances for the whole image from the instances of each tile (image coordinates)."""
     instances = Instances.concat(per_tile)
     if len(boxes) == 1 or not len(instances):
@@ -272,11 +294,15 @@ def merge_tiles(per_tile: list[Instances], boxes: np.ndarray, shape: tuple[int, 
     return Instances.concat([instances.select(keep_whole), joined_instances])
 
 
-def predict_image(image: np.ndarray, predictor: InstancePredictor, params: TileParams = TileParams()) -> Instances:
+def predict_image(
+    image: np.ndarray, predictor: InstancePredictor, params: TileParams = TileParams()
+) -> Instances:
     """Instances of an image (uint8 (H, W, 3)) of any size, predicted in overlapping tiles and merged."""
     shape = image.shape[:2]
     padded = _pad_to_min_size(image, params.min_input_px)
-    boxes = tile_boxes(padded.shape[:2], params.tile_size, params.overlap, int(getattr(predictor, "grid_px", 1)))
+    boxes = tile_boxes(
+        padded.shape[:2], params.tile_size, params.overlap, int(getattr(predictor, "grid_px", 1))
+    )
     per_tile = predict_tiles(padded, predictor, boxes, params.batch_size)
     merged = merge_tiles(per_tile, boxes, padded.shape[:2], params.match_iou)
     return merged if padded is image else merged.clipped(shape)

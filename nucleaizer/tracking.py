@@ -18,8 +18,15 @@ log = logging.getLogger(__name__)
 class Tracker:
     """Logs the configuration, per-stage summaries and timings, and images of one pipeline run."""
 
-    def __init__(self, run_dir: str | Path, name: str, mode: str = "offline", project: str = "nucleaizer",
-                 entity: str | None = None, config: dict | None = None):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        name: str,
+        mode: str = "offline",
+        project: str = "nucleaizer",
+        entity: str | None = None,
+        config: dict | None = None,
+    ):
         self.run = None
         if mode == "disabled":
             return
@@ -28,8 +35,15 @@ class Tracker:
         os.environ.setdefault("WANDB_SILENT", "true")
         wandb_dir = Path(run_dir)
         wandb_dir.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(project=project, entity=entity, name=name, mode=mode, dir=str(wandb_dir),
-                              config=config, reinit="finish_previous")
+        self.run = wandb.init(
+            project=project,
+            entity=entity,
+            name=name,
+            mode=mode,
+            dir=str(wandb_dir),
+            config=config,
+            reinit="finish_previous",
+        )
         log.info("tracking in Weights & Biases (%s): %s", mode, self.run.dir)
 
     @property
@@ -59,7 +73,9 @@ class Tracker:
         import wandb
 
         columns = list(rows[0])
-        self.run.log({key: wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])})
+        self.run.log(
+            {key: wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])}
+        )
 
     def finish(self) -> None:
         if self.enabled:

@@ -36,12 +36,15 @@ def check_transforms(names: Sequence[str]) -> tuple[str, ...]:
     """The transform names, validated; raises ValueError naming the unknown ones."""
     unknown = [n for n in names if n not in TRANSFORMS]
     if unknown or not names:
-        raise ValueError(f"unknown or no TTA transforms {unknown or list(names)}; choose from {list(TRANSFORMS)}")
+        raise ValueError(
+            f"unknown or no TTA transforms {unknown or list(names)}; choose from {list(TRANSFORMS)}"
+        )
     return tuple(names)
 
 
-def vote(label_images: Sequence[np.ndarray], scores: Sequence[np.ndarray],
-         match_iou: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def vote(
+    label_images: Sequence[np.ndarray], scores: Sequence[np.ndarray], match_iou: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Consensus of several label images of one image (all int (H, W), same frame).
 
     scores[k][i] is the score of id i + 1 of label_images[k]. Returns labels int32 (H, W), ids 1..M in
@@ -58,19 +61,27 @@ def vote(label_images: Sequence[np.ndarray], scores: Sequence[np.ndarray],
         return np.zeros(shape, np.int32), np.zeros(0, np.float32), np.zeros(0, np.float32)
     if any(len(s) < c for s, c in zip(scores, counts, strict=True)):
         raise ValueError("every label image needs one score per id (scores[k][i] for id i + 1)")
-    object_score = np.concatenate([np.asarray(s, np.float32)[:c] for s, c in zip(scores, counts, strict=True)])
+    object_score = np.concatenate(
+        [np.asarray(s, np.float32)[:c] for s, c in zip(scores, counts, strict=True)]
+    )
     object_view = np.repeat(np.arange(n_views), counts)
 
     # object x pixel incidence; objects of one view are disjoint, so a pixel is covered once per view at most
     pixel_lists = [np.flatnonzero(f) for f in flat]
-    rows = np.concatenate([f[p].astype(np.int64) - 1 + o for f, p, o in zip(flat, pixel_lists, offsets, strict=False)])
+    rows = np.concatenate(
+        [f[p].astype(np.int64) - 1 + o for f, p, o in zip(flat, pixel_lists, offsets, strict=False)]
+    )
     cols = np.concatenate(pixel_lists)
-    incidence = sparse.csr_matrix((np.ones(len(rows), np.int32), (rows, cols)), shape=(n_objects, flat[0].size))
+    incidence = sparse.csr_matrix(
+        (np.ones(len(rows), np.int32), (rows, cols)), shape=(n_objects, flat[0].size)
+    )
     area = np.asarray(incidence.sum(axis=1)).ravel()
     shared = sparse.triu(incidence @ incidence.T, k=1).tocoo()
     iou = shared.data / np.maximum(area[shared.row] + area[shared.col] - shared.data, 1)
     match = iou >= match_iou
-    graph = sparse.coo_matrix((np.ones(match.sum()), (shared.row[match], shared.col[match])), shape=(n_objects,) * 2)
+    graph = sparse.coo_matrix(
+        (np.ones(match.sum()), (shared.row[match], shared.col[match])), shape=(n_objects,) * 2
+    )
     group = connected_components(graph, directed=False)[1]
     n_groups = int(group.max()) + 1
 

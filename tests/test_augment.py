@@ -24,8 +24,15 @@ def only(**changes) -> AugmentParams:
     return dataclasses.replace(OFF, **changes)
 
 
-@pytest.mark.parametrize("params", [only(rotate=1.0), only(flip=1.0), only(translate=1.0, translate_max=0.2),
-                                    only(rotate=1.0, translate=1.0, flip=1.0)])
+@pytest.mark.parametrize(
+    "params",
+    [
+        only(rotate=1.0),
+        only(flip=1.0),
+        only(translate=1.0, translate_max=0.2),
+        only(rotate=1.0, translate=1.0, flip=1.0),
+    ],
+)
 def test_geometric_transforms_move_labels_with_the_image(params):
     image, labels = bright_objects()
     for seed in range(5):
@@ -74,7 +81,9 @@ def test_inversion_only_for_real_images():
 def test_intensity_transforms_leave_labels_alone_and_change_the_image():
     image, labels = simulate.sample("he", 96, 16, seed=3)
     for name in ("intensity_stretch", "equalize", "blur", "noise", "channel_swap"):
-        params = only(**{name: 1.0, "blur_sigma_max": 2.0, "noise_std_max": 0.05, "stretch_percentile_max": 5.0})
+        params = only(
+            **{name: 1.0, "blur_sigma_max": 2.0, "noise_std_max": 0.05, "stretch_percentile_max": 5.0}
+        )
         changed = False
         for seed in range(4):
             out_image, out_labels = augment_pair(image, labels, params, np.random.default_rng(seed))

@@ -27,13 +27,22 @@ UNWRITABLE = Path("/proc/nucleaizer-test/out")  # cannot be created, also for ro
 
 def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=ROOT, capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def checksums(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def one_line_error(result: subprocess.CompletedProcess, expected: str) -> None:
@@ -58,8 +67,14 @@ def test_output_holding_the_inputs_is_refused_and_ground_truth_kept(experiment):
     """The reported data loss: output=X with input=X/images and ground_truth=X/labels overwrote the labels."""
     before = checksums(experiment)
     for extra in ([f"ground_truth={experiment / 'labels'}"], []):
-        result = run_script("infer.py", "model=classical", f"input={experiment / 'images'}", f"output={experiment}",
-                            "diameter=20", *extra)
+        result = run_script(
+            "infer.py",
+            "model=classical",
+            f"input={experiment / 'images'}",
+            f"output={experiment}",
+            "diameter=20",
+            *extra,
+        )
         one_line_error(result, "contains the input folder")
     assert checksums(experiment) == before
 
@@ -68,16 +83,25 @@ def test_foreign_non_empty_output_folder_is_refused(experiment, tmp_path):
     foreign = tmp_path / "results"
     io.write_labels(foreign / "labels" / "img0.png", np.ones((4, 4), np.int32))
     before = checksums(foreign)
-    result = run_script("infer.py", "model=classical", f"input={experiment / 'images'}", f"output={foreign}",
-                        "diameter=20")
+    result = run_script(
+        "infer.py", "model=classical", f"input={experiment / 'images'}", f"output={foreign}", "diameter=20"
+    )
     one_line_error(result, "already holds files that nucleaizer did not write")
     assert checksums(foreign) == before
 
 
 def test_train_run_dir_may_not_be_an_input(experiment, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        check_config("train", ["+target=new_experiment", f"target.images={experiment / 'images'}",
-                               f"run_dir={experiment / 'images'}", "logger=none"], validate_train)
+        check_config(
+            "train",
+            [
+                "+target=new_experiment",
+                f"target.images={experiment / 'images'}",
+                f"run_dir={experiment / 'images'}",
+                "logger=none",
+            ],
+            validate_train,
+        )
     assert exit_info.value.code == 2
     assert "is the target.images" in capsys.readouterr().err
 
@@ -86,22 +110,41 @@ def test_train_datasets_as_a_plain_path_is_one_folder(experiment, tmp_path):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", ["+target=new_experiment", f"target.images={experiment / 'images'}",
-                                f"train.datasets={experiment}", f"run_dir={tmp_path / 'run'}"])
+        cfg = compose(
+            "train",
+            [
+                "+target=new_experiment",
+                f"target.images={experiment / 'images'}",
+                f"train.datasets={experiment}",
+                f"run_dir={tmp_path / 'run'}",
+            ],
+        )
     validate_train(cfg)
     assert list(cfg.train.datasets) == [str(experiment)]
 
 
-@pytest.mark.parametrize("case", ["existing-file", "unwritable", "nan-diameter", "inf-diameter", "bad-match-iou"])
+@pytest.mark.parametrize(
+    "case", ["existing-file", "unwritable", "nan-diameter", "inf-diameter", "bad-match-iou"]
+)
 def test_bad_output_and_values_end_in_one_line_and_write_nothing(experiment, tmp_path, case):
     (tmp_path / "a_file").write_text("keep me")
     output = {"existing-file": tmp_path / "a_file", "unwritable": UNWRITABLE}.get(case, tmp_path / "out")
-    extra = {"nan-diameter": ["diameter=nan"], "inf-diameter": ["diameter=inf"],
-             "bad-match-iou": ["match_iou=1.5"]}.get(case, [])
-    expected = {"existing-file": "is an existing file", "unwritable": "cannot be written",
-                "nan-diameter": "diameter", "inf-diameter": "diameter", "bad-match-iou": "match_iou"}[case]
+    extra = {
+        "nan-diameter": ["diameter=nan"],
+        "inf-diameter": ["diameter=inf"],
+        "bad-match-iou": ["match_iou=1.5"],
+    }.get(case, [])
+    expected = {
+        "existing-file": "is an existing file",
+        "unwritable": "cannot be written",
+        "nan-diameter": "diameter",
+        "inf-diameter": "diameter",
+        "bad-match-iou": "match_iou",
+    }[case]
     before = checksums(experiment)
-    result = run_script("infer.py", "model=classical", f"input={experiment / 'images'}", f"output={output}", *extra)
+    result = run_script(
+        "infer.py", "model=classical", f"input={experiment / 'images'}", f"output={output}", *extra
+    )
     one_line_error(result, expected)
     assert checksums(experiment) == before
     assert (tmp_path / "a_file").read_text() == "keep me"
@@ -110,7 +153,9 @@ def test_bad_output_and_values_end_in_one_line_and_write_nothing(experiment, tmp
 
 def test_an_error_found_later_removes_the_output_folder_it_made(tmp_path):
     (tmp_path / "empty").mkdir()
-    result = run_script("infer.py", "model=classical", f"input={tmp_path / 'empty'}", f"output={tmp_path / 'o'}")
+    result = run_script(
+        "infer.py", "model=classical", f"input={tmp_path / 'empty'}", f"output={tmp_path / 'o'}"
+    )
     one_line_error(result, "no images found")
     assert not (tmp_path / "o").exists()
 
@@ -121,8 +166,12 @@ def test_non_numeric_bundle_value_is_one_line(experiment, tmp_path):
     content = json.loads(bundle.read_text())
     content["size"]["max_scale"] = "four"
     bundle.write_text(json.dumps(content))
-    result = run_script("infer.py", f"model={tmp_path / 'model'}", f"input={experiment / 'images'}",
-                        f"output={tmp_path / 'o'}")
+    result = run_script(
+        "infer.py",
+        f"model={tmp_path / 'model'}",
+        f"input={experiment / 'images'}",
+        f"output={tmp_path / 'o'}",
+    )
     one_line_error(result, "'size.max_scale' must be a number")
 
 
@@ -135,13 +184,20 @@ def test_evaluate_on_an_unwritable_out_is_one_line(experiment, capsys):
 def test_a_rerun_scores_exactly_the_images_of_this_run(experiment, tmp_path):
     """An output folder holding an earlier run's labels of other images: only this run's images are scored."""
     out = tmp_path / "out"
-    first = run_script("infer.py", "model=classical", f"input={experiment / 'images'}", f"output={out}",
-                       "diameter=20")
+    first = run_script(
+        "infer.py", "model=classical", f"input={experiment / 'images'}", f"output={out}", "diameter=20"
+    )
     assert first.returncode == 0, first.stderr[-2000:]
     single = tmp_path / "single"
     io.write_image(single / "img0.png", io.read_image(experiment / "images" / "img0.png"))
-    again = run_script("infer.py", "model=classical", f"input={single}", f"output={out}", "diameter=20",
-                       f"ground_truth={experiment / 'labels'}")
+    again = run_script(
+        "infer.py",
+        "model=classical",
+        f"input={single}",
+        f"output={out}",
+        "diameter=20",
+        f"ground_truth={experiment / 'labels'}",
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     summary = json.loads((out / "evaluation" / "summary.json").read_text())
     assert summary["images"] == 1 and summary["missing_predictions"] == 0
@@ -151,8 +207,14 @@ def test_a_rerun_scores_exactly_the_images_of_this_run(experiment, tmp_path):
 
 def test_ground_truth_of_another_size_fails_before_segmenting(experiment, tmp_path):
     io.write_labels(tmp_path / "gt" / "img0.png", np.zeros((50, 50), np.int32))
-    result = run_script("infer.py", "model=classical", f"input={experiment / 'images'}", f"output={tmp_path / 'o'}",
-                        "diameter=20", f"ground_truth={tmp_path / 'gt'}")
+    result = run_script(
+        "infer.py",
+        "model=classical",
+        f"input={experiment / 'images'}",
+        f"output={tmp_path / 'o'}",
+        "diameter=20",
+        f"ground_truth={tmp_path / 'gt'}",
+    )
     one_line_error(result, "differs from its image")
     assert not (tmp_path / "o" / "labels").exists()
 
@@ -164,10 +226,21 @@ def test_killed_infer_resumes_without_losing_or_duplicating(tmp_path):
         image, _ = simulate.sample("fluorescence", size=256, diameter_px=20, density=0.3, seed=index)
         io.write_image(images / f"img{index:02d}.png", image)
     out = tmp_path / "out"
-    args = [sys.executable, str(ROOT / "infer.py"), "model=classical", f"input={images}", f"output={out}",
-            "diameter=20"]
-    process = subprocess.Popen(args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        sys.executable,
+        str(ROOT / "infer.py"),
+        "model=classical",
+        f"input={images}",
+        f"output={out}",
+        "diameter=20",
+    ]
+    process = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     while time.time() < deadline and len(list((out / ".parts").glob("*.json"))) < 3:
         time.sleep(0.05)
@@ -175,8 +248,14 @@ def test_killed_infer_resumes_without_losing_or_duplicating(tmp_path):
     process.wait()
     finished = len(list((out / ".parts").glob("*.json")))
     assert 3 <= finished < 12, "the kill should land in the middle of the folder"
-    result = subprocess.run(args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        args,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"{finished} of 12 images were finished by an earlier run" in result.stdout + result.stderr
     table = pd.read_csv(out / "images.csv")
@@ -201,6 +280,8 @@ def test_an_unreadable_image_is_reported_once(experiment, tmp_path):
 
 def test_evaluate_leaves_no_empty_folder_when_scoring_fails(experiment, tmp_path, capsys):
     io.write_labels(tmp_path / "pred" / "img0.png", np.zeros((50, 50), np.int32))
-    code = evaluate_main([str(tmp_path / "pred"), str(experiment / "labels"), "--out", str(tmp_path / "eval")])
+    code = evaluate_main(
+        [str(tmp_path / "pred"), str(experiment / "labels"), "--out", str(tmp_path / "eval")]
+    )
     assert code == 2 and "differs from its ground truth" in capsys.readouterr().err
     assert not (tmp_path / "eval").exists()

@@ -62,8 +62,10 @@ def test_predictor_returns_one_small_crop_per_object():
     assert len(found) == labels.max() and found.scores.dtype == np.float32 and (found.scores == 1).all()
     assert (found2.boxes[:, 2] <= 64).all() and (found2.boxes[:, 3] <= 80).all()
     # each crop is its own small array (no view of a tile-sized mask), and painting gives the labels back
-    assert all(crop.base is None and crop.shape == (y1 - y0, x1 - x0)
-               for crop, (y0, x0, y1, x1) in zip(found.crops, found.boxes, strict=True))
+    assert all(
+        crop.base is None and crop.shape == (y1 - y0, x1 - x0)
+        for crop, (y0, x0, y1, x1) in zip(found.crops, found.boxes, strict=True)
+    )
     np.testing.assert_array_equal(paint_instances(found, labels.shape)[0] > 0, labels > 0)
     assert len(np.unique(paint_instances(found, labels.shape)[0])) == labels.max() + 1
 

@@ -29,7 +29,9 @@ def test_written_bundle_reads_back(tmp_path, weights):
     seg, pre, unet = weights
     size = SizeRule(target_diameter_px=32, min_scale=0.5, max_scale=3.0, min_object_area_px=10)
     spec = {"ensemble": "unets.pt", "params": {"p2_min_area_px": 30}}
-    path = write_bundle(tmp_path / "model", seg, preseg=pre, size=size, postprocess=spec, files={"unets.pt": unet})
+    path = write_bundle(
+        tmp_path / "model", seg, preseg=pre, size=size, postprocess=spec, files={"unets.pt": unet}
+    )
     assert path == tmp_path / "model" / BUNDLE_FILE
     content = json.loads(path.read_text())
     assert content["segmenter"] == "segmenter.pt" and content["preseg"] == "preseg.pt"
@@ -54,8 +56,13 @@ def test_minimal_bundle_has_defaults_and_no_postprocessing(tmp_path, weights):
 def test_training_size_section_is_accepted(tmp_path, weights):
     write_bundle(tmp_path / "m", weights[0])
     content = json.loads((tmp_path / "m" / BUNDLE_FILE).read_text())
-    content["size"] = {"target_diameter_px": 40, "diameter_px": None, "min_scale": 0.25, "max_scale": 4.0,
-                       "min_object_area_px": 16}
+    content["size"] = {
+        "target_diameter_px": 40,
+        "diameter_px": None,
+        "min_scale": 0.25,
+        "max_scale": 4.0,
+        "min_object_area_px": 16,
+    }
     (tmp_path / "m" / BUNDLE_FILE).write_text(json.dumps(content))
     assert read_bundle(tmp_path / "m").size == SizeRule()
 
@@ -66,11 +73,22 @@ def test_training_size_section_is_accepted(tmp_path, weights):
         (lambda folder: (folder / "segmenter.pt").unlink(), "segmenter.pt, which is missing"),
         (lambda folder: (folder / BUNDLE_FILE).unlink(), "bundle.json is missing"),
         (lambda folder: (folder / BUNDLE_FILE).write_text("{not json"), "not readable JSON"),
-        (lambda folder: (folder / BUNDLE_FILE).write_text('{"segmenter": "segmenter.pt"}'), "target_diameter_px"),
-        (lambda folder: (folder / BUNDLE_FILE).write_text(
-            '{"segmenter": "segmenter.pt", "target_diameter_px": 40, "size": {"max_scal": 2}}'), "max_scal"),
-        (lambda folder: (folder / BUNDLE_FILE).write_text(
-            '{"segmenter": "segmenter.pt", "target_diameter_px": 40, "size": {"min_scale": 5}}'), "min_scale"),
+        (
+            lambda folder: (folder / BUNDLE_FILE).write_text('{"segmenter": "segmenter.pt"}'),
+            "target_diameter_px",
+        ),
+        (
+            lambda folder: (folder / BUNDLE_FILE).write_text(
+                '{"segmenter": "segmenter.pt", "target_diameter_px": 40, "size": {"max_scal": 2}}'
+            ),
+            "max_scal",
+        ),
+        (
+            lambda folder: (folder / BUNDLE_FILE).write_text(
+                '{"segmenter": "segmenter.pt", "target_diameter_px": 40, "size": {"min_scale": 5}}'
+            ),
+            "min_scale",
+        ),
     ],
     ids=["no-weights", "no-json", "bad-json", "missing-key", "unknown-size-key", "bad-clamps"],
 )
@@ -93,7 +111,9 @@ def test_missing_bundle_paths(tmp_path, weights):
 def test_postprocess_ensemble_must_travel_with_the_bundle(tmp_path, weights):
     with pytest.raises(UserError, match="unets.pt"):
         write_bundle(tmp_path / "m", weights[0], postprocess={"ensemble": "unets.pt", "params": {}})
-    write_bundle(tmp_path / "m", weights[0], postprocess={"ensemble": "unets.pt"}, files={"unets.pt": weights[2]})
+    write_bundle(
+        tmp_path / "m", weights[0], postprocess={"ensemble": "unets.pt"}, files={"unets.pt": weights[2]}
+    )
     (tmp_path / "m" / "unets.pt").unlink()
     with pytest.raises(UserError, match="incomplete model bundle"):
         read_bundle(tmp_path / "m")
@@ -115,7 +135,7 @@ def test_mask_rcnn_bundle_loads_as_instance_predictors(tmp_path):
     write_bundle(tmp_path / "m", checkpoint, preseg=checkpoint)
     predictor, preseg = load_predictors(read_bundle(tmp_path / "m"))
     assert preseg is not None
-    instances, = predictor([np.zeros((64, 64, 3), np.uint8)])
+    (instances,) = predictor([np.zeros((64, 64, 3), np.uint8)])
     assert isinstance(instances, Instances) and instances.scores.dtype == np.float32
     assert (instances.boxes[:, 2:] <= 64).all()
 
@@ -126,8 +146,9 @@ def test_classical_size_estimation_travels_with_the_bundle(tmp_path):
     from nucleaizer.inference import NucleusSegmenter
 
     segmenter = pytest.importorskip("nucleaizer.segmenter")
-    checkpoint = segmenter.save_segmenter(tmp_path / "seg.pt", segmenter.build_maskrcnn(**TINY_MASKRCNN),
-                                          TINY_MASKRCNN)
+    checkpoint = segmenter.save_segmenter(
+        tmp_path / "seg.pt", segmenter.build_maskrcnn(**TINY_MASKRCNN), TINY_MASKRCNN
+    )
     write_bundle(tmp_path / "m", checkpoint, preseg=checkpoint, size_estimation="classical")
     bundle = read_bundle(tmp_path / "m")
     assert bundle.size_estimation == "classical"
@@ -145,7 +166,9 @@ def test_classical_size_estimation_travels_with_the_bundle(tmp_path):
 
 
 @pytest.mark.parametrize("method, has_preseg", [("model", True), ("classical", False)])
-def test_bundle_stage_copies_the_preseg_model_only_when_it_estimates_sizes(tmp_path, weights, method, has_preseg):
+def test_bundle_stage_copies_the_preseg_model_only_when_it_estimates_sizes(
+    tmp_path, weights, method, has_preseg
+):
     from types import SimpleNamespace
 
     from omegaconf import OmegaConf
@@ -156,9 +179,13 @@ def test_bundle_stage_copies_the_preseg_model_only_when_it_estimates_sizes(tmp_p
     run = RunFolder(tmp_path / "run")
     run.path("segmenter").mkdir(parents=True)
     shutil.copy(weights[0], run.path("segmenter") / "auto.pt")
-    cfg = OmegaConf.create({"style": "auto", "preseg": {"method": method, "checkpoint": str(weights[1])},
-                            "size": {"target_diameter_px": 40, "min_scale": 0.25, "max_scale": 4.0,
-                                     "min_object_area_px": 16}})
+    cfg = OmegaConf.create(
+        {
+            "style": "auto",
+            "preseg": {"method": method, "checkpoint": str(weights[1])},
+            "size": {"target_diameter_px": 40, "min_scale": 0.25, "max_scale": 4.0, "min_object_area_px": 16},
+        }
+    )
     stage_bundle(SimpleNamespace(cfg=cfg, run=run), tmp_path / "model", {})
     bundle = read_bundle(tmp_path / "model")
     assert bundle.size_estimation == method

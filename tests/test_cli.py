@@ -58,13 +58,17 @@ def test_train_mistakes_end_in_one_line(tmp_path, args, expected):
 
 
 def test_full_disk_ends_in_one_line_that_says_what_to_do(tmp_path):
-    script = ("import errno, sys\n"
-              "from nucleaizer.cli import hydra_entry_point\n"
-              "def task(cfg):\n"
-              "    raise OSError(errno.ENOSPC, 'No space left on device', 'runs/x/.partial/masks/000.png')\n"
-              f"sys.argv = ['train.py', '+target=demo', 'logger=none', 'run_dir={tmp_path}']\n"
-              "hydra_entry_point('train', task)\n")
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    script = (
+        "import errno, sys\n"
+        "from nucleaizer.cli import hydra_entry_point\n"
+        "def task(cfg):\n"
+        "    raise OSError(errno.ENOSPC, 'No space left on device', 'runs/x/.partial/masks/000.png')\n"
+        f"sys.argv = ['train.py', '+target=demo', 'logger=none', 'run_dir={tmp_path}']\n"
+        "hydra_entry_point('train', task)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: no space left on the device while writing runs/x/.partial/masks/000.png")

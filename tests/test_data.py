@@ -57,7 +57,9 @@ def test_random_rescaling_spreads_the_diameter_for_preseg():
 
 def test_small_images_are_padded_with_their_median():
     image, labels = simulate.sample("brightfield", 48, 30, 0.3, seed=1)
-    dataset = CropDataset([(image, labels)], crop_size=128, augment=AugmentParams.off(), target_diameter_px=30)
+    dataset = CropDataset(
+        [(image, labels)], crop_size=128, augment=AugmentParams.off(), target_diameter_px=30
+    )
     crop, crop_labels = dataset.crop(REAL, 0, np.random.default_rng(0))
     assert crop.shape == (128, 128, 3)
     border = np.concatenate([crop[0], crop[-1], crop[:, 0], crop[:, -1]])
@@ -123,7 +125,7 @@ def test_bad_shares_are_user_errors():
 
 def test_validation_images_are_whole_and_rescaled_with_their_labels(tmp_path):
     pair = simulate.sample("fluorescence", (100, 140), 20, 0.3, seed=3)
-    (image, labels), = load_pairs([pair])
+    ((image, labels),) = load_pairs([pair])
     dataset = ValidationDataset([(image, labels)], target_diameter_px=40)
     tensor, scaled_labels = dataset[0]
     scale = 40 / size.median_diameter(labels)

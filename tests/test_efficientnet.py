@@ -21,8 +21,13 @@ from nucleaizer.segmenter import trainable_mask
 
 CATS = {281, 282, 283, 284, 285}  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967
-LITE0 = {"backbone": "efficientnet_lite0", "returned_layers": None, "anchor_sizes": [32, 64, 128, 256],
-         "mask_head_layers": [16], "box_representation_size": 64}
+LITE0 = {
+    "backbone": "efficientnet_lite0",
+    "returned_layers": None,
+    "anchor_sizes": [32, 64, 128, 256],
+    "mask_head_layers": [16],
+    "box_representation_size": 64,
+}
 
 
 def top_class(classifier: torch.nn.Module, image: np.ndarray) -> int:
@@ -49,8 +54,11 @@ def test_a_changed_tensor_order_no_longer_names_them(packaged_weights):
 
     (Two whole residual blocks of one stage swapped would not do: such a net still tells a cat.)"""
     swapped = dict(packaged_weights)
-    for name in [k for k in packaged_weights if k.endswith(".weight") and k.replace(".weight", ".bias") in
-                 packaged_weights and "_bn" in k]:
+    for name in [
+        k
+        for k in packaged_weights
+        if k.endswith(".weight") and k.replace(".weight", ".bias") in packaged_weights and "_bn" in k
+    ]:
         bias = name.replace(".weight", ".bias")
         swapped[name], swapped[bias] = packaged_weights[bias], packaged_weights[name]
     classifier = imagenet_classifier(swapped)
@@ -80,14 +88,27 @@ def test_pretrained_backbone_holds_the_imagenet_weights_with_frozen_batchnorm(tm
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.body.modules())
     features = model.eval().backbone(torch.zeros(1, 3, 256, 256))
     assert {k: tuple(v.shape[1:]) for k, v in features.items()} == {
-        "0": (64, 32, 32), "1": (64, 16, 16), "2": (64, 8, 8), "pool": (64, 4, 4)}
+        "0": (64, 32, 32),
+        "1": (64, 16, 16),
+        "2": (64, 8, 8),
+        "pool": (64, 4, 4),
+    }
     # stage5+ trains the stride-32 blocks, the FPN and the heads
     stage5 = trainable_mask(model, "stage5+")
-    assert stage5["backbone.body.blocks.5.0.conv_pw.weight"] and stage5["backbone.body.blocks.6.0.conv_pw.weight"]
-    assert not stage5["backbone.body.blocks.4.0.conv_pw.weight"] and stage5["backbone.fpn.inner_blocks.0.0.weight"]
+    assert (
+        stage5["backbone.body.blocks.5.0.conv_pw.weight"]
+        and stage5["backbone.body.blocks.6.0.conv_pw.weight"]
+    )
+    assert (
+        not stage5["backbone.body.blocks.4.0.conv_pw.weight"]
+        and stage5["backbone.fpn.inner_blocks.0.0.weight"]
+    )
     # a checkpoint rebuilds without reading the ImageNet file again, with the same (trained) weights
-    path = save_segmenter(tmp_path / "seg.pt", model, {**LITE0, "pretrained": True, "frozen_batchnorm": True,
-                                                       "fpn_channels": 64})
+    path = save_segmenter(
+        tmp_path / "seg.pt",
+        model,
+        {**LITE0, "pretrained": True, "frozen_batchnorm": True, "fpn_channels": 64},
+    )
     rebuilt, arch = load_segmenter(path)
     assert arch["pretrained"] is False and arch["frozen_batchnorm"] is True
     assert torch.equal(rebuilt.backbone.body.conv_stem.weight, model.backbone.body.conv_stem.weight)

@@ -20,8 +20,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def rows_for(labels):
     ids = np.unique(labels)[1:]
-    return [{"id": int(i), "score": 0.5 + i / 1000, "tta_agreement": 1.0, "area_px": int((labels == i).sum()),
-             "equivalent_diameter_px": 10.0} for i in ids]
+    return [
+        {
+            "id": int(i),
+            "score": 0.5 + i / 1000,
+            "tta_agreement": 1.0,
+            "area_px": int((labels == i).sum()),
+            "equivalent_diameter_px": 10.0,
+        }
+        for i in ids
+    ]
 
 
 def labels_with_a_hole_and_two_pieces():
@@ -87,10 +95,22 @@ def test_infer_writes_every_format_with_confidences(tmp_path):
     image, _ = simulate.sample("fluorescence", size=128, diameter_px=20, density=0.3, seed=3)
     io.write_image(tmp_path / "in" / "a.png", image)
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, str(ROOT / "infer.py"), "model=classical", f"input={tmp_path / 'in'}",
-                             f"output={out}", "diameter=20", "formats=[labels,overlay,csv,rois,geojson]"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "infer.py"),
+            "model=classical",
+            f"input={tmp_path / 'in'}",
+            f"output={out}",
+            "diameter=20",
+            "formats=[labels,overlay,csv,rois,geojson]",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     nuclei = pd.read_csv(out / "nuclei.csv")
     assert len(nuclei) > 5 and (nuclei["score"] == 1).all() and (nuclei["tta_agreement"] == 1).all()
@@ -107,23 +127,43 @@ def test_ome_tiff_labels_keep_the_physical_pixel_size(tmp_path):
 
     image, labels = simulate.sample("fluorescence", size=96, diameter_px=20, density=0.3, seed=4)
     (tmp_path / "in").mkdir()
-    tifffile.imwrite(tmp_path / "in" / "a.ome.tif", image[..., 0], ome=True,
-                     metadata={"axes": "YX", "PhysicalSizeX": 0.325, "PhysicalSizeY": 0.5})
-    tifffile.imwrite(tmp_path / "in" / "b.tif", image[..., 0], imagej=True, resolution=(2.0, 2.0),
-                     metadata={"unit": "um"})
+    tifffile.imwrite(
+        tmp_path / "in" / "a.ome.tif",
+        image[..., 0],
+        ome=True,
+        metadata={"axes": "YX", "PhysicalSizeX": 0.325, "PhysicalSizeY": 0.5},
+    )
+    tifffile.imwrite(
+        tmp_path / "in" / "b.tif", image[..., 0], imagej=True, resolution=(2.0, 2.0), metadata={"unit": "um"}
+    )
     io.write_labels(tmp_path / "gt" / "a.png", labels)
     assert io.pixel_size_um(tmp_path / "in" / "a.ome.tif") == pytest.approx((0.5, 0.325))
     assert io.pixel_size_um(tmp_path / "in" / "b.tif") == pytest.approx((0.5, 0.5))
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, str(ROOT / "infer.py"), "model=classical", f"input={tmp_path / 'in'}",
-                             f"output={out}", "diameter=20", "label_format=ome", f"ground_truth={tmp_path / 'gt'}"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "infer.py"),
+            "model=classical",
+            f"input={tmp_path / 'in'}",
+            f"output={out}",
+            "diameter=20",
+            "label_format=ome",
+            f"ground_truth={tmp_path / 'gt'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     written = out / "labels" / "a.ome.tif"
     with tifffile.TiffFile(written) as tif:
         assert tif.is_ome and 'PhysicalSizeX="0.325"' in tif.ome_metadata
     assert io.pixel_size_um(written) == pytest.approx((0.5, 0.325))
-    np.testing.assert_array_equal(io.read_labels(written) > 0, io.read_labels(out / "labels" / "b.ome.tif") > 0)
+    np.testing.assert_array_equal(
+        io.read_labels(written) > 0, io.read_labels(out / "labels" / "b.ome.tif") > 0
+    )
     summary = evaluate_folders(out / "labels", tmp_path / "gt", names=["a"])
     assert summary["images"] == 1 and summary["missing_predictions"] == 0  # a.ome.tif matched by its stem "a"

@@ -14,10 +14,23 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_gpu_check_runs_on_cpu_and_brings_back_fp16_weights(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--quick",
-                             "--work", str(tmp_path / "work"), "--save", str(tmp_path / "back")],
-                            capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "OMP_NUM_THREADS": "2", "WANDB_MODE": "disabled"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "gpu_check.py"),
+            "--device",
+            "cpu",
+            "--quick",
+            "--work",
+            str(tmp_path / "work"),
+            "--save",
+            str(tmp_path / "back"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "2", "WANDB_MODE": "disabled"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["environment"]["device"] == "cpu"

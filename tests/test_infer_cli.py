@@ -24,8 +24,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def infer(*args, cwd=ROOT):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(ROOT / "infer.py"), *args], cwd=cwd, capture_output=True,
-                          text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "infer.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
@@ -47,8 +54,13 @@ def dataset(tmp_path_factory):
 
 def test_classical_model_end_to_end_with_evaluation(dataset, tmp_path):
     out = tmp_path / "out"
-    result = infer("model=classical", f"input={dataset}", f"output={out}", f"ground_truth={dataset / 'labels'}",
-                   "diameter=20")
+    result = infer(
+        "model=classical",
+        f"input={dataset}",
+        f"output={out}",
+        f"ground_truth={dataset / 'labels'}",
+        "diameter=20",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     for name in ("img0", "img1", "img2"):
         labels = io.read_labels(out / "labels" / f"{name}.png")
@@ -56,7 +68,9 @@ def test_classical_model_end_to_end_with_evaluation(dataset, tmp_path):
         assert io.read_image(out / "overlays" / f"{name}.png").shape == (96, 96, 3)
     nuclei = pd.read_csv(out / "nuclei.csv")
     assert set(nuclei["image"]) == {"img0", "img1", "img2"}
-    assert {"area_px", "centroid_y", "bbox_x1", "equivalent_diameter_px", "mean_intensity"} <= set(nuclei.columns)
+    assert {"area_px", "centroid_y", "bbox_x1", "equivalent_diameter_px", "mean_intensity"} <= set(
+        nuclei.columns
+    )
     images = pd.read_csv(out / "images.csv")
     assert (images["diameter_source"] == "given").all() and np.allclose(images["scale"], 2.0)
     assert len(nuclei) == images["nuclei"].sum()
@@ -76,9 +90,20 @@ BAD_COMMAND_LINES = [
 ]
 
 
-@pytest.mark.parametrize(("args", "message"), BAD_COMMAND_LINES,
-                         ids=["missing-model", "missing-input", "output-in-input", "bad-diameter", "bad-tiles",
-                              "bad-tta", "bad-format", "no-output"])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    BAD_COMMAND_LINES,
+    ids=[
+        "missing-model",
+        "missing-input",
+        "output-in-input",
+        "bad-diameter",
+        "bad-tiles",
+        "bad-tta",
+        "bad-format",
+        "no-output",
+    ],
+)
 def test_bad_command_line_gives_one_line_error(dataset, tmp_path, capsys, args, message):
     """The check infer.py runs before Hydra starts (so nothing is written), called in-process."""
     with pytest.raises(SystemExit) as exit_info:
@@ -103,8 +128,11 @@ def test_incomplete_bundle_is_reported(dataset, tmp_path, capsys):
     write_bundle(tmp_path / "model", tmp_path / "seg.pt")
     (tmp_path / "model" / "segmenter.pt").unlink()
     with pytest.raises(SystemExit):
-        check_config("infer", [f"model={tmp_path / 'model'}", f"input={dataset}", f"output={tmp_path / 'o'}"],
-                     validate_config)
+        check_config(
+            "infer",
+            [f"model={tmp_path / 'model'}", f"input={dataset}", f"output={tmp_path / 'o'}"],
+            validate_config,
+        )
     assert "incomplete model bundle" in capsys.readouterr().err
 
 
@@ -114,8 +142,14 @@ def test_mask_rcnn_bundle_end_to_end(dataset, tmp_path):
     checkpoint = segmenter.save_segmenter(tmp_path / "seg.pt", segmenter.build_maskrcnn(**arch), arch)
     write_bundle(tmp_path / "model", checkpoint)
     out = tmp_path / "out"
-    result = infer(f"model={tmp_path / 'model'}", f"input={dataset}", f"output={out}", "tta=true",
-                   "tta_transforms=[identity,rot90]", "device=cpu")
+    result = infer(
+        f"model={tmp_path / 'model'}",
+        f"input={dataset}",
+        f"output={out}",
+        "tta=true",
+        "tta_transforms=[identity,rot90]",
+        "device=cpu",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.name for p in (out / "labels").iterdir()) == ["img0.png", "img1.png", "img2.png"]
     assert pd.read_csv(out / "images.csv")["diameter_source"].isin(["estimated", "dataset_median"]).all()
@@ -129,14 +163,22 @@ def test_bundle_with_post_processing_is_refined_unless_switched_off(dataset, tmp
     from nucleaizer.postprocess.unet import UNet, UNetEnsemble, member_specs
 
     maskrcnn = pytest.importorskip("nucleaizer.segmenter")
-    checkpoint = maskrcnn.save_segmenter(tmp_path / "seg.pt", maskrcnn.build_maskrcnn(**TINY_MASKRCNN), TINY_MASKRCNN)
+    checkpoint = maskrcnn.save_segmenter(
+        tmp_path / "seg.pt", maskrcnn.build_maskrcnn(**TINY_MASKRCNN), TINY_MASKRCNN
+    )
     specs = member_specs(1, [0.0], 2, 4)
     ensemble = UNetEnsemble([UNet(depth=2, base_filters=4)], specs).save(tmp_path / "unet.pt")
-    write_bundle(tmp_path / "model", checkpoint, postprocess={"ensemble": "unet.pt", "params": {"p2_min_area_px": 5}},
-                 files={"unet.pt": ensemble})
+    write_bundle(
+        tmp_path / "model",
+        checkpoint,
+        postprocess={"ensemble": "unet.pt", "params": {"p2_min_area_px": 5}},
+        files={"unet.pt": ensemble},
+    )
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("infer", [f"model={tmp_path / 'model'}", f"input={dataset}", f"output={tmp_path / 'o'}",
-                                "device=cpu"])
+        cfg = compose(
+            "infer",
+            [f"model={tmp_path / 'model'}", f"input={dataset}", f"output={tmp_path / 'o'}", "device=cpu"],
+        )
     segmenter, bundle = build_segmenter(cfg)
     assert bundle.postprocess["ensemble"] == "unet.pt" and segmenter.refine is not None
     labels = np.zeros((64, 64), np.int32)

@@ -30,8 +30,12 @@ def test_labels_come_back_aligned_with_the_original_image():
     image = objects_image(labels)
     expected = threshold_predictor_labels(image)
     shapes = []
-    out = segment_image(image, scale_recording(threshold_predictor, shapes), diameter_px=14,
-                        tiles=TileParams(tile_size=128, overlap=32))
+    out = segment_image(
+        image,
+        scale_recording(threshold_predictor, shapes),
+        diameter_px=14,
+        tiles=TileParams(tile_size=128, overlap=32),
+    )
     assert out.shape == (120, 150) and out.dtype == np.int32
     scale = 40 / 14
     assert max(s[0] for s in shapes) == 128 and len(shapes) > 1  # upscaled, so predicted in tiles
@@ -46,7 +50,9 @@ def test_diameter_is_estimated_by_the_preseg_pass_and_drives_the_scale():
     labels = simulate.random_labels((160, 160), 30, 20, np.random.default_rng(1))
     image = objects_image(labels)
     shapes = []
-    segmenter = NucleusSegmenter(scale_recording(threshold_predictor, shapes), tiles=TileParams(tile_size=1024))
+    segmenter = NucleusSegmenter(
+        scale_recording(threshold_predictor, shapes), tiles=TileParams(tile_size=1024)
+    )
     diameter = segmenter.estimate_diameter(image)
     assert diameter == pytest.approx(18, rel=0.2)  # objects_image shaves a 1 px rim
     shapes.clear()
@@ -66,8 +72,10 @@ def test_diameter_is_estimated_by_the_preseg_pass_and_drives_the_scale():
 def test_a_separate_preseg_predictor_is_used_for_size_only():
     image = objects_image(simulate.random_labels((100, 100), 12, 20, np.random.default_rng(3)))
     preseg_calls, main_calls = [], []
-    segmenter = NucleusSegmenter(scale_recording(threshold_predictor, main_calls),
-                                 preseg=scale_recording(threshold_predictor, preseg_calls))
+    segmenter = NucleusSegmenter(
+        scale_recording(threshold_predictor, main_calls),
+        preseg=scale_recording(threshold_predictor, preseg_calls),
+    )
     segmenter.segment(image)
     assert preseg_calls == [(100, 100)] and main_calls and main_calls[0] != (100, 100)
 
@@ -86,7 +94,9 @@ def test_refiner_runs_at_the_working_scale():
 
 def test_classical_predictor_through_tiles_scores_like_the_whole_image():
     image, labels = simulate.sample("fluorescence", size=160, diameter_px=16, density=0.3, seed=2)
-    tiled = segment_image(image, ClassicalPredictor(), diameter_px=16, tiles=TileParams(tile_size=192, overlap=48))
+    tiled = segment_image(
+        image, ClassicalPredictor(), diameter_px=16, tiles=TileParams(tile_size=192, overlap=48)
+    )
     whole = segment_image(image, ClassicalPredictor(), diameter_px=16, tiles=TileParams(tile_size=1024))
     assert abs(dsb_score(labels, tiled) - dsb_score(labels, whole)) < 0.05
     assert dsb_score(labels, tiled) > 0.3
@@ -137,11 +147,17 @@ def test_segment_objects_carries_each_nucleus_score_to_the_original_size():
     image = objects_image(labels, brightness)
     for scale in (1.0, 2.0):
         found = NucleusSegmenter(threshold_predictor).segment_objects(image, scale=scale)
-        assert found.labels.max() >= 8 and (found.agreement == 1).all() and len(found.score) == found.labels.max()
+        assert (
+            found.labels.max() >= 8
+            and (found.agreement == 1).all()
+            and len(found.score) == found.labels.max()
+        )
         truth = [np.bincount(labels[found.labels == i + 1]).argmax() for i in range(found.labels.max())]
         if scale == 1.0:  # threshold_predictor scores an object by its brightness
             np.testing.assert_allclose(found.score, brightness[truth] / 255, atol=1e-6)
         else:  # interpolated edges lower every score a little; the order stays
             assert (np.diff(brightness[truth][np.argsort(found.score)].astype(int)) > 0).all()
-    voted = NucleusSegmenter(threshold_predictor, tta_transforms=tuple(TRANSFORMS)).segment_objects(image, scale=1.0)
+    voted = NucleusSegmenter(threshold_predictor, tta_transforms=tuple(TRANSFORMS)).segment_objects(
+        image, scale=1.0
+    )
     assert len(voted.agreement) == voted.labels.max() and (voted.agreement > 0.5).all()

@@ -4,9 +4,15 @@ import numpy as np
 from scipy import ndimage
 
 # a small untrained Mask R-CNN: narrow heads and few proposals keep a CPU prediction around a second
-TINY_MASKRCNN = {"backbone": "mobilenet_v3", "anchor_sizes": [16, 32, 64], "mask_head_layers": [16],
-                 "box_representation_size": 64, "rpn_pre_nms_top_n_test": 200, "rpn_post_nms_top_n_test": 100,
-                 "max_detections": 50}
+TINY_MASKRCNN = {
+    "backbone": "mobilenet_v3",
+    "anchor_sizes": [16, 32, 64],
+    "mask_head_layers": [16],
+    "box_representation_size": 64,
+    "rpn_pre_nms_top_n_test": 200,
+    "rpn_post_nms_top_n_test": 100,
+    "max_detections": 50,
+}
 
 
 def threshold_predictor(tiles):
@@ -57,6 +63,6 @@ def test_threshold_predictor_is_exact():
     labels[2:8, 3:9] = 1
     labels[10:18, 5:25] = 2
     image = objects_image(labels)
-    (masks, scores), = threshold_predictor([image])
+    ((masks, scores),) = threshold_predictor([image])
     assert len(masks) == 2 and np.allclose(scores, 220 / 255)
     assert same_partition(threshold_predictor_labels(image), (masks * np.array([1, 2])[:, None, None]).sum(0))

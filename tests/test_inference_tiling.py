@@ -22,7 +22,13 @@ def tiled_labels(image, predictor=threshold_predictor, **params):
 
 
 def test_tiles_cover_the_image_with_at_least_the_overlap():
-    for length, size, overlap in [(1000, 512, 64), (513, 512, 64), (2048, 512, 64), (100, 512, 64), (300, 64, 63)]:
+    for length, size, overlap in [
+        (1000, 512, 64),
+        (513, 512, 64),
+        (2048, 512, 64),
+        (100, 512, 64),
+        (300, 64, 63),
+    ]:
         starts = tile_starts(length, size, overlap)
         assert starts[0] == 0 and starts[-1] + min(size, length) == length
         assert (np.diff(starts) <= size - overlap).all()
@@ -32,13 +38,20 @@ def test_tiles_cover_the_image_with_at_least_the_overlap():
 
 
 def test_tiles_start_on_the_predictors_feature_grid():
-    for length, size, overlap, grid in [(1000, 512, 64, 64), (5776, 512, 64, 64), (513, 512, 64, 64),
-                                        (2852, 512, 192, 64), (300, 100, 20, 16)]:
+    for length, size, overlap, grid in [
+        (1000, 512, 64, 64),
+        (5776, 512, 64, 64),
+        (513, 512, 64, 64),
+        (2852, 512, 192, 64),
+        (300, 100, 20, 16),
+    ]:
         starts = tile_starts(length, size, overlap, grid)
         assert (starts % grid == 0).all() and starts[0] == 0
         assert starts[-1] + size >= length > starts[-1] and (np.diff(starts) <= size - overlap).all()
     boxes = tile_boxes((1000, 700), 512, 64, 64)
-    assert boxes[:, 2].max() == 1000 and boxes[:, 3].max() == 700 and (boxes[:, 2:] - boxes[:, :2] <= 512).all()
+    assert (
+        boxes[:, 2].max() == 1000 and boxes[:, 3].max() == 700 and (boxes[:, 2:] - boxes[:, :2] <= 512).all()
+    )
     with pytest.raises(ValueError, match="feature grid"):
         tile_starts(1000, 100, 60, 64)
 
@@ -72,8 +85,10 @@ def test_objects_a_tile_invents_near_its_own_edges_are_left_to_the_tile_that_own
 
     def with_corner_artefact(tiles):
         artefact = Instances(np.array([[4, 4, 10, 10]]), [np.ones((6, 6), bool)], np.array([0.6], np.float32))
-        return [Instances.concat([Instances.from_masks(masks, scores), artefact])
-                for masks, scores in threshold_predictor(tiles)]
+        return [
+            Instances.concat([Instances.from_masks(masks, scores), artefact])
+            for masks, scores in threshold_predictor(tiles)
+        ]
 
     labels = simulate.random_labels((300, 260), 30, 14, np.random.default_rng(3))
     labels[:16, :16] = 0
@@ -161,7 +176,9 @@ def test_bad_predictor_output_is_reported():
     with pytest.raises(ValueError, match="results for"):
         predict_image(image, lambda tiles: [], TileParams(min_input_px=1))
     with pytest.raises(ValueError, match="masks"):
-        predict_image(image, lambda tiles: [(np.zeros((2, 32, 32), bool), np.zeros(3))], TileParams(min_input_px=1))
+        predict_image(
+            image, lambda tiles: [(np.zeros((2, 32, 32), bool), np.zeros(3))], TileParams(min_input_px=1)
+        )
 
 
 def test_predictors_may_return_instances_instead_of_full_masks():

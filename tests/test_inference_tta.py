@@ -28,8 +28,9 @@ def test_tta_of_an_identity_like_predictor_returns_its_input():
     labels = simulate.random_labels((150, 170), 40, 18, np.random.default_rng(2))
     image = objects_image(labels)
     expected = threshold_predictor_labels(image)
-    segmenter = NucleusSegmenter(threshold_predictor, tiles=TileParams(tile_size=64, overlap=16),
-                                 tta_transforms=tuple(TRANSFORMS))
+    segmenter = NucleusSegmenter(
+        threshold_predictor, tiles=TileParams(tile_size=64, overlap=16), tta_transforms=tuple(TRANSFORMS)
+    )
     out = segmenter.segment(image, scale=1.0)
     assert same_partition(out, expected)
 

@@ -168,17 +168,32 @@ RNG = np.random.default_rng(7)
 TIFF_LAYOUTS = {
     "YX": (RNG.integers(0, 255, (H, W), np.uint8), {}, lambda a: a),
     "YXS-rgb": (RNG.integers(0, 255, (H, W, 3), np.uint8), {"photometric": "rgb"}, lambda a: a),
-    "YXS-5-channels-last": (RNG.integers(0, 255, (H, W, 5), np.uint8),
-                            {"photometric": "minisblack", "planarconfig": "contig"}, lambda a: a[..., 0]),
-    "SYX-planar-rgb": (RNG.integers(0, 255, (3, H, W), np.uint8),
-                       {"photometric": "rgb", "planarconfig": "separate"}, lambda a: np.moveaxis(a, 0, -1)),
+    "YXS-5-channels-last": (
+        RNG.integers(0, 255, (H, W, 5), np.uint8),
+        {"photometric": "minisblack", "planarconfig": "contig"},
+        lambda a: a[..., 0],
+    ),
+    "SYX-planar-rgb": (
+        RNG.integers(0, 255, (3, H, W), np.uint8),
+        {"photometric": "rgb", "planarconfig": "separate"},
+        lambda a: np.moveaxis(a, 0, -1),
+    ),
     "ZYX": (RNG.integers(0, 255, (7, H, W), np.uint8), {"metadata": {"axes": "ZYX"}}, lambda a: a[0]),
-    "CYX-3": (RNG.integers(0, 255, (3, H, W), np.uint8), {"metadata": {"axes": "CYX"}, "imagej": True},
-              lambda a: np.moveaxis(a, 0, -1)),
-    "CYX-5": (RNG.integers(0, 255, (5, H, W), np.uint8), {"metadata": {"axes": "CYX"}, "imagej": True},
-              lambda a: a[0]),
-    "TZCYX": (RNG.integers(0, 255, (2, 3, 4, H, W), np.uint8), {"metadata": {"axes": "TZCYX"}, "imagej": True},
-              lambda a: np.moveaxis(a[0, 0], 0, -1)),
+    "CYX-3": (
+        RNG.integers(0, 255, (3, H, W), np.uint8),
+        {"metadata": {"axes": "CYX"}, "imagej": True},
+        lambda a: np.moveaxis(a, 0, -1),
+    ),
+    "CYX-5": (
+        RNG.integers(0, 255, (5, H, W), np.uint8),
+        {"metadata": {"axes": "CYX"}, "imagej": True},
+        lambda a: a[0],
+    ),
+    "TZCYX": (
+        RNG.integers(0, 255, (2, 3, 4, H, W), np.uint8),
+        {"metadata": {"axes": "TZCYX"}, "imagej": True},
+        lambda a: np.moveaxis(a[0, 0], 0, -1),
+    ),
 }
 
 

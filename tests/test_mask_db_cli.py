@@ -20,7 +20,9 @@ def write_dataset(folder, seed: int, count: int = 4, size: int = 128):
     (folder / "labels").mkdir(parents=True)
     rng = np.random.default_rng(seed)
     for i in range(count):
-        cv2.imwrite(str(folder / "labels" / f"img{i}.png"), random_labels((size, size), 20, 16, rng).astype(np.uint16))
+        cv2.imwrite(
+            str(folder / "labels" / f"img{i}.png"), random_labels((size, size), 20, 16, rng).astype(np.uint16)
+        )
     return folder
 
 
@@ -39,14 +41,34 @@ def test_build_info_compose_through_the_command_line(tmp_path, capsys):
     assert again["images_skipped"] == 4 and again["nuclei_added"] == 0 and again["nuclei"] == built["nuclei"]
 
     # the command a user types, in its own process
-    run = subprocess.run([sys.executable, "-m", "mask_db", "info", str(db)], cwd=ROOT, capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "mask_db", "info", str(db)], cwd=ROOT, capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stderr
     info = last_json(run.stdout)
     assert info["nuclei"] == built["nuclei"] and set(info["datasets"]) == {"set_a", "set_b"}
 
     out = tmp_path / "masks"
-    assert main(["compose", str(db), "--like", str(first), "--n", "3", "--size", "96", "--seed", "0", str(out),
-                 "--montage", str(tmp_path / "montage.png")]) == 0
+    assert (
+        main(
+            [
+                "compose",
+                str(db),
+                "--like",
+                str(first),
+                "--n",
+                "3",
+                "--size",
+                "96",
+                "--seed",
+                "0",
+                str(out),
+                "--montage",
+                str(tmp_path / "montage.png"),
+            ]
+        )
+        == 0
+    )
     result = last_json(capsys.readouterr().out)
     written = sorted(out.glob("*.png"))
     assert result["written"] == len(written) == 3
@@ -54,15 +76,34 @@ def test_build_info_compose_through_the_command_line(tmp_path, capsys):
     assert all(m.dtype == np.uint16 and m.shape == (96, 96) and m.max() > 0 for m in masks)
     assert cv2.imread(str(tmp_path / "montage.png")).shape[2] == 3
     # deterministic: the same command writes the same masks
-    assert main(["compose", str(db), "--like", str(first), "--n", "3", "--size", "96", "--seed", "0",
-                 str(tmp_path / "again")]) == 0
+    assert (
+        main(
+            [
+                "compose",
+                str(db),
+                "--like",
+                str(first),
+                "--n",
+                "3",
+                "--size",
+                "96",
+                "--seed",
+                "0",
+                str(tmp_path / "again"),
+            ]
+        )
+        == 0
+    )
     for path in written:
-        np.testing.assert_array_equal(cv2.imread(str(tmp_path / "again" / path.name), cv2.IMREAD_UNCHANGED),
-                                      cv2.imread(str(path), cv2.IMREAD_UNCHANGED))
+        np.testing.assert_array_equal(
+            cv2.imread(str(tmp_path / "again" / path.name), cv2.IMREAD_UNCHANGED),
+            cv2.imread(str(path), cv2.IMREAD_UNCHANGED),
+        )
 
 
-@pytest.mark.parametrize("case", ["missing_folder", "no_labels", "missing_db", "empty_db", "not_labels",
-                                  "output_inside_input"])
+@pytest.mark.parametrize(
+    "case", ["missing_folder", "no_labels", "missing_db", "empty_db", "not_labels", "output_inside_input"]
+)
 def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, case):
     dataset = write_dataset(tmp_path / "data", 0, count=1)
     db = tmp_path / "db.sqlite"

@@ -17,14 +17,32 @@ def labels() -> np.ndarray:
 
 def test_features_equal_regionprops(labels):
     ours = shape_features(labels)
-    theirs = regionprops_table(labels, properties=("label", "area", "perimeter", "axis_major_length",
-                                                   "axis_minor_length", "eccentricity", "bbox", "centroid"))
+    theirs = regionprops_table(
+        labels,
+        properties=(
+            "label",
+            "area",
+            "perimeter",
+            "axis_major_length",
+            "axis_minor_length",
+            "eccentricity",
+            "bbox",
+            "centroid",
+        ),
+    )
     np.testing.assert_array_equal(ours["label"], theirs["label"])
-    for mine, skimage_name in (("area", "area"), ("perimeter", "perimeter"), ("major_axis", "axis_major_length"),
-                               ("minor_axis", "axis_minor_length"), ("eccentricity", "eccentricity")):
+    for mine, skimage_name in (
+        ("area", "area"),
+        ("perimeter", "perimeter"),
+        ("major_axis", "axis_major_length"),
+        ("minor_axis", "axis_minor_length"),
+        ("eccentricity", "eccentricity"),
+    ):
         np.testing.assert_allclose(ours[mine], theirs[skimage_name], atol=1e-9, err_msg=mine)
     np.testing.assert_array_equal(ours["bbox"], np.stack([theirs[f"bbox-{i}"] for i in range(4)], axis=1))
-    np.testing.assert_allclose(ours["centroid"], np.stack([theirs["centroid-0"], theirs["centroid-1"]], axis=1))
+    np.testing.assert_allclose(
+        ours["centroid"], np.stack([theirs["centroid-0"], theirs["centroid-1"]], axis=1)
+    )
     assert set(FEATURE_COLUMNS) <= set(ours)
 
 
@@ -39,7 +57,9 @@ def test_solidity_circularity_and_shape_ratio_describe_shapes():
     assert f["solidity"][0] == pytest.approx(1.0) and f["solidity"][1] == pytest.approx(1.0)
     assert f["solidity"][2] < 0.6
     assert f["circularity"][0] > 0.85 and f["circularity"][2] < 0.5
-    assert f["shape_ratio"][0] == pytest.approx(1.0, abs=0.02) and f["shape_ratio"][1] == pytest.approx(3.0, rel=0.05)
+    assert f["shape_ratio"][0] == pytest.approx(1.0, abs=0.02) and f["shape_ratio"][1] == pytest.approx(
+        3.0, rel=0.05
+    )
     assert f["eccentricity"][0] < 0.1 < 0.9 < f["eccentricity"][1]
 
 
@@ -72,7 +92,9 @@ def test_touching_labels_use_the_eight_neighbourhood():
     np.testing.assert_array_equal(touching_labels(image), [1, 2])
 
 
-@pytest.mark.parametrize("bad", [np.zeros((4, 4, 3), dtype=np.uint16), np.full((4, 4), 0.5), np.full((4, 4), -1)])
+@pytest.mark.parametrize(
+    "bad", [np.zeros((4, 4, 3), dtype=np.uint16), np.full((4, 4), 0.5), np.full((4, 4), -1)]
+)
 def test_bad_label_images_are_refused(bad):
     with pytest.raises(ValueError, match="label"):
         shape_features(bad)

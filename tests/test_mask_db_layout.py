@@ -11,11 +11,15 @@ from mask_db.store import MaskDatabase
 from nucleaizer.simulate import random_labels
 
 
-def procedural_style(seed: int, count: int, size: int = 256, objects=(30, 60), diameter=(14, 24)) -> list[np.ndarray]:
+def procedural_style(
+    seed: int, count: int, size: int = 256, objects=(30, 60), diameter=(14, 24)
+) -> list[np.ndarray]:
     """Label images of one look: per image a nucleus count and diameter drawn from the given ranges."""
     rng = np.random.default_rng(seed)
-    return [random_labels((size, size), int(rng.integers(*objects)), float(rng.uniform(*diameter)), rng)
-            for _ in range(count)]
+    return [
+        random_labels((size, size), int(rng.integers(*objects)), float(rng.uniform(*diameter)), rng)
+        for _ in range(count)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +84,10 @@ def test_same_seed_same_masks(style, database):
     second = LayoutComposer(style, database).compose(3, 128, seed=11)
     other = LayoutComposer(style, database).compose(3, 128, seed=12)
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
-    assert all(np.array_equal(a, b) for a, b in zip(first, compose_masks(style, database, 3, 128, seed=11), strict=True))
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(first, compose_masks(style, database, 3, 128, seed=11), strict=True)
+    )
     assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
 
 
@@ -101,7 +108,9 @@ def test_clustered_and_dense_layouts_are_reachable(database):
         labels[:128, :128] = random_labels((128, 128), 40, 14, rng)
         clustered.append(labels)
     style = style_statistics(clustered)
-    masks = LayoutComposer(style, database, simulated_share=1.0, new_cluster_probability=0.0).compose(6, 256, seed=0)
+    masks = LayoutComposer(style, database, simulated_share=1.0, new_cluster_probability=0.0).compose(
+        6, 256, seed=0
+    )
     assert clark_evans(clustered) < 0.8 and clark_evans(masks) < 0.8
     assert compare(style_statistics(masks), style)["nn_distance_median_ratio"] == pytest.approx(1, abs=0.25)
 
@@ -141,7 +150,10 @@ def test_bad_inputs_give_clear_results_or_messages(database, tmp_path):
     with pytest.raises(ValueError, match="do not fit"):
         LayoutComposer(style_statistics([big]), database).compose(1, 128)
 
-    with MaskDatabase(tmp_path / "empty.sqlite", create=True) as nothing, pytest.raises(ValueError, match="empty"):
+    with (
+        MaskDatabase(tmp_path / "empty.sqlite", create=True) as nothing,
+        pytest.raises(ValueError, match="empty"),
+    ):
         LayoutComposer(one, nothing)
     with pytest.raises(ValueError, match="no mask database"):
         LayoutComposer(one, None, simulated_share=0.5)

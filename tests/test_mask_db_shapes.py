@@ -37,7 +37,9 @@ def test_transform_rotates_and_keeps_one_component():
 @pytest.mark.parametrize("angle", [0.0, 0.7, 2.0])
 def test_simcep_shape_is_kept_stretched_and_rotated(angle):
     rng = np.random.default_rng(0)
-    outlines = simcep_outlines(np.full(40, 600.0), np.full(40, 2.0), np.full(40, angle), rng, perturbation=0.05)
+    outlines = simcep_outlines(
+        np.full(40, 600.0), np.full(40, 2.0), np.full(40, angle), rng, perturbation=0.05
+    )
     canvas, boxes = rasterise(outlines)
     features = shape_features(canvas)
     assert np.median(features["area"]) == pytest.approx(600, rel=0.03)
@@ -48,9 +50,13 @@ def test_simcep_shape_is_kept_stretched_and_rotated(angle):
 
 
 def test_simulated_shapes_match_their_references_and_are_seeded():
-    reference = {"area": np.array([150.0, 400.0, 900.0]), "shape_ratio": np.array([1.1, 1.5, 2.2]),
-                 "circularity": np.array([0.95, 0.9, 0.8]), "eccentricity": np.array([0.4, 0.75, 0.9]),
-                 "solidity": np.array([1.0, 0.98, 0.97])}
+    reference = {
+        "area": np.array([150.0, 400.0, 900.0]),
+        "shape_ratio": np.array([1.1, 1.5, 2.2]),
+        "circularity": np.array([0.95, 0.9, 0.8]),
+        "eccentricity": np.array([0.4, 0.75, 0.9]),
+        "solidity": np.array([1.0, 0.98, 0.97]),
+    }
     shapes, accepted = simulate_shapes(reference, np.random.default_rng(5), tolerance=0.1, max_tries=50)
     assert accepted.all()
     for i, shape in enumerate(shapes):
@@ -70,8 +76,13 @@ def test_impossible_reference_gives_up_after_bounded_tries(monkeypatch):
         return simcep_outlines(area, *args, **kwargs)
 
     monkeypatch.setattr(shapes_module, "simcep_outlines", counting)
-    reference = {"area": np.array([300.0]), "shape_ratio": np.array([1.0]), "circularity": np.array([0.2]),
-                 "eccentricity": np.array([0.0]), "solidity": np.array([0.3])}
+    reference = {
+        "area": np.array([300.0]),
+        "shape_ratio": np.array([1.0]),
+        "circularity": np.array([0.2]),
+        "eccentricity": np.array([0.0]),
+        "solidity": np.array([0.3]),
+    }
     shapes, accepted = simulate_shapes(reference, np.random.default_rng(0), max_tries=7)
     assert not accepted[0]
     assert sum(drawn) == 7

@@ -33,7 +33,8 @@ def test_rows_hold_whole_nuclei_with_their_crops(database):
     cleaned = whole_nuclei(labels)
     expected = shape_features(cleaned)
     rows = database._connection.execute(
-        "SELECT id, label, area FROM nuclei WHERE dataset = 'set_a' AND image = 'img0' ORDER BY label").fetchall()
+        "SELECT id, label, area FROM nuclei WHERE dataset = 'set_a' AND image = 'img0' ORDER BY label"
+    ).fetchall()
     assert [r[1] for r in rows] == expected["label"].tolist()
     np.testing.assert_allclose([r[2] for r in rows], expected["area"])
     crops = database.crops([r[0] for r in rows])

@@ -11,9 +11,17 @@ from nucleaizer.maskrcnn import MaskRCNNPredictor, build_maskrcnn, detections_to
 from nucleaizer.painting import Instances, paint_instances
 
 # a narrow random-init CPU model; score threshold 0 so that it has detections
-TINY = {"backbone": "mobilenet_v3", "anchor_sizes": [16, 32, 64], "mask_head_layers": [16, 16],
-        "box_representation_size": 64, "box_batch_size_per_image": 32, "rpn_pre_nms_top_n_test": 200,
-        "rpn_post_nms_top_n_test": 100, "box_score_thresh": 0.0, "max_detections": 60}
+TINY = {
+    "backbone": "mobilenet_v3",
+    "anchor_sizes": [16, 32, 64],
+    "mask_head_layers": [16, 16],
+    "box_representation_size": 64,
+    "box_batch_size_per_image": 32,
+    "rpn_pre_nms_top_n_test": 200,
+    "rpn_post_nms_top_n_test": 100,
+    "box_score_thresh": 0.0,
+    "max_detections": 60,
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -28,7 +36,10 @@ def assert_same_instances(got: Instances, expected: Instances) -> None:
 def test_crops_equal_torchvision_masks_cut_to_their_boxes():
     torch.manual_seed(0)
     model = build_maskrcnn(**TINY).eval()
-    tiles = [simulate.sample("fluorescence", 96, 40, 0.3, seed=1)[0], simulate.sample("he", (80, 112), 40, seed=5)[0]]
+    tiles = [
+        simulate.sample("fluorescence", 96, 40, 0.3, seed=1)[0],
+        simulate.sample("he", (80, 112), 40, seed=5)[0],
+    ]
     with torch.inference_mode():
         outputs = model([image_to_tensor(tile) for tile in tiles])
     # untrained mask logits give probabilities below 0.5: a lower threshold keeps non-empty masks
@@ -55,8 +66,15 @@ def test_pasting_matches_torchvision_at_image_edges_and_drops_empty_masks():
     probs = torch.rand(5, 1, 28, 28, generator=generator)
     probs[3] = 0.1  # nothing above the threshold: dropped
     # boxes (x0, y0, x1, y1) inside, across each edge, and larger than the image
-    boxes = torch.tensor([[5.3, 7.9, 30.2, 25.0], [-6.0, -3.5, 12.4, 10.0], [40.0, 20.0, 63.7, 49.9],
-                          [10.0, 10.0, 20.0, 20.0], [-10.0, -10.0, 80.0, 70.0]])
+    boxes = torch.tensor(
+        [
+            [5.3, 7.9, 30.2, 25.0],
+            [-6.0, -3.5, 12.4, 10.0],
+            [40.0, 20.0, 63.7, 49.9],
+            [10.0, 10.0, 20.0, 20.0],
+            [-10.0, -10.0, 80.0, 70.0],
+        ]
+    )
     scores = torch.tensor([0.3, 0.9, 0.5, 0.8, 0.7])
     shape = (50, 64)
     got = detections_to_instances(boxes, probs, scores, shape, 0.5)
@@ -79,13 +97,19 @@ def test_empty_output_tile():
     assert len(empty) == 0
 
 
-@pytest.mark.parametrize("backbone, returned_layers, n_maps", [("mobilenet_v3", [3, 4, 5], 4),
-                                                               ("mobilenet_v3", None, 3), ("resnet18", None, 5)])
+@pytest.mark.parametrize(
+    "backbone, returned_layers, n_maps",
+    [("mobilenet_v3", [3, 4, 5], 4), ("mobilenet_v3", None, 3), ("resnet18", None, 5)],
+)
 def test_tiles_start_on_the_coarsest_feature_grid_of_every_backbone(backbone, returned_layers, n_maps):
     """The predictor's grid_px is what the tiling aligns tile starts to: every feature stride must divide it,
     and the coarsest one must equal it (a coarser map would leave tiles off its grid)."""
-    model = build_maskrcnn(backbone=backbone, returned_layers=returned_layers, anchor_sizes=[32] * n_maps).eval()
+    model = build_maskrcnn(
+        backbone=backbone, returned_layers=returned_layers, anchor_sizes=[32] * n_maps
+    ).eval()
     with torch.inference_mode():
         features = model.backbone(torch.zeros(1, 3, 256, 256))
     strides = [256 // f.shape[-1] for f in features.values()]
-    assert max(strides) == MaskRCNNPredictor.grid_px and all(MaskRCNNPredictor.grid_px % s == 0 for s in strides)
+    assert max(strides) == MaskRCNNPredictor.grid_px and all(
+        MaskRCNNPredictor.grid_px % s == 0 for s in strides
+    )

@@ -7,10 +7,18 @@ from nucleaizer import simulate
 from nucleaizer.data import image_to_tensor, instance_targets
 from nucleaizer.maskrcnn import build_maskrcnn
 
-ARCH = {"backbone": "efficientnet_lite0", "returned_layers": None, "pretrained": True, "frozen_batchnorm": True,
-        "anchor_sizes": [[24, 40], [48, 80], [96, 160], [192, 320]], "fpn_channels": 64,
-        "mask_head_layers": [32, 32], "box_representation_size": 128, "box_batch_size_per_image": 64,
-        "rpn_post_nms_top_n_train": 300}
+ARCH = {
+    "backbone": "efficientnet_lite0",
+    "returned_layers": None,
+    "pretrained": True,
+    "frozen_batchnorm": True,
+    "anchor_sizes": [[24, 40], [48, 80], [96, 160], [192, 320]],
+    "fpn_channels": 64,
+    "mask_head_layers": [32, 32],
+    "box_representation_size": 128,
+    "box_batch_size_per_image": 64,
+    "rpn_post_nms_top_n_train": 300,
+}
 
 
 def test_bf16_forward_gives_the_fp32_detections(one_torch_thread):
@@ -21,7 +29,9 @@ def test_bf16_forward_gives_the_fp32_detections(one_torch_thread):
     model.train()
     for step in range(60):  # from ImageNet weights, enough to find simulated nuclei with confidence
         batch = [pairs[(2 * step + j) % len(pairs)] for j in (0, 1)]
-        losses = model([image_to_tensor(i) for i, _ in batch], [instance_targets(labels) for _, labels in batch])
+        losses = model(
+            [image_to_tensor(i) for i, _ in batch], [instance_targets(labels) for _, labels in batch]
+        )
         optimizer.zero_grad()
         sum(losses.values()).backward()
         optimizer.step()

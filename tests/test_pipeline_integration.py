@@ -19,16 +19,30 @@ ROOT = Path(__file__).resolve().parent.parent
 # One torch thread: with threads waiting on each other, a step can take 10x longer on a busy machine.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 # GTstyle with a given diameter: every stage has work to do even though tiny models learn nothing
-TINY = ["+target=demo", "profile=tiny", "style=gt", "compare=[none]", "size.diameter_px=30",
-        "target.demo.n_source=6", "target.demo.n_target=4", "target.demo.image_size=96"]
+TINY = [
+    "+target=demo",
+    "profile=tiny",
+    "style=gt",
+    "compare=[none]",
+    "size.diameter_px=30",
+    "target.demo.n_source=6",
+    "target.demo.n_target=4",
+    "target.demo.image_size=96",
+]
 
 
 def train(run_dir: Path, *extra: str, logger: str = "none", **popen) -> subprocess.Popen:
     # W&B offline is real and local: the environment's WANDB_MODE (CI disables W&B) must not override it
     env = {**ENV, "WANDB_MODE": "offline"}
-    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *TINY, f"logger={logger}", f"run_dir={run_dir}",
-                             *extra], cwd=run_dir.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, **popen)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *TINY, f"logger={logger}", f"run_dir={run_dir}", *extra],
+        cwd=run_dir.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        **popen,
+    )
 
 
 def finish(process: subprocess.Popen) -> str:
@@ -56,9 +70,12 @@ def digest(path: Path) -> str:
 
 def results(run_dir: Path) -> dict[str, str]:
     """Hashes of what the run produced: model weights, style model, synthetic masks, target predictions."""
-    files = [run_dir / "model" / "segmenter.pt", run_dir / "stylegen" / "style_0.pt",
-             *sorted((run_dir / "masks" / "style_0").glob("*.png")),
-             *sorted((run_dir / "segmenter").glob("*/labels/*.png"))]
+    files = [
+        run_dir / "model" / "segmenter.pt",
+        run_dir / "stylegen" / "style_0.pt",
+        *sorted((run_dir / "masks" / "style_0").glob("*.png")),
+        *sorted((run_dir / "segmenter").glob("*/labels/*.png")),
+    ]
     return {str(f.relative_to(run_dir)): digest(f) for f in files}
 
 
@@ -71,8 +88,17 @@ def finished_run(tmp_path_factory) -> Path:
 
 def test_every_stage_writes_its_results_and_the_report(finished_run):
     report = json.loads((finished_run / "report.json").read_text())
-    assert list(report["stages"]) == ["preseg", "sizes", "styles", "stylegen", "masks", "synthetic", "segmenter",
-                                      "postprocess", "bundle"]
+    assert list(report["stages"]) == [
+        "preseg",
+        "sizes",
+        "styles",
+        "stylegen",
+        "masks",
+        "synthetic",
+        "segmenter",
+        "postprocess",
+        "bundle",
+    ]
     assert set(report["scores"]) == {"gtstyle", "nostyle"}
     assert 0 <= report["scores"]["gtstyle"]["dsb"] <= 1
     assert (finished_run / "report.md").read_text().startswith("# Run report: demo")
@@ -88,9 +114,16 @@ def test_weights_and_biases_offline_run_has_montages_samples_overlays_and_ga_cur
     assert len(runs) == 1
     media = runs[0] / "files" / "media"
     logged = {str(p.relative_to(media)).rsplit("_", 2)[0] for p in media.rglob("*.*")}
-    assert {"images/styles/montages", "images/stylegen/style_0", "images/masks/montages",
-            "images/synthetic/style_0", "images/segmenter/gt_overlays", "images/segmenter/none_overlays",
-            "images/postprocess/ga_curve", "table/postprocess/ga_history"} <= logged
+    assert {
+        "images/styles/montages",
+        "images/stylegen/style_0",
+        "images/masks/montages",
+        "images/synthetic/style_0",
+        "images/segmenter/gt_overlays",
+        "images/segmenter/none_overlays",
+        "images/postprocess/ga_curve",
+        "table/postprocess/ga_history",
+    } <= logged
 
 
 def test_second_run_skips_everything(finished_run):
@@ -102,9 +135,20 @@ def test_second_run_skips_everything(finished_run):
 def test_infer_segments_a_folder_with_the_bundle_from_a_new_process(finished_run, tmp_path):
     target = finished_run / "demo_data" / "target"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "infer.py"), f"model={finished_run / 'model'}", f"input={target}",
-         f"output={tmp_path / 'out'}", "diameter=30"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-        env=ENV)
+        [
+            sys.executable,
+            str(ROOT / "infer.py"),
+            f"model={finished_run / 'model'}",
+            f"input={target}",
+            f"output={tmp_path / 'out'}",
+            "diameter=30",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     names = sorted(s.name for s in io.list_samples(target))
     assert sorted(p.stem for p in (tmp_path / "out" / "labels").glob("*.png")) == names

@@ -11,9 +11,18 @@ from nucleaizer.errors import UserError
 
 def make_cfg(tmp_path, *overrides):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=["+target=demo", "logger=none", f"run_dir={tmp_path / 'run'}",
-                                           "target.demo.n_source=2", "target.demo.n_target=2",
-                                           "target.demo.image_size=64", *overrides])
+        return compose(
+            "train",
+            overrides=[
+                "+target=demo",
+                "logger=none",
+                f"run_dir={tmp_path / 'run'}",
+                "target.demo.n_source=2",
+                "target.demo.n_target=2",
+                "target.demo.image_size=64",
+                *overrides,
+            ],
+        )
 
 
 class Recorder:
@@ -31,7 +40,9 @@ class Recorder:
                 if stage == self.fail_at:
                     raise RuntimeError("disk full")
                 summary["ok"] = 1
+
             return run_stage
+
         return {stage: make(stage) for stage in pipeline.STAGES}
 
 

@@ -12,7 +12,9 @@ GENES = [Gene("count", 0, 30, integer=True), Gene("x", -5.0, 5.0), Gene("fractio
 
 def bowl(params: dict) -> float:
     """Maximum 0 at count=17, x=1.5, fraction=0.3."""
-    return -((params["count"] - 17) ** 2 / 100 + (params["x"] - 1.5) ** 2 / 25 + (params["fraction"] - 0.3) ** 2)
+    return -(
+        (params["count"] - 17) ** 2 / 100 + (params["x"] - 1.5) ** 2 / 25 + (params["fraction"] - 0.3) ** 2
+    )
 
 
 def serial(population):
@@ -55,7 +57,9 @@ def test_stops_early_without_improvement_and_never_re_evaluates():
         calls.extend(population)
         return [0.0] * len(population)
 
-    result = GeneticAlgorithm(GENES, population=10, generations=100, patience=4, seed=0).run(flat, progress=False)
+    result = GeneticAlgorithm(GENES, population=10, generations=100, patience=4, seed=0).run(
+        flat, progress=False
+    )
     assert len(result.history) == 5  # the first generation sets the best, then 4 without improvement
     assert len({tuple(p.values()) for p in calls}) == len(calls) == result.evaluations
 
@@ -76,7 +80,9 @@ def test_initial_individuals_are_evaluated_first_and_bounds_hold():
 
 
 def test_genes_from_config_and_bad_settings():
-    genes = genes_from_config({"p2": {"low": 0, "high": 200, "type": "int"}, "p3": {"low": 0.1, "high": 0.99}})
+    genes = genes_from_config(
+        {"p2": {"low": 0, "high": 200, "type": "int"}, "p3": {"low": 0.1, "high": 0.99}}
+    )
     assert genes == [Gene("p2", 0, 200, True), Gene("p3", 0.1, 0.99, False)]
     with pytest.raises(UserError, match="p2"):
         genes_from_config({"p2": {"low": 0, "high": 2, "type": "float"}})

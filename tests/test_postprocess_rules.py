@@ -23,8 +23,12 @@ def disc(shape, centre, radius):
 
 def test_paper_defaults():
     assert PostprocessParams().as_dict() == {
-        "p1_surround_fraction": 0.17, "p2_min_area_px": 44, "p3_threshold": 0.9375,
-        "p4_erode_px": 1, "p5_dilate_px": 1, "p6_min_mean_prob": 0.8,
+        "p1_surround_fraction": 0.17,
+        "p2_min_area_px": 44,
+        "p3_threshold": 0.9375,
+        "p4_erode_px": 1,
+        "p5_dilate_px": 1,
+        "p6_min_mean_prob": 0.8,
     }
 
 

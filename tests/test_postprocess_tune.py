@@ -21,14 +21,16 @@ from nucleaizer.postprocess.tune import (
     tune_parameters,
 )
 
-GENES = genes_from_config({
-    "p1_surround_fraction": {"low": 0.05, "high": 1.0, "type": "real"},
-    "p2_min_area_px": {"low": 0, "high": 100, "type": "int"},
-    "p3_threshold": {"low": 0.05, "high": 0.99, "type": "real"},
-    "p4_erode_px": {"low": 0, "high": 3, "type": "int"},
-    "p5_dilate_px": {"low": 0, "high": 3, "type": "int"},
-    "p6_min_mean_prob": {"low": 0.0, "high": 0.95, "type": "real"},
-})
+GENES = genes_from_config(
+    {
+        "p1_surround_fraction": {"low": 0.05, "high": 1.0, "type": "real"},
+        "p2_min_area_px": {"low": 0, "high": 100, "type": "int"},
+        "p3_threshold": {"low": 0.05, "high": 0.99, "type": "real"},
+        "p4_erode_px": {"low": 0, "high": 3, "type": "int"},
+        "p5_dilate_px": {"low": 0, "high": 3, "type": "int"},
+        "p6_min_mean_prob": {"low": 0.0, "high": 0.95, "type": "real"},
+    }
+)
 
 
 def make_case(seed: int, upscale: int = 1) -> TuningCase:
@@ -58,8 +60,11 @@ def test_score_is_taken_at_the_original_size():
 
 
 def test_parallel_and_serial_evaluation_agree():
-    population = [PostprocessParams().as_dict(), IDENTITY_PARAMS.as_dict(),
-                  {**PostprocessParams().as_dict(), "p3_threshold": 0.4, "p5_dilate_px": 2}]
+    population = [
+        PostprocessParams().as_dict(),
+        IDENTITY_PARAMS.as_dict(),
+        {**PostprocessParams().as_dict(), "p3_threshold": 0.4, "p5_dilate_px": 2},
+    ]
     with CaseEvaluator(CASES, workers=1) as serial, CaseEvaluator(CASES, workers=2) as parallel:
         assert serial(population) == parallel(population)
 
@@ -76,8 +81,16 @@ def test_tuning_beats_raw_and_defaults_and_writes_outputs(tmp_path):
     raw = mean_score(CASES, None)
     paper = mean_score(CASES, PostprocessParams())
     result = tune_parameters(
-        CASES, GENES, out_dir=tmp_path, initial=[PostprocessParams().as_dict(), IDENTITY_PARAMS.as_dict()],
-        workers=2, progress=False, population=16, generations=6, patience=4, seed=0,
+        CASES,
+        GENES,
+        out_dir=tmp_path,
+        initial=[PostprocessParams().as_dict(), IDENTITY_PARAMS.as_dict()],
+        workers=2,
+        progress=False,
+        population=16,
+        generations=6,
+        patience=4,
+        seed=0,
     )
     assert result.best_fitness >= max(raw, paper) and result.best_fitness > raw + 0.1
     assert mean_score(CASES, result.best) == pytest.approx(result.best_fitness)
@@ -85,7 +98,9 @@ def test_tuning_beats_raw_and_defaults_and_writes_outputs(tmp_path):
     assert PostprocessParams.from_dict(saved["params"]) == PostprocessParams.from_dict(result.best)
     with open(tmp_path / "ga_history.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == len(result.history) and float(rows[-1]["best_fitness"]) == pytest.approx(result.best_fitness)
+    assert len(rows) == len(result.history) and float(rows[-1]["best_fitness"]) == pytest.approx(
+        result.best_fitness
+    )
     assert (tmp_path / "ga_history.png").stat().st_size > 1000
 
 

@@ -22,8 +22,13 @@ from nucleaizer.postprocess.unet import (
     train_ensemble,
 )
 
-TRAINER = {"accelerator": "cpu", "devices": 1, "precision": "32-true", "num_workers": 0,
-           "enable_progress_bar": False}
+TRAINER = {
+    "accelerator": "cpu",
+    "devices": 1,
+    "precision": "32-true",
+    "num_workers": 0,
+    "enable_progress_bar": False,
+}
 
 
 def test_member_specs_broadcast_scalars_and_check_lengths():
@@ -71,8 +76,17 @@ def test_tiny_ensemble_loss_falls_and_round_trips(tmp_path, one_torch_thread):
 
     torch.manual_seed(0)
     untrained = [UNet(s.depth, s.base_filters) for s in specs]
-    ensemble, losses = train_ensemble(pairs, specs, epochs=6, lr=3e-3, batch_size=4, crop_size=64,
-                                      crops_per_image=2, trainer=TRAINER, seed=0)
+    ensemble, losses = train_ensemble(
+        pairs,
+        specs,
+        epochs=6,
+        lr=3e-3,
+        batch_size=4,
+        crop_size=64,
+        crops_per_image=2,
+        trainer=TRAINER,
+        seed=0,
+    )
     assert len(losses) == 2 and all(len(member) == 6 for member in losses)
     for net, fresh, spec in zip(ensemble.nets, untrained, specs, strict=True):
         assert loss_of(net, spec.blur_sigma) < 0.8 * loss_of(fresh, spec.blur_sigma)
@@ -82,8 +96,9 @@ def test_tiny_ensemble_loss_falls_and_round_trips(tmp_path, one_torch_thread):
     assert prob[foreground].mean() > prob[~foreground].mean() + 0.1
     loaded = load_ensemble(ensemble.save(tmp_path / "unet.pt"))
     assert loaded.specs == specs
-    np.testing.assert_array_equal(loaded.predict_probability([pairs[1][0]])[0],
-                                  ensemble.predict_probability(pairs[1][0]))
+    np.testing.assert_array_equal(
+        loaded.predict_probability([pairs[1][0]])[0], ensemble.predict_probability(pairs[1][0])
+    )
     # a large image in overlapping tiles agrees with the whole-image map (per-tile standardisation differs)
     big = np.concatenate([pairs[0][0], pairs[1][0]], axis=1)
     whole = ensemble.predict_probability(big)
@@ -95,8 +110,9 @@ def test_tiny_ensemble_loss_falls_and_round_trips(tmp_path, one_torch_thread):
     params = {"p3_threshold": 0.5, "p2_min_area_px": 10}
     refiner = load_refiner(tmp_path / "unet.pt", params)
     image, labels = pairs[1]
-    np.testing.assert_array_equal(refiner(labels, image),
-                                  postprocess_labels(labels, ensemble.predict_probability(image), params))
+    np.testing.assert_array_equal(
+        refiner(labels, image), postprocess_labels(labels, ensemble.predict_probability(image), params)
+    )
 
 
 def test_load_errors_name_the_file(tmp_path):
@@ -114,13 +130,30 @@ def test_fit_postprocess_writes_a_bundle_section_that_loads(tmp_path, one_torch_
     from nucleaizer.postprocess.stage import fit_postprocess
 
     cfg = OmegaConf.load("conf/postprocess/default.yaml")
-    unet = OmegaConf.to_container(cfg.unet) | {"members": 1, "target_blur_sigmas": [1.0], "depth": 2,
-                                                "base_filters": 4, "epochs": 1, "crop_size": 64}
+    unet = OmegaConf.to_container(cfg.unet) | {
+        "members": 1,
+        "target_blur_sigmas": [1.0],
+        "depth": 2,
+        "base_filters": 4,
+        "epochs": 1,
+        "crop_size": 64,
+    }
     ga = OmegaConf.to_container(cfg.ga) | {"population": 6, "generations": 2, "workers": 1}
     pairs = [simulate.sample("fluorescence", size=64, diameter_px=16, seed=s) for s in range(3)]
-    val = [(f"v{s}", *simulate.sample("fluorescence", size=64, diameter_px=16, seed=10 + s)) for s in range(4)]
-    section = fit_postprocess(pairs, val, lambda image: (image[..., 0] > 60).astype(np.int32), tmp_path, unet, ga,
-                              OmegaConf.to_container(cfg.params), trainer=TRAINER, progress=False)
+    val = [
+        (f"v{s}", *simulate.sample("fluorescence", size=64, diameter_px=16, seed=10 + s)) for s in range(4)
+    ]
+    section = fit_postprocess(
+        pairs,
+        val,
+        lambda image: (image[..., 0] > 60).astype(np.int32),
+        tmp_path,
+        unet,
+        ga,
+        OmegaConf.to_container(cfg.params),
+        trainer=TRAINER,
+        progress=False,
+    )
     assert section["ensemble"] == "unet.pt" and set(section["params"]) == set(cfg.params)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["tuning_images"] == 2 and report["held_out_images"] == 2

@@ -22,24 +22,48 @@ from nucleaizer.segmenter import (
 )
 
 # a narrow CPU model: MobileNetV3-FPN with small heads, few proposals
-TINY = {"backbone": "mobilenet_v3", "anchor_sizes": [16, 32, 64], "mask_head_layers": [16, 16],
-        "box_representation_size": 64, "box_batch_size_per_image": 32, "rpn_pre_nms_top_n_train": 200,
-        "rpn_post_nms_top_n_train": 100, "rpn_pre_nms_top_n_test": 200, "rpn_post_nms_top_n_test": 100,
-        "box_score_thresh": 0.0}
-AUGMENT_OFF = {"flip": 0, "rotate": 0, "translate": 0, "intensity_stretch": 0, "equalize": 0, "invert": 0,
-               "blur": 0, "noise": 0, "channel_swap": 0}
+TINY = {
+    "backbone": "mobilenet_v3",
+    "anchor_sizes": [16, 32, 64],
+    "mask_head_layers": [16, 16],
+    "box_representation_size": 64,
+    "box_batch_size_per_image": 32,
+    "rpn_pre_nms_top_n_train": 200,
+    "rpn_post_nms_top_n_train": 100,
+    "rpn_pre_nms_top_n_test": 200,
+    "rpn_post_nms_top_n_test": 100,
+    "box_score_thresh": 0.0,
+}
+AUGMENT_OFF = {
+    "flip": 0,
+    "rotate": 0,
+    "translate": 0,
+    "intensity_stretch": 0,
+    "equalize": 0,
+    "invert": 0,
+    "blur": 0,
+    "noise": 0,
+    "channel_swap": 0,
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def pairs(n: int = 3, size: int = 96):
-    return [simulate.sample(("fluorescence", "he", "brightfield")[i % 3], size, 40, 0.3, seed=i) for i in range(n)]
+    return [
+        simulate.sample(("fluorescence", "he", "brightfield")[i % 3], size, 40, 0.3, seed=i) for i in range(n)
+    ]
 
 
-@pytest.mark.parametrize("backbone,anchors,n_maps", [("resnet50", [16, 32, 64, 128, 256], 5),
-                                                     ("resnet18", [16, 32, 64, 128, 256], 5),
-                                                     ("mobilenet_v3", [16, 32, 64], 3)])
+@pytest.mark.parametrize(
+    "backbone,anchors,n_maps",
+    [
+        ("resnet50", [16, 32, 64, 128, 256], 5),
+        ("resnet18", [16, 32, 64, 128, 256], 5),
+        ("mobilenet_v3", [16, 32, 64], 3),
+    ],
+)
 def test_build_each_backbone_trainable_from_scratch(backbone, anchors, n_maps):
     model = build_maskrcnn(backbone=backbone, anchor_sizes=anchors, max_detections=600)
     assert all(p.requires_grad for p in model.parameters())
@@ -77,8 +101,12 @@ def test_save_load_round_trip_gives_identical_predictions(tmp_path):
     loaded, arch = load_segmenter(path)
     assert arch["backbone"] == "mobilenet_v3" and read_segmenter_file(path)["version"] == 1
     tiles = [pairs(1)[0][0], simulate.sample("he", (80, 112), 40, seed=5)[0]]
-    for a, b, tile in zip(MaskRCNNPredictor(model.eval(), mask_threshold=0.2)(tiles),
-                          MaskRCNNPredictor(loaded, mask_threshold=0.2)(tiles), tiles, strict=True):
+    for a, b, tile in zip(
+        MaskRCNNPredictor(model.eval(), mask_threshold=0.2)(tiles),
+        MaskRCNNPredictor(loaded, mask_threshold=0.2)(tiles),
+        tiles,
+        strict=True,
+    ):
         assert len(a) and a.scores.dtype == np.float32 and (a.boxes[:, 2:] <= tile.shape[:2]).all()
         assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
         assert all(np.array_equal(x, y) for x, y in zip(a.crops, b.crops, strict=True))
@@ -92,7 +120,10 @@ def test_trainable_groups_and_stage_boundaries():
     heads, stage5 = trainable_mask(model, "heads"), trainable_mask(model, "stage5+")
     assert not heads["backbone.body.layer4.0.conv1.weight"] and stage5["backbone.body.layer4.0.conv1.weight"]
     assert not stage5["backbone.body.layer3.0.conv1.weight"]
-    assert heads["backbone.fpn.inner_blocks.0.0.weight"] and heads["roi_heads.mask_predictor.mask_fcn_logits.weight"]
+    assert (
+        heads["backbone.fpn.inner_blocks.0.0.weight"]
+        and heads["roi_heads.mask_predictor.mask_fcn_logits.weight"]
+    )
     assert all(trainable_mask(model, "all").values())
     mobile = trainable_mask(build_maskrcnn(**TINY), "stage5+")
     assert 0 < sum(mobile.values()) < len(mobile)
@@ -119,24 +150,42 @@ def test_loss_falls_over_a_few_steps_on_procedural_data():
 def test_fit_keeps_frozen_parameters_and_writes_the_best_checkpoint(tmp_path):
     torch.manual_seed(0)
     start = save_segmenter(tmp_path / "start.pt", build_maskrcnn(**TINY), TINY)
-    path = fit_segmenter(pairs(2), pairs(1), tmp_path / "run", arch=TINY,
-                         stages=[{"trainable": "heads", "lr": 1e-3, "epochs": 1}], steps_per_epoch=2, crop_size=96,
-                         batch_size=1, augment=AUGMENT_OFF, init_checkpoint=start,
-                         trainer={"accelerator": "cpu", "devices": 1, "enable_progress_bar": False})
+    path = fit_segmenter(
+        pairs(2),
+        pairs(1),
+        tmp_path / "run",
+        arch=TINY,
+        stages=[{"trainable": "heads", "lr": 1e-3, "epochs": 1}],
+        steps_per_epoch=2,
+        crop_size=96,
+        batch_size=1,
+        augment=AUGMENT_OFF,
+        init_checkpoint=start,
+        trainer={"accelerator": "cpu", "devices": 1, "enable_progress_bar": False},
+    )
     before, after = read_segmenter_file(start)["state_dict"], read_segmenter_file(path)["state_dict"]
     body = [k for k in before if k.startswith("backbone.body.")]
     assert body and all(torch.equal(before[k], after[k]) for k in body)  # weights and BatchNorm statistics
-    assert not torch.equal(before["roi_heads.mask_predictor.mask_fcn_logits.weight"],
-                           after["roi_heads.mask_predictor.mask_fcn_logits.weight"])
+    assert not torch.equal(
+        before["roi_heads.mask_predictor.mask_fcn_logits.weight"],
+        after["roi_heads.mask_predictor.mask_fcn_logits.weight"],
+    )
     assert (tmp_path / "run" / "logs" / "metrics.csv").read_text().count("val_dsb") == 1
 
 
 def test_two_process_ddp_on_cpu_completes(tmp_path):
-    path = fit_segmenter(pairs(2), pairs(1), tmp_path / "ddp", arch=TINY,
-                         stages=[{"trainable": "all", "lr": 1e-4, "epochs": 1}], steps_per_epoch=1, crop_size=96,
-                         batch_size=1, augment=AUGMENT_OFF,
-                         trainer={"accelerator": "cpu", "devices": 2, "strategy": "ddp_fork",
-                                  "enable_progress_bar": False})
+    path = fit_segmenter(
+        pairs(2),
+        pairs(1),
+        tmp_path / "ddp",
+        arch=TINY,
+        stages=[{"trainable": "all", "lr": 1e-4, "epochs": 1}],
+        steps_per_epoch=1,
+        crop_size=96,
+        batch_size=1,
+        augment=AUGMENT_OFF,
+        trainer={"accelerator": "cpu", "devices": 2, "strategy": "ddp_fork", "enable_progress_bar": False},
+    )
     model, _ = load_segmenter(path)
     assert model.roi_heads.detections_per_img == 500
 
@@ -149,7 +198,9 @@ def test_profile_configs_build_and_split_into_kwargs(name):
 
     from nucleaizer.segmenter import training_kwargs_from_config
 
-    config = OmegaConf.to_container(OmegaConf.load(Path(__file__).parent.parent / "conf" / "segmenter" / f"{name}.yaml"))
+    config = OmegaConf.to_container(
+        OmegaConf.load(Path(__file__).parent.parent / "conf" / "segmenter" / f"{name}.yaml")
+    )
     kwargs = training_kwargs_from_config(config)
     model = build_maskrcnn(**kwargs["arch"])
     assert model.roi_heads.detections_per_img >= 500
@@ -185,7 +236,10 @@ def test_train_val_split_is_fixed_by_name_and_capped():
 def test_precision_auto_is_bf16_only_where_it_runs_natively(monkeypatch):
     from nucleaizer import segmenter
 
-    assert segmenter.resolve_precision("32-true") == "32-true" and segmenter.resolve_precision("16-mixed") == "16-mixed"
+    assert (
+        segmenter.resolve_precision("32-true") == "32-true"
+        and segmenter.resolve_precision("16-mixed") == "16-mixed"
+    )
     monkeypatch.setattr(segmenter, "native_bf16", lambda accelerator: True)
     assert segmenter.resolve_precision("auto", "cpu") == "bf16-mixed"
     monkeypatch.setattr(segmenter, "native_bf16", lambda accelerator: False)
@@ -196,18 +250,34 @@ def test_fit_exports_the_weight_average_and_resumes_where_it_stopped(tmp_path):
     import pandas as pd
 
     torch.manual_seed(0)
-    settings = {"arch": TINY, "steps_per_epoch": 3, "crop_size": 96, "batch_size": 1, "augment": AUGMENT_OFF,
-                "ema_decay": 0.9, "trainer": {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}}
-    first = fit_segmenter(pairs(2), [], tmp_path / "run", stages=[{"trainable": "all", "lr": 1e-3, "epochs": 1}],
-                          **settings)
+    settings = {
+        "arch": TINY,
+        "steps_per_epoch": 3,
+        "crop_size": 96,
+        "batch_size": 1,
+        "augment": AUGMENT_OFF,
+        "ema_decay": 0.9,
+        "trainer": {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False},
+    }
+    first = fit_segmenter(
+        pairs(2), [], tmp_path / "run", stages=[{"trainable": "all", "lr": 1e-3, "epochs": 1}], **settings
+    )
     last = torch.load(tmp_path / "run" / "lightning" / "last.ckpt", map_location="cpu", weights_only=False)
-    average = {k.removeprefix("ema_model."): v for k, v in last["state_dict"].items() if k.startswith("ema_model.")}
+    average = {
+        k.removeprefix("ema_model."): v for k, v in last["state_dict"].items() if k.startswith("ema_model.")
+    }
     trained = {k.removeprefix("model."): v for k, v in last["state_dict"].items() if k.startswith("model.")}
     exported = read_segmenter_file(first)["state_dict"]
     name = "roi_heads.mask_predictor.mask_fcn_logits.weight"
     assert torch.equal(exported[name], average[name]) and not torch.equal(exported[name], trained[name])
     # a longer schedule continues from the saved step, not from the start
-    fit_segmenter(pairs(2), [], tmp_path / "run", stages=[{"trainable": "all", "lr": 1e-3, "epochs": 2}],
-                  resume=True, **settings)
+    fit_segmenter(
+        pairs(2),
+        [],
+        tmp_path / "run",
+        stages=[{"trainable": "all", "lr": 1e-3, "epochs": 2}],
+        resume=True,
+        **settings,
+    )
     steps = pd.read_csv(tmp_path / "run" / "logs" / "metrics.csv")["step"].dropna()
     assert steps.max() == 5 and (steps.diff().dropna() >= 0).all()

@@ -43,8 +43,13 @@ def test_inference(speed, images, kind):
 
 
 def test_segmenter_training(speed, images):
-    spec = {"images": images, "profile": "tiny", "warmup": 1, "steps": 1,
-            "overrides": ["segmenter.crop_size=64", "segmenter.batch_size=1"]}
+    spec = {
+        "images": images,
+        "profile": "tiny",
+        "warmup": 1,
+        "steps": 1,
+        "overrides": ["segmenter.crop_size=64", "segmenter.batch_size=1"],
+    }
     row = speed.run_measurement("segmenter_training", spec, threads=1)
     check_row(row, "steps/s")
     assert row["details"]["timed_steps"] == 1 and len(row["details"]["step_seconds"]) == 2
@@ -52,14 +57,22 @@ def test_segmenter_training(speed, images):
 
 
 def test_pix2pix_training(speed, images):
-    row = speed.run_measurement("pix2pix_training", {"images": images, "profile": "tiny", "warmup": 1, "steps": 2},
-                                threads=1)
+    row = speed.run_measurement(
+        "pix2pix_training", {"images": images, "profile": "tiny", "warmup": 1, "steps": 2}, threads=1
+    )
     check_row(row, "steps/s")
     assert row["details"]["timed_steps"] == 2 and row["details"]["train_record"]["steps"] == 3
 
 
 def test_ga(speed, images):
-    spec = {"images": images, "profile": "tiny", "population": 4, "generations": 2, "workers": 1, "crop_px": 64}
+    spec = {
+        "images": images,
+        "profile": "tiny",
+        "population": 4,
+        "generations": 2,
+        "workers": 1,
+        "crop_px": 64,
+    }
     row = speed.run_measurement("ga", spec, threads=1)
     check_row(row, "evaluations/s")
     assert row["details"]["images_per_evaluation"] == 2 and row["details"]["evaluations"] >= 4
@@ -68,25 +81,61 @@ def test_ga(speed, images):
 def test_demo_timings_and_markdown(speed, tmp_path):
     missing = speed.demo_timings(tmp_path / "report.json")
     assert missing["measured"] is False
-    report = {"profile": "demo", "style": "auto", "total_seconds": 600.0,
-              "stages": {"preseg": {"seconds": 216.0, "summary": {}}, "stylegen": {"seconds": 85.2, "summary": {}}}}
+    report = {
+        "profile": "demo",
+        "style": "auto",
+        "total_seconds": 600.0,
+        "stages": {"preseg": {"seconds": 216.0, "summary": {}}, "stylegen": {"seconds": 85.2, "summary": {}}},
+    }
     (tmp_path / "report.json").write_text(json.dumps(report))
     demo = speed.demo_timings(tmp_path / "report.json")
-    assert demo["measured"] and demo["total_seconds"] == 600.0 and demo["stages"] == {"preseg": 216.0, "stylegen": 85.2}
-    result = {"date": "2026-01-01T00:00:00", "machine": speed.machine(), "commit": "abc", "device": "cpu",
-              "threads": 1, "quick": True, "measurements": [
-                  {"name": "GA", "value": 12.5, "unit": "evaluations/s", "peak_rss_mb": 100.0, "peak_cuda_mb": None,
-                   "notes": "n", "data": "d", "device": "cpu", "torch_threads": 1},
-                  {"name": "ga", "value": None, "unit": None, "notes": "failed: boom"}]}
+    assert (
+        demo["measured"]
+        and demo["total_seconds"] == 600.0
+        and demo["stages"] == {"preseg": 216.0, "stylegen": 85.2}
+    )
+    result = {
+        "date": "2026-01-01T00:00:00",
+        "machine": speed.machine(),
+        "commit": "abc",
+        "device": "cpu",
+        "threads": 1,
+        "quick": True,
+        "measurements": [
+            {
+                "name": "GA",
+                "value": 12.5,
+                "unit": "evaluations/s",
+                "peak_rss_mb": 100.0,
+                "peak_cuda_mb": None,
+                "notes": "n",
+                "data": "d",
+                "device": "cpu",
+                "torch_threads": 1,
+            },
+            {"name": "ga", "value": None, "unit": None, "notes": "failed: boom"},
+        ],
+    }
     for demo_record, expected in ((demo, "| 600 | s |"), (missing, "| not measured | s |")):
         speed.write_markdown(tmp_path / "speed.md", result | {"demo": demo_record})
         text = (tmp_path / "speed.md").read_text()
         assert "| measurement | value | unit | peak RSS MB | peak CUDA MB | notes |" in text
-        assert "| GA | 12.5 | evaluations/s | 100.0 | - |" in text and "failed: boom" in text and expected in text
+        assert (
+            "| GA | 12.5 | evaluations/s | 100.0 | - |" in text
+            and "failed: boom" in text
+            and expected in text
+        )
 
 
 def test_fresh_process(speed, images):
-    spec = {"images": images, "profile": "tiny", "population": 4, "generations": 2, "workers": 1, "crop_px": 64}
+    spec = {
+        "images": images,
+        "profile": "tiny",
+        "population": 4,
+        "generations": 2,
+        "workers": 1,
+        "crop_px": 64,
+    }
     row = speed.in_fresh_process("ga", spec, threads=1, timeout_s=120)
     check_row(row, "evaluations/s")
     assert row["process_wall_s"] > 0

@@ -47,7 +47,10 @@ def _procedural_images(per_style: int = 7) -> tuple[list[str], list[np.ndarray],
     for style in simulate.STYLES:
         for i in range(per_style):
             image, _ = simulate.sample(
-                style, size=(64 + 8 * i, 72 + 4 * i), diameter_px=6 + 2 * i, density=0.1 + 0.05 * (i % 4),
+                style,
+                size=(64 + 8 * i, 72 + 4 * i),
+                diameter_px=6 + 2 * i,
+                density=0.1 + 0.05 * (i % 4),
                 seed=100 * i + len(style),
             )
             names.append(f"{style}_{i}")
@@ -86,7 +89,9 @@ def test_same_seed_same_styles_and_forced_k(procedural):
 
 
 def test_feature_names_blocks_and_vector_agree():
-    settings = FeatureSettings(percentiles=(10, 90), histogram_bins=8, glcm_distances=(1, 2, 4), lbp_points=16)
+    settings = FeatureSettings(
+        percentiles=(10, 90), histogram_bins=8, glcm_distances=(1, 2, 4), lbp_points=16
+    )
     image, _ = simulate.sample("he", size=48, seed=1)
     vector = image_features(image, settings)
     names = feature_names(settings)
@@ -115,7 +120,9 @@ def test_intensity_statistics_match_numpy():
             assert named[f"{channel}_p{p:g}"] == np.percentile(values, p, method="inverted_cdf")
         hist = [named[f"{channel}_hist{b:02d}"] for b in range(16)]
         np.testing.assert_allclose(hist, np.histogram(values, bins=16, range=(0, 256))[0] / values.size)
-    assert named["log2_height"] == pytest.approx(np.log2(40)) and named["log2_width"] == pytest.approx(np.log2(50))
+    assert named["log2_height"] == pytest.approx(np.log2(40)) and named["log2_width"] == pytest.approx(
+        np.log2(50)
+    )
 
 
 def test_grey_image_has_neutral_colour_and_flat_image_has_finite_features():
@@ -230,8 +237,12 @@ def test_folder_stage_writes_every_output_deterministically(tmp_path, procedural
     looks = clusters.assign(look=clusters["image"].str.split("_").str[0]).groupby("style")["look"].nunique()
     assert (looks == 1).all()
     features = pd.read_csv(tmp_path / "out" / "features.csv")
-    assert list(features.columns) == ["image", *feature_names(FeatureSettings())] and len(features) == len(names)
-    assert sorted(p.name for p in (tmp_path / "out").glob("style_*.png")) == [f"style_{k}.png" for k in range(result.k)]
+    assert list(features.columns) == ["image", *feature_names(FeatureSettings())] and len(features) == len(
+        names
+    )
+    assert sorted(p.name for p in (tmp_path / "out").glob("style_*.png")) == [
+        f"style_{k}.png" for k in range(result.k)
+    ]
     # same seed, same result, and montages of an earlier run with more styles do not linger
     (tmp_path / "out" / "style_99.png").write_bytes(b"stale")
     again = find_styles(folder, tmp_path / "out", seed=0)
@@ -251,7 +262,9 @@ def test_one_image_and_two_identical_images(tmp_path):
 
 def test_huge_image_in_a_folder(tmp_path):
     small, _ = simulate.sample("fluorescence", size=250, diameter_px=10, seed=4)
-    folder = _write(tmp_path / "in", {f"f_{i}": simulate.sample("fluorescence", size=80, seed=i)[0] for i in range(3)})
+    folder = _write(
+        tmp_path / "in", {f"f_{i}": simulate.sample("fluorescence", size=80, seed=i)[0] for i in range(3)}
+    )
     # one grey channel, fast compression: the file is quick to write; reading and features are what is tested
     huge = cv2.resize(small[..., 0], (5000, 5000), interpolation=cv2.INTER_NEAREST)
     cv2.imwrite(str(folder / "huge.png"), huge, [cv2.IMWRITE_PNG_COMPRESSION, 1])
@@ -262,10 +275,15 @@ def test_huge_image_in_a_folder(tmp_path):
 
 
 def test_command_line_writes_outputs(tmp_path):
-    folder = _write(tmp_path / "in", {f"f{i}": simulate.sample("fluorescence", size=48, seed=i)[0] for i in range(4)})
+    folder = _write(
+        tmp_path / "in", {f"f{i}": simulate.sample("fluorescence", size=48, seed=i)[0] for i in range(4)}
+    )
     done = subprocess.run(
         [sys.executable, "-m", "nucleaizer.styles", str(folder), str(tmp_path / "out"), "--k", "2"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert len(pd.read_csv(tmp_path / "out" / "clusters.csv")) == 4

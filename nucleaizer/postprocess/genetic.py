@@ -144,8 +144,9 @@ class GeneticAlgorithm:
         return self._repair(children + np.where(mutate, step, 0.0))
 
     # -- search -----------------------------------------------------------------------------------------
-    def run(self, evaluate: Evaluate, initial: Sequence[Mapping[str, float]] = (),
-            progress: bool = True) -> GAResult:
+    def run(
+        self, evaluate: Evaluate, initial: Sequence[Mapping[str, float]] = (), progress: bool = True
+    ) -> GAResult:
         """Search; ``initial`` individuals (parameter dicts) join the random first generation."""
         rng = np.random.default_rng(self.seed)
         start = time.perf_counter()
@@ -168,13 +169,19 @@ class GeneticAlgorithm:
                 stale = 0
             else:
                 stale += 1
-            result.history.append({
-                "generation": generation, "best_fitness": result.best_fitness,
-                "generation_best": float(fitness[order[0]]), "mean_fitness": float(fitness.mean()),
-                "std_fitness": float(fitness.std()), "new_evaluations": new,
-                "evaluations": result.evaluations, "seconds": time.perf_counter() - start,
-                **{f"best_{k}": v for k, v in result.best.items()},
-            })
+            result.history.append(
+                {
+                    "generation": generation,
+                    "best_fitness": result.best_fitness,
+                    "generation_best": float(fitness[order[0]]),
+                    "mean_fitness": float(fitness.mean()),
+                    "std_fitness": float(fitness.std()),
+                    "new_evaluations": new,
+                    "evaluations": result.evaluations,
+                    "seconds": time.perf_counter() - start,
+                    **{f"best_{k}": v for k, v in result.best.items()},
+                }
+            )
             bar.set_postfix(best=f"{result.best_fitness:.4f}")
             log.debug("generation %d: best %.4f mean %.4f", generation, result.best_fitness, fitness.mean())
             if stale >= self.patience or generation == self.generations - 1:
@@ -185,12 +192,18 @@ class GeneticAlgorithm:
             genomes = np.concatenate([genomes[order[: self.elite]], children])
         bar.close()
         result.seconds = time.perf_counter() - start
-        log.info("genetic algorithm: best fitness %.4f after %d generations, %d evaluations, %.1f s",
-                 result.best_fitness, len(result.history), result.evaluations, result.seconds)
+        log.info(
+            "genetic algorithm: best fitness %.4f after %d generations, %d evaluations, %.1f s",
+            result.best_fitness,
+            len(result.history),
+            result.evaluations,
+            result.seconds,
+        )
         return result
 
-    def _evaluate(self, genomes: np.ndarray, evaluate: Evaluate,
-                  cache: dict[tuple[float, ...], float]) -> tuple[np.ndarray, int]:
+    def _evaluate(
+        self, genomes: np.ndarray, evaluate: Evaluate, cache: dict[tuple[float, ...], float]
+    ) -> tuple[np.ndarray, int]:
         """Fitness float (n,) of every genome; only genomes never seen before go to ``evaluate``."""
         keys = [tuple(g.tolist()) for g in genomes]
         unseen = list(dict.fromkeys(k for k in keys if k not in cache))

@@ -72,12 +72,20 @@ class PostprocessParams:
 # merging, no size or probability filter, no margin. The GA starts from it so that it can always fall back
 # to (almost) the raw segmentation.
 IDENTITY_PARAMS = PostprocessParams(
-    p1_surround_fraction=1.0, p2_min_area_px=0, p3_threshold=0.5, p4_erode_px=0, p5_dilate_px=0,
+    p1_surround_fraction=1.0,
+    p2_min_area_px=0,
+    p3_threshold=0.5,
+    p4_erode_px=0,
+    p5_dilate_px=0,
     p6_min_mean_prob=0.0,
 )
 
-_SHIFTS = ((slice(0, -2), slice(1, -1)), (slice(2, None), slice(1, -1)),
-           (slice(1, -1), slice(0, -2)), (slice(1, -1), slice(2, None)))
+_SHIFTS = (
+    (slice(0, -2), slice(1, -1)),
+    (slice(2, None), slice(1, -1)),
+    (slice(1, -1), slice(0, -2)),
+    (slice(1, -1), slice(2, None)),
+)
 
 
 def boundary_contacts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -99,8 +107,9 @@ def boundary_contacts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     own_all, other_all = np.concatenate(own), np.concatenate(other)
     boundary = np.bincount(own_all, minlength=n + 1)
     touching = other_all > 0
-    pair_codes, counts = np.unique(own_all[touching].astype(np.int64) * (n + 1) + other_all[touching],
-                                   return_counts=True)
+    pair_codes, counts = np.unique(
+        own_all[touching].astype(np.int64) * (n + 1) + other_all[touching], return_counts=True
+    )
     return boundary, pair_codes // (n + 1), pair_codes % (n + 1), counts
 
 

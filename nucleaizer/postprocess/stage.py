@@ -20,8 +20,16 @@ from nucleaizer.postprocess.unet import member_specs, train_ensemble
 log = logging.getLogger(__name__)
 
 ENSEMBLE_FILE = "unet.pt"
-_GA_KEYS = ("population", "generations", "tournament", "crossover", "mutation", "mutation_scale", "elite",
-            "patience")
+_GA_KEYS = (
+    "population",
+    "generations",
+    "tournament",
+    "crossover",
+    "mutation",
+    "mutation_scale",
+    "elite",
+    "patience",
+)
 
 
 def fit_postprocess(
@@ -49,8 +57,16 @@ def fit_postprocess(
     out.mkdir(parents=True, exist_ok=True)
     specs = member_specs(unet["members"], unet["target_blur_sigmas"], unet["depth"], unet["base_filters"])
     ensemble, losses = train_ensemble(
-        train_pairs, specs, epochs=unet["epochs"], lr=unet["lr"], batch_size=unet["batch_size"],
-        crop_size=unet["crop_size"], crops_per_image=unet["crops_per_image"], trainer=trainer, seed=seed)
+        train_pairs,
+        specs,
+        epochs=unet["epochs"],
+        lr=unet["lr"],
+        batch_size=unet["batch_size"],
+        crop_size=unet["crop_size"],
+        crops_per_image=unet["crops_per_image"],
+        trainer=trainer,
+        seed=seed,
+    )
     ensemble.save(out / ENSEMBLE_FILE)
 
     cases = build_cases(val_items, segment, ensemble.predict_probability)
@@ -62,19 +78,34 @@ def fit_postprocess(
     held_out = [cases[i] for i in sorted(order[n_tune:])]
     paper = PostprocessParams.from_dict(params)
     result = tune_parameters(
-        tune_cases, genes_from_config(ga["genes"]), out_dir=out,
-        initial=[paper.as_dict(), IDENTITY_PARAMS.as_dict()], workers=int(ga["workers"]), progress=progress,
-        seed=seed, **{key: ga[key] for key in _GA_KEYS})
+        tune_cases,
+        genes_from_config(ga["genes"]),
+        out_dir=out,
+        initial=[paper.as_dict(), IDENTITY_PARAMS.as_dict()],
+        workers=int(ga["workers"]),
+        progress=progress,
+        seed=seed,
+        **{key: ga[key] for key in _GA_KEYS},
+    )
     tuned = PostprocessParams.from_dict(result.best)
 
-    report: dict = {"unet_epoch_losses": losses, "tuning_images": len(tune_cases),
-                    "held_out_images": len(held_out), "tuned_params": tuned.as_dict(),
-                    "ga_evaluations": result.evaluations, "ga_seconds": result.seconds}
+    report: dict = {
+        "unet_epoch_losses": losses,
+        "tuning_images": len(tune_cases),
+        "held_out_images": len(held_out),
+        "tuned_params": tuned.as_dict(),
+        "ga_evaluations": result.evaluations,
+        "ga_seconds": result.seconds,
+    }
     for name, part in (("tuning", tune_cases), ("held_out", held_out)):
         if part:
-            report[f"dsb_{name}"] = {variant: mean_score(part, p) for variant, p in
-                                     (("raw", None), ("paper_defaults", paper), ("ga_tuned", tuned))}
+            report[f"dsb_{name}"] = {
+                variant: mean_score(part, p)
+                for variant, p in (("raw", None), ("paper_defaults", paper), ("ga_tuned", tuned))
+            }
     with atomic_write(out / "report.json") as tmp:
         Path(tmp).write_text(json.dumps(report, indent=2))
-    log.info("post-processing: tuned %s; DSB %s", tuned.as_dict(), report.get("dsb_held_out", report["dsb_tuning"]))
+    log.info(
+        "post-processing: tuned %s; DSB %s", tuned.as_dict(), report.get("dsb_held_out", report["dsb_tuning"])
+    )
     return {"ensemble": ENSEMBLE_FILE, "params": tuned.as_dict()}

@@ -84,8 +84,10 @@ def save_cases(path: str | Path, cases: Sequence[TuningCase]) -> Path:
 def load_cases(path: str | Path) -> list[TuningCase]:
     """Cases written by ``save_cases``."""
     with np.load(path) as data:
-        return [TuningCase(str(name), data[f"gt_{i}"], data[f"labels_{i}"], data[f"prob_{i}"])
-                for i, name in enumerate(data["names"])]
+        return [
+            TuningCase(str(name), data[f"gt_{i}"], data[f"labels_{i}"], data[f"prob_{i}"])
+            for i, name in enumerate(data["names"])
+        ]
 
 
 # -- parallel evaluation: every worker process holds the cases it received once at start ----------------
@@ -110,7 +112,9 @@ class CaseEvaluator:
     re-importing the caller's script; the workers never touch torch, so forking a torch process is safe).
     """
 
-    def __init__(self, cases: Sequence[TuningCase], workers: int = 2, start_method: str | None = None) -> None:
+    def __init__(
+        self, cases: Sequence[TuningCase], workers: int = 2, start_method: str | None = None
+    ) -> None:
         self.cases = list(cases)
         self.workers = workers
         self.start_method = start_method
@@ -119,8 +123,10 @@ class CaseEvaluator:
     def __enter__(self) -> CaseEvaluator:
         if self.workers > 1:
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context(self.start_method),
-                initializer=_init_worker, initargs=(self.cases,),
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context(self.start_method),
+                initializer=_init_worker,
+                initargs=(self.cases,),
             )
         return self
 
@@ -163,12 +169,25 @@ def write_tuning_outputs(out_dir: str | Path, result: GAResult) -> dict[str, Pat
     """Write the best parameters (JSON), the history (CSV) and its plot (PNG) into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"params": out / "best_params.json", "history": out / "ga_history.csv", "plot": out / "ga_history.png"}
+    paths = {
+        "params": out / "best_params.json",
+        "history": out / "ga_history.csv",
+        "plot": out / "ga_history.png",
+    }
     params = PostprocessParams.from_dict(result.best).as_dict() if result.best else {}
     with atomic_write(paths["params"]) as tmp:
-        Path(tmp).write_text(json.dumps({"params": params, "fitness": result.best_fitness,
-                                         "evaluations": result.evaluations, "seconds": result.seconds,
-                                         "generations": len(result.history)}, indent=2))
+        Path(tmp).write_text(
+            json.dumps(
+                {
+                    "params": params,
+                    "fitness": result.best_fitness,
+                    "evaluations": result.evaluations,
+                    "seconds": result.seconds,
+                    "generations": len(result.history),
+                },
+                indent=2,
+            )
+        )
     with atomic_write(paths["history"]) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(result.history[0]))
         writer.writeheader()

@@ -42,14 +42,20 @@ class MemberSpec:
 
 
 def member_specs(
-    members: int, target_blur_sigmas: Sequence[float], depth: int | Sequence[int], base_filters: int | Sequence[int]
+    members: int,
+    target_blur_sigmas: Sequence[float],
+    depth: int | Sequence[int],
+    base_filters: int | Sequence[int],
 ) -> list[MemberSpec]:
     """One spec per member from the ``postprocess.unet`` config; scalars apply to every member.
 
     target_blur_sigmas (and depth / base_filters when lists) must have ``members`` entries.
     """
+
     def per_member(value: int | float | Sequence, key: str) -> list:
-        values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value] * members
+        values = (
+            list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value] * members
+        )
         if len(values) != members:
             raise UserError(f"postprocess.unet.{key} has {len(values)} entries but members={members}")
         return values
@@ -62,9 +68,11 @@ def member_specs(
 
 def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels),
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
-        nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels),
+        nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
 
@@ -80,13 +88,16 @@ class UNet(nn.Module):
     def __init__(self, depth: int = 4, base_filters: int = 32, in_channels: int = 3) -> None:
         super().__init__()
         if depth < 1 or base_filters < 1:
-            raise UserError(f"postprocess.unet: depth ({depth}) and base_filters ({base_filters}) must be >= 1")
+            raise UserError(
+                f"postprocess.unet: depth ({depth}) and base_filters ({base_filters}) must be >= 1"
+            )
         self.depth = depth
         widths = [base_filters * 2**level for level in range(depth + 1)]
         self.down = nn.ModuleList([_conv_block(in_channels, widths[0])])
         self.down.extend(_conv_block(widths[i], widths[i + 1]) for i in range(depth))
-        self.upsample = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2)
-                                      for i in reversed(range(depth)))
+        self.upsample = nn.ModuleList(
+            nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in reversed(range(depth))
+        )
         self.up = nn.ModuleList(_conv_block(2 * widths[i], widths[i]) for i in reversed(range(depth)))
         self.head = nn.Conv2d(widths[0], 1, 1)
 
@@ -136,8 +147,14 @@ class CropDataset(Dataset):
     the index and ``epoch`` (set by the training module), so runs repeat exactly.
     """
 
-    def __init__(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]], crop_size: int, crops_per_image: int,
-                 blur_sigma: float, seed: int = 0) -> None:
+    def __init__(
+        self,
+        pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+        crop_size: int,
+        crops_per_image: int,
+        blur_sigma: float,
+        seed: int = 0,
+    ) -> None:
         if not pairs:
             raise UserError("no (image, labels) pairs to train the U-Net ensemble on")
         self.images = [image for image, _ in pairs]
@@ -152,7 +169,10 @@ class CropDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        image, target = self.images[index // self.crops_per_image], self.targets[index // self.crops_per_image]
+        image, target = (
+            self.images[index // self.crops_per_image],
+            self.targets[index // self.crops_per_image],
+        )
         size = self.crop_size
         pad_y, pad_x = max(size - image.shape[0], 0), max(size - image.shape[1], 0)
         if pad_y or pad_x:
@@ -160,7 +180,7 @@ class CropDataset(Dataset):
             target = np.pad(target, ((0, pad_y), (0, pad_x)), mode="reflect")
         y = int(rng.integers(0, image.shape[0] - size + 1))
         x = int(rng.integers(0, image.shape[1] - size + 1))
-        image, target = image[y:y + size, x:x + size], target[y:y + size, x:x + size]
+        image, target = image[y : y + size, x : x + size], target[y : y + size, x : x + size]
         turns, flip = int(rng.integers(4)), bool(rng.integers(2))
         image, target = np.rot90(image, turns), np.rot90(target, turns)
         if flip:
@@ -202,12 +222,20 @@ class UNetModule(pl.LightningModule):
 class UNetEnsemble:
     """Trained members and their specs; the mean of their sigmoid outputs is the probability map P."""
 
-    def __init__(self, nets: Sequence[UNet], specs: Sequence[MemberSpec], device: str | torch.device = "cpu",
-                 tile_size: int = 512, tile_overlap: int = 64):
+    def __init__(
+        self,
+        nets: Sequence[UNet],
+        specs: Sequence[MemberSpec],
+        device: str | torch.device = "cpu",
+        tile_size: int = 512,
+        tile_overlap: int = 64,
+    ):
         if len(nets) != len(specs) or not nets:
             raise ValueError("an ensemble needs one spec per network and at least one network")
         if not 0 <= 2 * tile_overlap < tile_size:
-            raise UserError(f"U-Net tiles: need 0 <= 2 x overlap < tile size, got {tile_overlap} and {tile_size}")
+            raise UserError(
+                f"U-Net tiles: need 0 <= 2 x overlap < tile size, got {tile_overlap} and {tile_size}"
+            )
         self.device = torch.device(device)
         self.nets = [net.to(self.device).eval() for net in nets]
         self.specs = list(specs)
@@ -255,18 +283,20 @@ class UNetEnsemble:
         weight = torch.zeros((height, width), device=self.device)
         for y in starts(height):
             for x in starts(width):
-                tile = image[y:y + size, x:x + size]
+                tile = image[y : y + size, x : x + size]
                 tile_weight = ramp(tile.shape[0])[:, None] * ramp(tile.shape[1])[None, :]
-                total[y:y + size, x:x + size] += tile_weight * self._predict_tile(tile)
-                weight[y:y + size, x:x + size] += tile_weight
+                total[y : y + size, x : x + size] += tile_weight * self._predict_tile(tile)
+                weight[y : y + size, x : x + size] += tile_weight
         return (total / weight).cpu().numpy()
 
     def save(self, path: str | Path) -> Path:
         """One file with every member's spec and weights (atomic). Returns the path written."""
         payload = {
             "format": ENSEMBLE_FORMAT,
-            "members": [{"spec": asdict(spec), "state_dict": {k: v.cpu() for k, v in net.state_dict().items()}}
-                        for spec, net in zip(self.specs, self.nets, strict=True)],
+            "members": [
+                {"spec": asdict(spec), "state_dict": {k: v.cpu() for k, v in net.state_dict().items()}}
+                for spec, net in zip(self.specs, self.nets, strict=True)
+            ],
         }
         path = Path(path)
         with atomic_write(path) as tmp:
@@ -316,15 +346,32 @@ def train_ensemble(
     settings.setdefault("enable_progress_bar", False)
     nets, losses = [], []
     for index, spec in enumerate(specs):
-        log.info("U-Net member %d/%d: depth %d, %d base filters, target blur %.2f px",
-                 index + 1, len(specs), spec.depth, spec.base_filters, spec.blur_sigma)
+        log.info(
+            "U-Net member %d/%d: depth %d, %d base filters, target blur %.2f px",
+            index + 1,
+            len(specs),
+            spec.depth,
+            spec.base_filters,
+            spec.blur_sigma,
+        )
         pl.seed_everything(seed + index, workers=True, verbose=False)
         dataset = CropDataset(pairs, crop_size, crops_per_image, spec.blur_sigma, seed=seed + index)
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                            drop_last=len(dataset) > batch_size, persistent_workers=False)
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=True,
+            num_workers=num_workers,
+            drop_last=len(dataset) > batch_size,
+            persistent_workers=False,
+        )
         module = UNetModule(spec.depth, spec.base_filters, lr)
-        fit = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False,
-                         enable_model_summary=False, **settings)
+        fit = pl.Trainer(
+            max_epochs=epochs,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            **settings,
+        )
         fit.fit(module, loader)
         nets.append(module.net.cpu())
         losses.append(module.epoch_losses)
