@@ -20,21 +20,9 @@ from nucleaizer.cli import check_config
 from nucleaizer.evaluate import main as evaluate_main
 from nucleaizer.output_folder import MARKER
 from nucleaizer.pipeline import validate_config as validate_train
+from tests.helpers.scripts import ROOT, run_script
 
-ROOT = Path(__file__).resolve().parent.parent
 UNWRITABLE = Path("/proc/nucleaizer-test/out")  # cannot be created, also for root
-
-
-def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / script), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
 
 
 def checksums(folder: Path) -> dict[str, str]:

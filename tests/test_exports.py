@@ -1,10 +1,6 @@
 """ImageJ ROI sets and QuPath GeoJSON: read back with roifile and json, they rasterise to the labels."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,8 +10,7 @@ from skimage.draw import polygon2mask
 
 from nucleaizer import io, simulate
 from nucleaizer.exports import outlines, rasterise, write_geojson, write_imagej_rois
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers.scripts import run_script
 
 
 def rows_for(labels):
@@ -95,21 +90,13 @@ def test_infer_writes_every_format_with_confidences(tmp_path):
     image, _ = simulate.sample("fluorescence", size=128, diameter_px=20, density=0.3, seed=3)
     io.write_image(tmp_path / "in" / "a.png", image)
     out = tmp_path / "out"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "infer.py"),
-            "model=classical",
-            f"input={tmp_path / 'in'}",
-            f"output={out}",
-            "diameter=20",
-            "formats=[labels,overlay,csv,rois,geojson]",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    result = run_script(
+        "infer.py",
+        "model=classical",
+        f"input={tmp_path / 'in'}",
+        f"output={out}",
+        "diameter=20",
+        "formats=[labels,overlay,csv,rois,geojson]",
     )
     assert result.returncode == 0, result.stderr[-2000:]
     nuclei = pd.read_csv(out / "nuclei.csv")
@@ -140,22 +127,14 @@ def test_ome_tiff_labels_keep_the_physical_pixel_size(tmp_path):
     assert io.pixel_size_um(tmp_path / "in" / "a.ome.tif") == pytest.approx((0.5, 0.325))
     assert io.pixel_size_um(tmp_path / "in" / "b.tif") == pytest.approx((0.5, 0.5))
     out = tmp_path / "out"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "infer.py"),
-            "model=classical",
-            f"input={tmp_path / 'in'}",
-            f"output={out}",
-            "diameter=20",
-            "label_format=ome",
-            f"ground_truth={tmp_path / 'gt'}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    result = run_script(
+        "infer.py",
+        "model=classical",
+        f"input={tmp_path / 'in'}",
+        f"output={out}",
+        "diameter=20",
+        "label_format=ome",
+        f"ground_truth={tmp_path / 'gt'}",
     )
     assert result.returncode == 0, result.stderr[-2000:]
     written = out / "labels" / "a.ome.tif"

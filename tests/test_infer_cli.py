@@ -1,9 +1,6 @@
 """infer.py end to end in a subprocess: outputs, evaluation, and one-line errors for bad input."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -18,20 +15,13 @@ from nucleaizer import io, simulate
 from nucleaizer.bundle import write_bundle
 from nucleaizer.cli import check_config
 from nucleaizer.inference import validate_config
+from tests.helpers.scripts import run_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def infer(*args, cwd=ROOT):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "infer.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+def infer(*args):
+    return run_script("infer.py", *args)
 
 
 @pytest.fixture(scope="module")
