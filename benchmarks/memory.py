@@ -1,6 +1,6 @@
 """Memory benchmark: peak resident memory of ``infer.py`` on large square images, classical and Mask R-CNN.
 
-    python benchmarks/memory.py [--sizes 2000,4000,10000] [--predictors classical,maskrcnn] [--checkpoint PT]
+    python benchmarks/memory.py [--cases classical:2000,maskrcnn:2000,...] [--checkpoint PT]
 
 Each image is a mosaic of real dsb2018_train fluorescence crops (benchmarks/inference.py's 2048 px mosaic,
 repeated) written as an 8-bit PNG; infer.py segments it in a fresh process, as a user would (tiles of 512 px,
@@ -75,38 +75,45 @@ def peak_rss_of_infer(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="2000,4000,10000")
-    parser.add_argument("--predictors", default="classical,maskrcnn")
+    parser.add_argument(
+        "--cases",
+        default=",".join(f"{p}:{s}" for s in (2000, 4000, 10000) for p in ("classical", "maskrcnn")),
+        help="predictor:side pairs, comma-separated",
+    )
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     from nucleaizer.bundle import write_bundle
 
+    cases = [
+        (predictor, int(side)) for predictor, side in (case.split(":") for case in args.cases.split(","))
+    ]
     rows = []
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         models = {"classical": "classical"}
-        if "maskrcnn" in args.predictors:
+        if any(predictor == "maskrcnn" for predictor, _ in cases):
             write_bundle(work / "bundle", args.checkpoint)
             models["maskrcnn"] = str(work / "bundle")
-        for side in (int(s) for s in args.sizes.split(",")):
+        diameters: dict[int, float] = {}
+        for predictor, side in cases:
             images = work / f"images_{side}"
-            diameter = write_mosaic(side, images)
-            for predictor in args.predictors.split(","):
-                peak, seconds = peak_rss_of_infer(
-                    models[predictor], images, work / f"out_{predictor}_{side}", diameter, args.threads
-                )
-                rows.append(
-                    {
-                        "predictor": predictor,
-                        "side_px": side,
-                        "megapixels": side * side / 1e6,
-                        "peak_rss_mb": round(peak),
-                        "seconds": round(seconds, 1),
-                        "mp_per_s": round(side * side / 1e6 / seconds, 4),
-                    }
-                )
-                print(rows[-1], flush=True)
+            if side not in diameters:
+                diameters[side] = write_mosaic(side, images)
+            out = work / f"out_{predictor}_{side}"
+            peak, seconds = peak_rss_of_infer(models[predictor], images, out, diameters[side], args.threads)
+            megapixels = side * side / 1e6
+            rows.append(
+                {
+                    "predictor": predictor,
+                    "side_px": side,
+                    "megapixels": megapixels,
+                    "peak_rss_mb": round(peak),
+                    "seconds": round(seconds, 1),
+                    "mp_per_s": round(megapixels / seconds, 4),
+                }
+            )
+            print(rows[-1], flush=True)
     report = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": machine(),
