@@ -3,8 +3,9 @@
     python benchmarks/memory.py [--cases classical:2000,maskrcnn:2000,...] [--checkpoint PT]
 
 Each image is a mosaic of real dsb2018_train fluorescence crops (benchmarks/inference.py's 2048 px mosaic,
-repeated) written as an 8-bit PNG; infer.py segments it in a fresh process, as a user would (tiles of 512 px,
-the annotated median nucleus diameter given, so no size-estimation pass), and the peak resident set of that
+repeated, enlarged 2.8x so its nuclei are about 40 px across) written as an 8-bit PNG; infer.py segments it in
+a fresh process, as a user would (tiles of 512 px, diameter=40 given: no size-estimation pass and no
+rescaling, so the side is also the working size that memory depends on), and the peak resident set of that
 process is read from the kernel (wait4). Mask R-CNN: a bundle made from ``--checkpoint`` (default: the
 time-to-accuracy benchmark's 10-minute EfficientNet-Lite0 model). Writes benchmarks/results/memory.{json,md}.
 """
@@ -33,16 +34,17 @@ DEFAULT_CHECKPOINT = Path("/tmp/nucleaizer_bench/tta/lite0_pretrained_fpn128_bf1
 
 
 def write_mosaic(side: int, folder: Path) -> float:
-    """A side x side PNG of real fluorescence crops in ``folder``; returns the median nucleus diameter."""
+    """A side x side PNG of real fluorescence crops with nuclei about 40 px across in ``folder``; returns 40."""
     from inference import build_mosaic
 
     from nucleaizer import io
-    from nucleaizer.size import median_diameter
+    from nucleaizer.size import median_diameter, rescale_image
 
     tile, labels = build_mosaic(2048)
-    repeats = -(-side // 2048)
+    tile = rescale_image(tile, 40 / median_diameter(labels))
+    repeats = -(-side // tile.shape[0])
     io.write_image(folder / f"mosaic_{side}.png", np.tile(tile, (repeats, repeats, 1))[:side, :side])
-    return float(median_diameter(labels))
+    return 40.0
 
 
 def peak_rss_of_infer(
@@ -129,7 +131,8 @@ def main() -> None:
         "",
         f"Machine: {report['machine']['platform']}, {report['machine']['cpu_count']} CPUs, {args.threads} "
         f"threads; commit {report['commit']}. One fresh infer.py process per row (8-bit PNG mosaic of real "
-        "fluorescence crops, diameter given, 512 px tiles); peak resident set from the kernel.",
+        "fluorescence crops, nuclei about 40 px, diameter=40: segmented at its own size, 512 px tiles); peak "
+        "resident set from the kernel.",
         "",
         "| predictor | image px | peak RSS MB | seconds | MP/s |",
         "| --- | --- | --- | --- | --- |",
