@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
@@ -470,8 +471,12 @@ def fit_segmenter(
         **trainer_settings,
     )
     started = time.perf_counter()
+    history = out_dir / "logs" / "metrics.csv"
+    earlier = pd.read_csv(history) if resume_from is not None and history.is_file() else None
     fit.fit(module, datamodule=data, ckpt_path=resume_from)
     fit.save_checkpoint(last)  # where a time budget stopped it (mid-epoch): the next resume starts here
+    if earlier is not None and fit.is_global_zero:  # Lightning's CSV logger starts the file afresh
+        _write_history(history, pd.concat([earlier, pd.read_csv(history)], ignore_index=True))
     log.info(
         "segmenter training took %.0f s (%d epochs, best val_dsb %s)",
         time.perf_counter() - started,
@@ -493,6 +498,13 @@ def fit_segmenter(
         best.load_state_dict(state)
         save_segmenter(best_path, best, arch)
     return best_path
+
+
+def _write_history(path: Path, table: pd.DataFrame) -> None:
+    from nucleaizer.io import atomic_write
+
+    with atomic_write(path) as temporary:
+        table.to_csv(temporary, index=False)
 
 
 # --- command line --------------------------------------------------------------------------------------

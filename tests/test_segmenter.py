@@ -281,3 +281,4 @@ def test_fit_exports_the_weight_average_and_resumes_where_it_stopped(tmp_path):
     )
     steps = pd.read_csv(tmp_path / "run" / "logs" / "metrics.csv")["step"].dropna()
     assert steps.max() == 5 and (steps.diff().dropna() >= 0).all()
+    assert steps.min() < 3  # the first run's rows are kept
