@@ -233,8 +233,11 @@ def result_fingerprint(cfg: DictConfig) -> str:
         key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
         for key in RESULT_SETTINGS
     }
-    if str(cfg.model) != CLASSICAL:
-        settings["model"] = str(Path(cfg.model).resolve())
+    if str(cfg.model) != CLASSICAL:  # the bundle's files as they are now: a retrained model is a new model
+        folder = Path(cfg.model).resolve()
+        settings["model"] = [str(folder)] + [
+            [p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.iterdir()) if p.is_file()
+        ]
     return fingerprint(settings)
 
 
