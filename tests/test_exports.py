@@ -86,18 +86,17 @@ def test_round_trip_on_real_annotations(shared_data, tmp_path):
     check_round_trip(io.read_labels(shared_data / "cpm15_he" / "labels" / "image01.png"), tmp_path)
 
 
+def infer_classical(images, out, *extra):
+    return run_script(
+        "infer.py", "model=classical", f"input={images}", f"output={out}", "diameter=20", *extra
+    )
+
+
 def test_infer_writes_every_format_with_confidences(tmp_path):
     image, _ = simulate.sample("fluorescence", size=128, diameter_px=20, density=0.3, seed=3)
     io.write_image(tmp_path / "in" / "a.png", image)
     out = tmp_path / "out"
-    result = run_script(
-        "infer.py",
-        "model=classical",
-        f"input={tmp_path / 'in'}",
-        f"output={out}",
-        "diameter=20",
-        "formats=[labels,overlay,csv,rois,geojson]",
-    )
+    result = infer_classical(tmp_path / "in", out, "formats=[labels,overlay,csv,rois,geojson]")
     assert result.returncode == 0, result.stderr[-2000:]
     nuclei = pd.read_csv(out / "nuclei.csv")
     assert len(nuclei) > 5 and (nuclei["score"] == 1).all() and (nuclei["tta_agreement"] == 1).all()
@@ -127,15 +126,7 @@ def test_ome_tiff_labels_keep_the_physical_pixel_size(tmp_path):
     assert io.pixel_size_um(tmp_path / "in" / "a.ome.tif") == pytest.approx((0.5, 0.325))
     assert io.pixel_size_um(tmp_path / "in" / "b.tif") == pytest.approx((0.5, 0.5))
     out = tmp_path / "out"
-    result = run_script(
-        "infer.py",
-        "model=classical",
-        f"input={tmp_path / 'in'}",
-        f"output={out}",
-        "diameter=20",
-        "label_format=ome",
-        f"ground_truth={tmp_path / 'gt'}",
-    )
+    result = infer_classical(tmp_path / "in", out, "label_format=ome", f"ground_truth={tmp_path / 'gt'}")
     assert result.returncode == 0, result.stderr[-2000:]
     written = out / "labels" / "a.ome.tif"
     with tifffile.TiffFile(written) as tif:
