@@ -72,8 +72,7 @@ def tile_params(cfg: DictConfig) -> TileParams:
 def validate_config(cfg: DictConfig) -> None:
     """Check the command line before anything is written (Hydra writes its logs under ``output``)."""
     model, source, output, truth = (_given(cfg, k) for k in ("model", "input", "output", "ground_truth"))
-    if model is not None and str(model) != CLASSICAL:
-        read_bundle(model)
+    bundle = read_bundle(model) if model is not None and str(model) != CLASSICAL else None
     if source is not None and not Path(source).is_dir():
         raise UserError(f"input folder {source} does not exist or is not a folder (key: input)")
     if truth is not None and not Path(truth).is_dir():
@@ -108,7 +107,7 @@ def validate_config(cfg: DictConfig) -> None:
         raise UserError(f"tta_transforms: {error}") from error
     tile_params(cfg)
     if output is not None:  # last: it probes the output folder
-        model_folder = None if model is None or str(model) == CLASSICAL else read_bundle(model).folder
+        model_folder = None if bundle is None else bundle.folder
         output_folder.check_output(
             output,
             {"input folder": source, "ground_truth folder": truth, "model folder": model_folder},
@@ -242,7 +241,7 @@ def result_fingerprint(cfg: DictConfig) -> str:
 
 
 def finished_images(output: Path, samples: list[io.Sample], fingerprint: str) -> dict[str, dict]:
-    """Records of the images an earlier run with the same settings finished (label image and overlay there)."""
+    """Records of the images an earlier run with the same settings finished (every file they name is there)."""
     done = {}
     for sample in samples:
         record_path = output / PARTS / f"{sample.name}.json"
@@ -345,8 +344,8 @@ def _segment_folder(cfg: DictConfig, output: Path) -> dict[str, Any]:
     ordered = [records[s.name] for s in samples if s.name in records]
     if "csv" in cfg.formats:
         nuclei = pd.DataFrame([row for r in ordered for row in r["nuclei"]], columns=NUCLEI_COLUMNS)
-        _write_csv(output / "nuclei.csv", nuclei)
-        _write_csv(output / "images.csv", pd.DataFrame([r["image"] for r in ordered]))
+        io.write_table(output / "nuclei.csv", nuclei)
+        io.write_table(output / "images.csv", pd.DataFrame([r["image"] for r in ordered]))
     summary: dict[str, Any] = {
         "images": len(ordered),
         "nuclei": int(sum(r["image"]["nuclei"] for r in ordered)),
@@ -412,8 +411,3 @@ def confidence_summary(score: np.ndarray, low_score: float) -> dict[str, float |
         "mean_score": round(float(np.nanmean(score)), 4),
         "low_score_share": round(float(np.mean(score < low_score)), 4),
     }
-
-
-def _write_csv(path: Path, table: pd.DataFrame) -> None:
-    with io.atomic_write(path) as temporary:
-        table.to_csv(temporary, index=False)

@@ -303,6 +303,14 @@ def _encode(path: Path, array: np.ndarray) -> None:
     path.write_bytes(encoded.tobytes())
 
 
+def write_table(path: str | Path, table) -> Path:
+    """Write a pandas DataFrame as CSV (no index), atomically."""
+    path = Path(path)
+    with atomic_write(path) as temporary:
+        table.to_csv(temporary, index=False)
+    return path
+
+
 def write_csv(path: str | Path, rows: list[dict]) -> Path:
     """Write a list of flat dictionaries (one per row, same keys) as CSV, atomically."""
     path = Path(path)

@@ -30,6 +30,7 @@ from nucleaizer import metrics
 from nucleaizer.augment import AugmentParams
 from nucleaizer.data import CropDataset, MixedBatchSampler, ValidationDataset, collate_lists, load_pairs
 from nucleaizer.errors import UserError
+from nucleaizer.io import write_table
 from nucleaizer.maskrcnn import (  # noqa: F401  (re-exported: the contract names them in this module)
     ARCH_KEYS,
     BACKBONES,
@@ -476,7 +477,7 @@ def fit_segmenter(
     fit.fit(module, datamodule=data, ckpt_path=resume_from)
     fit.save_checkpoint(last)  # where a time budget stopped it (mid-epoch): the next resume starts here
     if earlier is not None and fit.is_global_zero:  # Lightning's CSV logger starts the file afresh
-        _write_history(history, pd.concat([earlier, pd.read_csv(history)], ignore_index=True))
+        write_table(history, pd.concat([earlier, pd.read_csv(history)], ignore_index=True))
     log.info(
         "segmenter training took %.0f s (%d epochs, best val_dsb %s)",
         time.perf_counter() - started,
@@ -498,13 +499,6 @@ def fit_segmenter(
         best.load_state_dict(state)
         save_segmenter(best_path, best, arch)
     return best_path
-
-
-def _write_history(path: Path, table: pd.DataFrame) -> None:
-    from nucleaizer.io import atomic_write
-
-    with atomic_write(path) as temporary:
-        table.to_csv(temporary, index=False)
 
 
 # --- command line --------------------------------------------------------------------------------------
