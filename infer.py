@@ -1,4 +1,4 @@
-"""Segment a folder of images:  python infer.py model=runs/NAME/model input=DIR output=DIR"""
+"""Segment a folder of images:  python infer.py input=DIR output=DIR [model=NAME|PATH|classical]"""
 
 from nucleaizer import inference
 from nucleaizer.cli import hydra_entry_point

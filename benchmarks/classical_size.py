@@ -29,6 +29,7 @@ from common import git_commit, machine  # noqa: E402
 
 from nucleaizer import io, metrics, size  # noqa: E402
 from nucleaizer.baseline import ClassicalPredictor  # noqa: E402
+from nucleaizer.generalist import dsb_split  # noqa: E402
 from nucleaizer.inference import NucleusSegmenter  # noqa: E402
 from nucleaizer.painting import paint_instances  # noqa: E402
 from nucleaizer.tiling import predict_image  # noqa: E402
@@ -41,9 +42,7 @@ UNSEEN = ("gowt1_fluo", "nih3t3_fluo", "hela_fluo", "cpm15_he")
 def samples_of(name: str, split: str):
     samples = io.list_samples(DATA / name, require_labels=True)
     if name == "dsb2018_train" and split == "test":
-        from segmenter import split_of
-
-        samples = [s for s in samples if split_of(s.name) == "test"]
+        samples = [s for s in samples if dsb_split(s.name) == "test"]
     return samples
 
 

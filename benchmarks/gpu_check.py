@@ -121,8 +121,8 @@ def short_training(device: str, minutes: float, work: Path, quick: bool) -> tupl
         from nucleaizer.io import list_samples
 
         samples = list_samples(data, require_labels=True)
-        train = bench.pairs_of([s for s in samples if bench.split_of(s.name) == "train"])
-        val = bench.pairs_of([s for s in samples if bench.split_of(s.name) == "val"])
+        train = bench.pairs_of([s for s in samples if bench.dsb_split(s.name) == "train"])
+        val = bench.pairs_of([s for s in samples if bench.dsb_split(s.name) == "val"])
     else:
         kwargs.update(crop_size=128, batch_size=2, steps_per_epoch=3)
         train, val = simulated_pairs(6, 128), simulated_pairs(2, 128)
@@ -137,8 +137,8 @@ def short_training(device: str, minutes: float, work: Path, quick: bool) -> tupl
         import segmenter as bench
 
         manifest = pd.read_csv(data / "manifest.csv").set_index("id")
-        test = [s for s in samples if bench.split_of(s.name) == "test"]
-        val_samples = [s for s in samples if bench.split_of(s.name) == "val"]
+        test = [s for s in samples if bench.dsb_split(s.name) == "test"]
+        val_samples = [s for s in samples if bench.dsb_split(s.name) == "val"]
         size_cfg = {"target_diameter_px": 40, "min_scale": 0.25, "max_scale": 4.0, "min_object_area_px": 16}
         table, _, chosen = bench.evaluate(
             test,
@@ -182,7 +182,7 @@ def inference_speed(checkpoint: Path, device: str, side: int) -> dict:
 def save_fp16(checkpoint: Path, folder: Path) -> Path:
     """The trained weights as fp16 in a segmenter checkpoint (small enough to bring back)."""
     model, arch = load_segmenter(checkpoint)
-    return save_segmenter(folder / "segmenter_fp16.pt", model.half(), arch)
+    return save_segmenter(folder / "segmenter_fp16.pt", model, arch, dtype=torch.float16)
 
 
 def main() -> None:

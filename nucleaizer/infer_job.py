@@ -1,6 +1,9 @@
 """The ``infer.py`` job: segment a folder of images with a model bundle and write labels, overlays, tables.
 
-    python infer.py model=PATH input=DIR output=DIR [ground_truth=DIR] [diameter=PX] [tta=true]
+    python infer.py input=DIR output=DIR [model=NAME|PATH|classical] [ground_truth=DIR] [diameter=PX] [tta=true]
+
+``model`` defaults to the generalist model shipped with the package (nucleaizer.models); a bundle folder written
+by train.py (runs/<target>/model) or ``classical`` (the classical baseline, a reference) replace it.
 
 Output folder::
 
@@ -13,8 +16,6 @@ Output folder::
     rois/<name>.zip       with formats=[...,rois]: ImageJ/Fiji ROI set (nucleaizer.exports)
     geojson/<name>.geojson  with formats=[...,geojson]: QuPath detections
     evaluation/           with ground_truth=DIR: per_image.csv and summary.json (nucleaizer.evaluate)
-
-``model=classical`` runs the classical baseline (no bundle needed), useful as a reference.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from nucleaizer.bundle import Bundle, load_predictors, read_bundle
 from nucleaizer.cli import HYDRA_FOLDER
 from nucleaizer.errors import UserError
 from nucleaizer.inference import NucleusSegmenter, Refiner
+from nucleaizer.models import model_folder
 from nucleaizer.overlay import NUCLEI_COLUMNS, nuclei_table, overlay
 from nucleaizer.size import SizeRule, fill_with_dataset_median
 from nucleaizer.tiling import TileParams
@@ -72,7 +74,7 @@ def tile_params(cfg: DictConfig) -> TileParams:
 def validate_config(cfg: DictConfig) -> None:
     """Check the command line before anything is written (Hydra writes its logs under ``output``)."""
     model, source, output, truth = (_given(cfg, k) for k in ("model", "input", "output", "ground_truth"))
-    bundle = read_bundle(model) if model is not None and str(model) != CLASSICAL else None
+    bundle = read_bundle(model_folder(model)) if model is not None and str(model) != CLASSICAL else None
     if source is not None and not Path(source).is_dir():
         raise UserError(f"input folder {source} does not exist or is not a folder (key: input)")
     if truth is not None and not Path(truth).is_dir():
@@ -107,10 +109,13 @@ def validate_config(cfg: DictConfig) -> None:
         raise UserError(f"tta_transforms: {error}") from error
     tile_params(cfg)
     if output is not None:  # last: it probes the output folder
-        model_folder = None if bundle is None else bundle.folder
         output_folder.check_output(
             output,
-            {"input folder": source, "ground_truth folder": truth, "model folder": model_folder},
+            {
+                "input folder": source,
+                "ground_truth folder": truth,
+                "model folder": None if bundle is None else bundle.folder,
+            },
             ignore=(HYDRA_FOLDER,),
         )
 
@@ -158,11 +163,13 @@ def build_segmenter(cfg: DictConfig) -> tuple[NucleusSegmenter, Bundle | None]:
         predictor = ClassicalPredictor(**OmegaConf.to_container(cfg.classical))
         size = SizeRule(**OmegaConf.to_container(cfg.classical_size))
         return NucleusSegmenter(predictor, None, size, tiles, transforms), None
-    bundle = read_bundle(cfg.model)
+    bundle = read_bundle(model_folder(cfg.model))
     device = resolve_device(str(cfg.device))
     predictor, preseg = load_predictors(bundle, device, int(cfg.batch_size), float(cfg.mask_threshold))
     refine = postprocess_refiner(bundle, bool(cfg.postprocess), device)
-    return NucleusSegmenter(predictor, preseg, bundle.size, tiles, transforms, refine), bundle
+    # a model measures the size where the classical guess brings the nuclei to about its working size
+    guess = ClassicalPredictor() if bundle.size_estimation == "model" else None
+    return NucleusSegmenter(predictor, preseg, bundle.size, tiles, transforms, refine, guess), bundle
 
 
 OUTLIER_FACTOR = 3.0  # an estimate this many times off the folder's median is worth a warning
@@ -233,7 +240,7 @@ def result_fingerprint(cfg: DictConfig) -> str:
         for key in RESULT_SETTINGS
     }
     if str(cfg.model) != CLASSICAL:  # the bundle's files as they are now: a retrained model is a new model
-        folder = Path(cfg.model).resolve()
+        folder = model_folder(cfg.model).resolve()
         settings["model"] = [str(folder)] + [
             [p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.iterdir()) if p.is_file()
         ]

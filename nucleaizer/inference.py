@@ -23,12 +23,14 @@ from skimage.segmentation import relabel_sequential
 
 from nucleaizer.io import to_rgb8
 from nucleaizer.painting import paint_instances
-from nucleaizer.size import SizeRule, rescale_image, rescale_labels
+from nucleaizer.size import SizeRule, median_diameter, rescale_image, rescale_labels
 from nucleaizer.tiling import InstancePredictor, TileParams, predict_image
 from nucleaizer.tta import TRANSFORMS, check_transforms, segment_with_tta
 
 log = logging.getLogger(__name__)
 
+# the size estimate's second pass looks at most this many working-scale pixels a side
+ESTIMATION_PX = 1024
 # labels int (h, w) and image uint8 (h, w, 3) at the working scale -> corrected labels (h, w)
 Refiner = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -47,7 +49,10 @@ class NucleusSegmenter:
 
     predictor: the instance predictor (tiles -> Instances, or masks + scores; see ``tiling``) working at
     ``size.target_diameter_px``;
-    preseg: predictor for the size-estimation pass on the original image (the main predictor when None);
+    preseg: predictor that measures the nucleus size (the main predictor when None);
+    size_guess: a predictor for a first guess of the size on the original image (the classical one): the
+    preseg then measures at the guessed working scale, where a network trained on nuclei of about the target
+    diameter sees what it knows; without it, the preseg measures on the original image;
     tta_transforms: names from ``tta.TRANSFORMS``; empty for no test-time augmentation;
     refine: post-processing applied to the labels at the working scale, or None.
     """
@@ -58,6 +63,7 @@ class NucleusSegmenter:
     tiles: TileParams = field(default_factory=TileParams)
     tta_transforms: Sequence[str] = ()
     refine: Refiner | None = None
+    size_guess: InstancePredictor | None = None
 
     def __post_init__(self) -> None:
         if self.tta_transforms:
@@ -65,14 +71,31 @@ class NucleusSegmenter:
 
     def estimate_diameter(self, image: np.ndarray) -> float | None:
         """Nucleus diameter (px) of the objects the pre-segmentation finds (size.estimated_diameter), None when it
-        finds none, or when the predictor says the image holds no nuclei (``sees_no_nuclei``, the classical one)."""
+        finds none, or when the first predictor says the image holds no nuclei (``sees_no_nuclei``, the
+        classical one). With ``size_guess``: its diameter on the original image is the guess, and the preseg
+        measures the median diameter of what it finds in the image brought to the working scale by that guess
+        (at most ESTIMATION_PX pixels a side of the image's centre: a large image holds nuclei enough in a
+        part of it). On held-out DSB images the median size error of the shipped model went from 38% (the
+        model on the original image) to under 5% this way (benchmarks/generalist.py has the figures)."""
         image = as_rgb8(image)
         predictor = self.preseg or self.predictor
-        if getattr(predictor, "sees_no_nuclei", None) is not None and predictor.sees_no_nuclei(image):
+        first = self.size_guess or predictor
+        if getattr(first, "sees_no_nuclei", None) is not None and first.sees_no_nuclei(image):
             return None
-        instances = predict_image(image, predictor, self.tiles)
-        labels, _ = paint_instances(instances, image.shape[:2])
-        return self.size.diameter_of(labels)
+        guess = self.size.diameter_of(self._labels(image, first))
+        if self.size_guess is None or guess is None:
+            return guess
+        scale = self.size.scale_for(guess)
+        side = max(1, round(ESTIMATION_PX / scale))
+        top, left = max(0, (image.shape[0] - side) // 2), max(0, (image.shape[1] - side) // 2)
+        view = rescale_image(image[top : top + side, left : left + side], scale)
+        # a network trained on nuclei rescaled by their median diameter measures them the same way (it does not
+        # break nuclei into fragments the way the area weighting is there for)
+        measured = median_diameter(self._labels(view, predictor), self.size.min_object_area_px)
+        return guess if measured is None else measured / scale
+
+    def _labels(self, image: np.ndarray, predictor: InstancePredictor) -> np.ndarray:
+        return paint_instances(predict_image(image, predictor, self.tiles), image.shape[:2])[0]
 
     def scale_for(self, image: np.ndarray, diameter_px: float | None = None) -> float:
         """Scale factor for ``image``: from ``diameter_px`` when given, else estimated; 1 when nothing is found."""

@@ -63,6 +63,31 @@ ARCH_KEYS = (
 )
 
 
+# the architecture keys that decide the shapes of the weights: two networks that agree on them share weights
+WEIGHT_SHAPE_KEYS = (
+    "backbone",
+    "returned_layers",
+    "fpn_channels",
+    "anchor_sizes",
+    "anchor_ratios",
+    "mask_head_layers",
+    "box_representation_size",
+)
+
+
+def weight_shape_differences(stored: dict, wanted: dict) -> list[str]:
+    """'key: stored != wanted' for each WEIGHT_SHAPE_KEYS entry where two architectures differ."""
+
+    def normal(value):
+        return [normal(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+    return [
+        f"{key}: {stored.get(key)} != {wanted.get(key)}"
+        for key in WEIGHT_SHAPE_KEYS
+        if normal(stored.get(key)) != normal(wanted.get(key))
+    ]
+
+
 class NoResizeTransform(GeneralizedRCNNTransform):
     """torchvision's input transform without its resizing to 800 px: images arrive at the right scale."""
 
@@ -226,25 +251,34 @@ def arch_from_config(config: dict) -> dict:
     return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in config.items() if k in ARCH_KEYS}
 
 
-def save_segmenter(path: str | Path, model: nn.Module, arch: dict) -> Path:
+def save_segmenter(
+    path: str | Path, model: nn.Module, arch: dict, dtype: torch.dtype = torch.float32
+) -> Path:
     """Write one .pt file holding the state dict and the build_maskrcnn kwargs; atomic; returns the path.
 
     Local weight paths and ``pretrained`` are dropped from the stored kwargs: the state dict already holds
-    those weights.
+    those weights. ``dtype``: how floating-point tensors are stored (``torch.float16`` halves the file, as the
+    shipped models are); :func:`read_segmenter_file` gives them back as float32.
     """
     from nucleaizer.io import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     stored_arch = {**arch, "weights": None, "backbone_weights": None, "pretrained": False}
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().cpu().to(dtype) if v.is_floating_point() else v.detach().cpu()
+        for k, v in model.state_dict().items()
+    }
     with atomic_write(path) as tmp:
         torch.save({"format": CHECKPOINT_FORMAT, "version": 1, "arch": stored_arch, "state_dict": state}, tmp)
     return path
 
 
 def read_segmenter_file(path: str | Path) -> dict:
-    """The raw content of a segmenter .pt file: {"format", "version", "arch", "state_dict"}; UserError if not one."""
+    """The content of a segmenter .pt file: {"format", "version", "arch", "state_dict"}; UserError if not one.
+
+    Floating-point tensors come back as float32 whatever precision they were stored in.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"segmenter checkpoint {path} does not exist: check the model path")
@@ -254,6 +288,9 @@ def read_segmenter_file(path: str | Path) -> dict:
         raise UserError(f"{path} is not a readable segmenter checkpoint ({error})") from error
     if not isinstance(content, dict) or content.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not a nucleaizer segmenter checkpoint (written by save_segmenter)")
+    content["state_dict"] = {
+        k: v.float() if v.is_floating_point() else v for k, v in content["state_dict"].items()
+    }
     return content
 
 

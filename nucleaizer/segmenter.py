@@ -41,6 +41,7 @@ from nucleaizer.maskrcnn import (  # noqa: F401  (re-exported: the contract name
     predict_instances,
     read_segmenter_file,
     save_segmenter,
+    weight_shape_differences,
 )
 from nucleaizer.painting import paint_instances
 
@@ -434,10 +435,11 @@ def fit_segmenter(
     init_state = None
     if init_checkpoint is not None:
         content = read_segmenter_file(init_checkpoint)
-        if content["arch"].get("backbone") != arch.get("backbone"):
+        differences = weight_shape_differences(content["arch"], arch)
+        if differences:
             raise UserError(
-                f"init checkpoint {init_checkpoint} has backbone {content['arch'].get('backbone')}, "
-                f"the config asks for {arch.get('backbone')}"
+                f"init checkpoint {init_checkpoint} is another architecture than the config asks for "
+                f"({'; '.join(differences)})"
             )
         init_state = content["state_dict"]
     module = SegmenterModule(
@@ -488,17 +490,19 @@ def fit_segmenter(
     if fit.is_global_zero:
         state = module.exported_model().state_dict()
         if checkpoint.best_model_path:
-            lightning_state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)
-            prefix = "ema_model." if module.ema_model is not None else "model."
-            state = {
-                k.removeprefix(prefix): v
-                for k, v in lightning_state["state_dict"].items()
-                if k.startswith(prefix)
-            }
+            state = lightning_weights(checkpoint.best_model_path)
         best = build_maskrcnn(**arch)
         best.load_state_dict(state)
         save_segmenter(best_path, best, arch)
     return best_path
+
+
+def lightning_weights(path: str | Path) -> dict:
+    """The exported network's state dict in a Lightning checkpoint of SegmenterModule: its weight average when
+    it keeps one, else its weights."""
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    prefix = "ema_model." if any(k.startswith("ema_model.") for k in state) else "model."
+    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
 
 
 # --- command line --------------------------------------------------------------------------------------

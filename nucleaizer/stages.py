@@ -39,6 +39,25 @@ def prepare_inputs(cfg: DictConfig) -> None:
         )
     for folder in cfg.train.datasets:
         io.list_samples(folder, require_labels=True)
+    if cfg.preseg.checkpoint:
+        check_preseg_architecture(cfg)
+
+
+def check_preseg_architecture(cfg: DictConfig) -> None:
+    """The preseg model must be the segmenter config's network: the fine-tuning starts from its weights."""
+    from nucleaizer.maskrcnn import arch_from_config, read_segmenter_file, weight_shape_differences
+    from nucleaizer.models import segmenter_file
+
+    path = segmenter_file(cfg.preseg.checkpoint)
+    differences = weight_shape_differences(
+        read_segmenter_file(path)["arch"], arch_from_config(plain(cfg.segmenter))
+    )
+    if differences:
+        raise UserError(
+            f"preseg.checkpoint={cfg.preseg.checkpoint} ({path}) is another network than segmenter="
+            f"{cfg.segmenter.name} ({'; '.join(differences)}): choose the segmenter it was trained with, or "
+            "train a preseg model from train.datasets with preseg.checkpoint=null"
+        )
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -137,11 +156,13 @@ def segment_folder(
 
     diameters: nucleus diameter per image stem; None lets the model estimate it in a first pass.
     """
+    from nucleaizer.baseline import ClassicalPredictor
     from nucleaizer.inference import NucleusSegmenter
     from nucleaizer.maskrcnn import MaskRCNNPredictor, load_segmenter
 
     model, _ = load_segmenter(checkpoint, device=device_of(cfg))
-    segmenter = NucleusSegmenter(MaskRCNNPredictor(model, device=device_of(cfg)), size=size_rule(cfg))
+    predictor = MaskRCNNPredictor(model, device=device_of(cfg))
+    segmenter = NucleusSegmenter(predictor, size=size_rule(cfg), size_guess=ClassicalPredictor())
     return write_segmentations(
         cfg,
         samples,
@@ -216,8 +237,6 @@ def stage_preseg(ctx, out: Path, summary: dict) -> None:
     cfg = ctx.cfg
     if cfg.preseg.checkpoint:
         checkpoint = preseg_checkpoint(ctx)
-        if not checkpoint.is_file():
-            raise UserError(f"preseg.checkpoint: {checkpoint} is not a segmenter .pt file")
         summary["trained"] = False
     else:
         train, val = split_train_val(cfg, source_samples(cfg))
@@ -246,9 +265,12 @@ def stage_preseg(ctx, out: Path, summary: dict) -> None:
 
 
 def preseg_checkpoint(ctx) -> Path:
-    return (
-        Path(ctx.cfg.preseg.checkpoint) if ctx.cfg.preseg.checkpoint else ctx.run.path("preseg") / "preseg.pt"
-    )
+    """The preseg model's .pt: the one preseg.checkpoint names (shipped, bundle or file), else the one trained."""
+    from nucleaizer.models import segmenter_file
+
+    if ctx.cfg.preseg.checkpoint:
+        return segmenter_file(ctx.cfg.preseg.checkpoint)
+    return ctx.run.path("preseg") / "preseg.pt"
 
 
 def stage_styles(ctx, out: Path, summary: dict) -> None:

@@ -68,6 +68,19 @@ def test_classical_model_end_to_end_with_evaluation(dataset, tmp_path):
     assert summary["images"] == 3 and summary["dsb"] > 0.2
 
 
+def test_without_model_the_shipped_generalist_segments_at_its_own_size(dataset, tmp_path):
+    """The quick start: ``infer.py input=DIR output=DIR`` and nothing else."""
+    out = tmp_path / "out"
+    result = infer(f"input={dataset}", f"output={out}", f"ground_truth={dataset / 'labels'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    images = pd.read_csv(out / "images.csv")
+    assert (images["diameter_source"] == "estimated").all()
+    # 20 px nuclei, measured by the model where the classical guess brought them
+    assert np.allclose(images["diameter_px"], 20, rtol=0.3), images["diameter_px"].tolist()
+    summary = json.loads((out / "evaluation" / "summary.json").read_text())
+    assert summary["images"] == 3 and summary["dsb"] > 0.3
+
+
 BAD_COMMAND_LINES = [
     (["model={tmp}/no_such_model", "input={data}", "output={tmp}/o"], "does not exist"),
     (["model=classical", "input={tmp}/no_such_folder", "output={tmp}/o"], "input folder"),

@@ -1,0 +1,250 @@
+"""Generalist benchmark: the shipped model beside Otsu + watershed on held-out and unseen annotated sets.
+
+    python benchmarks/generalist.py [--model generalist] [--previous PT] [--no-tta] [--quick] [--threads 2]
+
+Sets: the 133 held-out images of dsb2018_train (nucleaizer.generalist.dsb_split ``test``, per group) and every
+annotated set the generalist never saw (nih3t3_fluo, gowt1_fluo, hela_fluo, cpm15_he). Each image is segmented
+as ``infer.py`` does (NucleusSegmenter with the bundle's size rule and 512 px tiles):
+
+- ``model``: at the size the model estimates itself, and at the annotated size (``oracle``); with TTA too
+  (the 8 views of infer.py's ``tta=true``) at its own size, unless ``--no-tta``;
+- ``otsu_watershed``: ``infer.py model=classical`` (its own size estimate, and the oracle size);
+- ``previous``: a segmenter .pt given with ``--previous`` (e.g. an earlier model), same ways as the model.
+
+Reports DSB, mAP, F1@0.5 and the error counts per set and way, the size error of each estimate (median of
+|estimate / annotated - 1|, annotated = median equivalent diameter of the labels), and speed: megapixels of
+original image per second without TTA (size estimation included), CPU, ``--threads`` threads. Peak memory of
+infer.py on a 4000 x 4000 image comes from benchmarks/memory.py. Writes benchmarks/results/generalist.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import SCORE_HEADER, SCORE_RULE, git_commit, machine, score_cells  # noqa: E402
+
+from nucleaizer import io, metrics, size  # noqa: E402
+from nucleaizer.generalist import UNSEEN_SETS, dsb_split  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+GROUPS = {
+    "gray_darkbg_fluorescence": "fluorescence",
+    "gray_brightbg_brightfield": "brightfield",
+    "colour_brightbg_HE_like": "tissue",
+}
+SCORE_KEYS = ("dsb", "map", "mf1", "f1_50", "missed", "extra", "merges", "splits", "n_gt", "n_pred")
+
+
+def test_sets(quick: bool) -> dict[str, list[tuple[io.Sample, str]]]:
+    """Per set: (sample, group) pairs; the DSB split keeps its manifest groups."""
+    manifest = pd.read_csv(DATA / "dsb2018_train" / "manifest.csv").set_index("id")
+    dsb = [
+        (s, GROUPS[manifest.loc[s.name, "group"]])
+        for s in io.list_samples(DATA / "dsb2018_train", require_labels=True)
+        if dsb_split(s.name) == "test"
+    ]
+    sets = {"dsb2018_test": dsb}
+    for name in UNSEEN_SETS:
+        sets[name] = [(s, name) for s in io.list_samples(DATA / name, require_labels=True)]
+    if quick:
+        sets = {name: pairs[:: max(1, len(pairs) // 3)][:3] for name, pairs in sets.items()}
+    return sets
+
+
+def segmenters(model: str, previous: str | None, tta: bool) -> dict:
+    """name -> NucleusSegmenter, built as infer.py builds them (model=NAME and model=classical)."""
+    from omegaconf import OmegaConf
+
+    from nucleaizer.cli import CONF_DIR
+    from nucleaizer.infer_job import build_segmenter
+
+    def infer_config(**overrides):
+        cfg = OmegaConf.load(CONF_DIR / "infer.yaml")
+        cfg.merge_with({"device": "cpu", **overrides})
+        return cfg
+
+    built = {
+        "model": build_segmenter(infer_config(model=model))[0],
+        "otsu_watershed": build_segmenter(infer_config(model="classical"))[0],
+    }
+    if tta:
+        built["model_tta"] = build_segmenter(infer_config(model=model, tta=True))[0]
+    if previous is not None:
+        from nucleaizer.bundle import write_bundle
+
+        folder = Path("/tmp/nucleaizer_bench/previous_bundle")
+        write_bundle(folder, previous)
+        built["previous"] = build_segmenter(infer_config(model=str(folder)))[0]
+    return built
+
+
+def score_image_ways(sample: io.Sample, group: str, built: dict) -> tuple[list[dict], list[dict], dict]:
+    """(score rows, size rows, seconds and megapixels of the no-TTA own-size runs) of one image."""
+    image, truth = sample.read_image(), sample.read_labels()
+    annotated = size.median_diameter(truth, 16)
+    rows, sizes, timing = [], [], {}
+    estimates = {}
+    for name, segmenter in built.items():
+        started = time.perf_counter()
+        base = name.removesuffix("_tta")
+        if base not in estimates:
+            estimates[base] = segmenter.estimate_diameter(image)
+        estimate = estimates[base]
+        scale = segmenter.scale_for(image, estimate) if estimate is not None else 1.0
+        labels = segmenter.segment(image, scale=scale)
+        timing[name] = time.perf_counter() - started
+        ways = {"own size": labels}
+        if not name.endswith("_tta"):
+            ways["oracle size"] = segmenter.segment(image, diameter_px=annotated)
+            sizes.append(
+                {
+                    "image": sample.name,
+                    "group": group,
+                    "estimator": name,
+                    "annotated_px": annotated,
+                    "estimate_px": estimate,
+                    "error": None if estimate is None else abs(estimate / annotated - 1),
+                }
+            )
+        for way, found in ways.items():
+            scores = metrics.score_image(truth, found)
+            rows.append({"image": sample.name, "group": group, "method": name, "way": way, **scores})
+    timing["megapixels"] = truth.size / 1e6
+    return rows, sizes, timing
+
+
+def summarise(table: pd.DataFrame, by: list[str]) -> list[dict]:
+    out = []
+    for key, rows in table.groupby(by, sort=False):
+        summary = metrics.summarize(rows.drop(columns=["image", "group", "method", "way"]).to_dict("records"))
+        entry = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
+        entry.update({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()})
+        out.append(entry)
+    return out
+
+
+def size_errors(sizes: pd.DataFrame) -> list[dict]:
+    rows = []
+    for (data, estimator), part in sizes.groupby(["set", "estimator"], sort=False):
+        errors = part["error"].dropna()
+        rows.append(
+            {
+                "set": data,
+                "estimator": estimator,
+                "images": len(part),
+                "none_found": int(part["error"].isna().sum()),
+                "median_error": round(float(errors.median()), 4) if len(errors) else None,
+                "p90_error": round(float(errors.quantile(0.9)), 4) if len(errors) else None,
+            }
+        )
+    return rows
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        f"# Generalist model benchmark ({report['date']})",
+        "",
+        f"Machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']}, {m['torch_threads']} threads; "
+        f"commit {report['commit']}; model `{report['model']}`. Held-out: the 133 test images of the fixed "
+        "dsb2018_train split; unseen: sets the model never trained on. `own size`: the diameter each method "
+        "estimates itself (infer.py without diameter=); `oracle size`: the annotated median diameter.",
+        "",
+        f"| set | method | way {SCORE_HEADER}",
+        f"| --- | --- | --- {SCORE_RULE}",
+    ]
+    for row in report["scores"]:
+        lines.append(f"| {row['set']} | {row['method']} | {row['way']} {score_cells(row)}")
+    lines += [
+        "",
+        "DSB per group of the held-out DSB images (own size):",
+        "",
+        "| group | method | images | DSB | F1@0.5 |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in report["dsb_groups"]:
+        lines.append(
+            f"| {row['group']} | {row['method']} | {row['images']} | {row['dsb']:.3f} | {row['f1_50']:.3f} |"
+        )
+    lines += [
+        "",
+        "Size estimate error, median (90th percentile) of |estimate / annotated - 1|:",
+        "",
+        "| set | estimator | images | none found | median error | p90 error |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in report["size_errors"]:
+        lines.append(
+            f"| {row['set']} | {row['estimator']} | {row['images']} | {row['none_found']} | "
+            f"{row['median_error']} | {row['p90_error']} |"
+        )
+    lines += [
+        "",
+        "Speed without TTA, own size (estimation included), megapixels of original image per second:",
+        "",
+    ]
+    lines += [f"- {name}: {value} MP/s" for name, value in report["mp_per_s"].items()]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="generalist", help="shipped model name or bundle folder")
+    parser.add_argument("--previous", default=None, help="an earlier segmenter .pt to score beside it")
+    parser.add_argument("--no-tta", action="store_true", help="skip the test-time augmentation runs")
+    parser.add_argument("--quick", action="store_true", help="3 images per set (a check of the script)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    built = segmenters(args.model, args.previous, not args.no_tta)
+    score_rows, size_rows, seconds, megapixels = [], [], {name: 0.0 for name in built}, 0.0
+    for data, pairs in test_sets(args.quick).items():
+        for sample, group in tqdm(pairs, desc=data, mininterval=30):
+            rows, sizes, timing = score_image_ways(sample, group, built)
+            score_rows += [{**r, "set": data} for r in rows]
+            size_rows += [{**r, "set": data} for r in sizes]
+            megapixels += timing.pop("megapixels")
+            for name, value in timing.items():
+                seconds[name] += value
+    table = pd.DataFrame(score_rows)
+    scores = summarise(table, ["set", "method", "way"])
+    dsb = table[(table["set"] == "dsb2018_test") & (table["way"] == "own size")]
+    report = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "commit": git_commit(),
+        "model": args.model,
+        "previous": args.previous,
+        "quick": args.quick,
+        "scores": [
+            {k: v for k, v in row.items() if k in ("set", "method", "way", "images", *SCORE_KEYS)}
+            for row in scores
+        ],
+        "dsb_groups": summarise(dsb, ["group", "method"]),
+        "size_errors": size_errors(pd.DataFrame(size_rows)),
+        "mp_per_s": {name: round(megapixels / max(s, 1e-9), 4) for name, s in seconds.items()},
+    }
+    stem = "generalist_quick" if args.quick else "generalist"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / f"{stem}.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
