@@ -47,8 +47,11 @@ GROUPS = {
 SCORE_KEYS = ("dsb", "map", "mf1", "f1_50", "missed", "extra", "merges", "splits", "n_gt", "n_pred")
 
 
-def test_sets(quick: bool) -> dict[str, list[tuple[io.Sample, str]]]:
-    """Per set: (sample, group) pairs; the DSB split keeps its manifest groups."""
+def test_sets(
+    quick: bool, every: int = 1, max_per_set: int | None = None
+) -> dict[str, list[tuple[io.Sample, str]]]:
+    """Per set: (sample, group) pairs; the DSB split keeps its manifest groups. ``every``: every n-th image of
+    each set; ``max_per_set``: at most that many of each (a shorter run on a fixed subset)."""
     manifest = pd.read_csv(DATA / "dsb2018_train" / "manifest.csv").set_index("id")
     dsb = [
         (s, GROUPS[manifest.loc[s.name, "group"]])
@@ -59,8 +62,8 @@ def test_sets(quick: bool) -> dict[str, list[tuple[io.Sample, str]]]:
     for name in UNSEEN_SETS:
         sets[name] = [(s, name) for s in io.list_samples(DATA / name, require_labels=True)]
     if quick:
-        sets = {name: pairs[:: max(1, len(pairs) // 3)][:3] for name, pairs in sets.items()}
-    return sets
+        return {name: pairs[:: max(1, len(pairs) // 3)][:3] for name, pairs in sets.items()}
+    return {name: pairs[::every][:max_per_set] for name, pairs in sets.items()}
 
 
 def segmenters(model: str, previous: str | None, tta: bool) -> dict:
@@ -159,7 +162,9 @@ def markdown(report: dict) -> str:
         "",
         f"Machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']}, {m['torch_threads']} threads; "
         f"commit {report['commit']}; model `{report['model']}`. Held-out: the 133 test images of the fixed "
-        "dsb2018_train split; unseen: sets the model never trained on. `own size`: the diameter each method "
+        f"dsb2018_train split; unseen: sets the model never trained on; subset: every "
+        f"{report['subset']['every']}th image, at most {report['subset']['max_per_set']} per set (the image "
+        "counts are in the table). `own size`: the diameter each method "
         "estimates itself (infer.py without diameter=); `oracle size`: the annotated median diameter.",
         "",
         f"| set | method | way {SCORE_HEADER}",
@@ -207,13 +212,15 @@ def main() -> None:
     parser.add_argument("--no-tta", action="store_true", help="skip the test-time augmentation runs")
     parser.add_argument("--quick", action="store_true", help="3 images per set (a check of the script)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--every", type=int, default=1, help="every n-th image of each set")
+    parser.add_argument("--max-per-set", type=int, default=None, help="at most this many images per set")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     built = segmenters(args.model, args.previous, not args.no_tta)
     score_rows, size_rows, seconds, megapixels = [], [], {name: 0.0 for name in built}, 0.0
-    for data, pairs in test_sets(args.quick).items():
+    for data, pairs in test_sets(args.quick, args.every, args.max_per_set).items():
         for sample, group in tqdm(pairs, desc=data, mininterval=30):
             rows, sizes, timing = score_image_ways(sample, group, built)
             score_rows += [{**r, "set": data} for r in rows]
@@ -231,6 +238,7 @@ def main() -> None:
         "model": args.model,
         "previous": args.previous,
         "quick": args.quick,
+        "subset": {"every": args.every, "max_per_set": args.max_per_set},
         "scores": [
             {k: v for k, v in row.items() if k in ("set", "method", "way", "images", *SCORE_KEYS)}
             for row in scores
