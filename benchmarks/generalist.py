@@ -33,17 +33,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import SCORE_HEADER, SCORE_RULE, git_commit, machine, score_cells  # noqa: E402
+from segmenter import GROUPS  # noqa: E402  (the manifest's DSB groups, named as every benchmark names them)
 
 from nucleaizer import io, metrics, size  # noqa: E402
 from nucleaizer.generalist import UNSEEN_SETS, dsb_split  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
-GROUPS = {
-    "gray_darkbg_fluorescence": "fluorescence",
-    "gray_brightbg_brightfield": "brightfield",
-    "colour_brightbg_HE_like": "tissue",
-}
 SCORE_KEYS = ("dsb", "map", "mf1", "f1_50", "missed", "extra", "merges", "splits", "n_gt", "n_pred")
 
 

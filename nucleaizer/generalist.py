@@ -8,8 +8,12 @@ bright-field, H&E-like tissue), with random rescaling of every crop so it is rob
 20% (133 images, :func:`dsb_split` ``test``) and every other annotated set (nih3t3_fluo, gowt1_fluo, hela_fluo,
 cpm15_he) stay unseen: they are what ``benchmarks/generalist.py`` scores it on.
 
-Training is time-budgeted and resumable: run the same command again (with a larger ``--max-minutes``, which
-counts the time already spent) and it goes on from ``OUT/run/lightning/last.ckpt``. The learning rate is
+    python -m nucleaizer.generalist export --out ~/nucleaizer_generalist --data ../shared/data \
+        --to nucleaizer/models/generalist [--scores benchmarks/results/generalist.md]
+
+writes the run's best weights as the shipped bundle (fp16, sha256, detection threshold chosen on the validation
+images, model card MODEL.md). Training is time-budgeted and resumable: run the same train command again (with
+a larger ``--max-minutes``, which counts the time already spent) and it goes on from ``OUT/run/lightning/last.ckpt``. The learning rate is
 constant and the exported weights are their exponential moving average, so a run can be stopped and continued
 at any point without a schedule to finish.
 """
@@ -225,7 +229,7 @@ def model_card(arch: dict, record: dict, scores: str | None) -> str:
         "```",
         "",
         "The same train command with a larger `--max-minutes` continues the run from its checkpoint.",
-        f"Configuration: `conf/segmenter/maskrcnn_small.yaml` with {json_line(parameters)}.",
+        f"Configuration: `conf/segmenter/maskrcnn_small.yaml` with {listed(parameters)}.",
         "",
         f"- steps: {record['steps']:,} ({record['training_minutes']} minutes of training on a 2-core CPU)",
         f"- validation DSB every {STEPS_PER_EPOCH} steps: {record['val_dsb']}",
@@ -246,7 +250,7 @@ def model_card(arch: dict, record: dict, scores: str | None) -> str:
     return "\n".join(lines)
 
 
-def json_line(values: dict) -> str:
+def listed(values: dict) -> str:
     return "; ".join(f"{k} {v}" for k, v in values.items())
 
 
