@@ -99,11 +99,10 @@ def score_image_ways(sample: io.Sample, group: str, built: dict) -> tuple[list[d
         started = time.perf_counter()
         base = name.removesuffix("_tta")
         if base not in estimates:
-            estimates[base] = segmenter.estimate_diameter(image)
-        estimate = estimates[base]
-        scale = segmenter.scale_for(image, estimate) if estimate is not None else 1.0
-        labels = segmenter.segment(image, scale=scale)
+            estimates[base] = segmenter.measure_size(image)
+        labels = segmenter.segment_objects(image, estimate=estimates[base]).labels
         timing[name] = time.perf_counter() - started
+        estimate = estimates[base].diameter_px
         ways = {"own size": labels}
         if not name.endswith("_tta"):
             ways["oracle size"] = segmenter.segment(image, diameter_px=annotated)

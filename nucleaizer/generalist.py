@@ -37,7 +37,9 @@ RESCALE_OCTAVES = (
 )
 STEPS_PER_EPOCH = 400  # validation after every 400 steps (a few % of the time)
 LEARNING_RATE = 2.0e-4
-SCORE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8)  # detection score thresholds the export chooses from
+SCORE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9)  # detection score thresholds the export chooses from
+# settings of inference only (they change no weight): the export takes them from the current config
+INFERENCE_KEYS = ("rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test")
 
 
 def dsb_split(image_id: str) -> str:
@@ -161,29 +163,50 @@ def choose_score_threshold(model, samples: list[Sample], rule) -> tuple[float, d
 
 def export(out: str | Path, to: str | Path, data_root: str | Path, scores: str | Path | None = None) -> Path:
     """Write the run's best weights as a shipped model bundle in ``to``: fp16 segmenter.pt (its detection score
-    threshold chosen on the validation images under ``data_root``), bundle.json (with its sha256), MODEL.md
-    (the model card; ``scores``: a markdown file of benchmark figures to include)."""
+    threshold chosen on the validation images under ``data_root``; the proposal counts at inference from the
+    current config, INFERENCE_KEYS), bundle.json (with its sha256), MODEL.md (the model card; ``scores``: a
+    markdown file of benchmark figures to include). A segmenter.pt already in ``to`` with the same network
+    and weights is kept as it is (torch.save never writes the same bytes twice): exporting again after the
+    benchmark only refreshes the card."""
     import tempfile
 
     import torch
 
     from nucleaizer.bundle import write_bundle
-    from nucleaizer.maskrcnn import load_segmenter, save_segmenter
+    from nucleaizer.maskrcnn import build_maskrcnn, read_segmenter_file, save_segmenter
     from nucleaizer.size import SizeRule
 
     out, to = Path(out), Path(to)
-    model, arch = load_segmenter(out / "run" / "segmenter.pt")
-    _, _, size = training_config()
+    kwargs, _, size = training_config()
+    trained = read_segmenter_file(out / "run" / "segmenter.pt")
+    arch = {**trained["arch"], **{key: kwargs["arch"][key] for key in INFERENCE_KEYS}}
     rule = SizeRule(**size)
-    threshold, by_threshold = choose_score_threshold(model, split_samples(data_root, "val"), rule)
+    model = build_maskrcnn(**arch)
+    model.load_state_dict(trained["state_dict"])
+    threshold, by_threshold = choose_score_threshold(model.eval(), split_samples(data_root, "val"), rule)
     model.roi_heads.score_thresh = arch["box_score_thresh"] = threshold
     with tempfile.TemporaryDirectory() as work:
         weights = save_segmenter(Path(work) / "segmenter.pt", model, arch, dtype=torch.float16)
+        if _same_segmenter(to / "segmenter.pt", weights):
+            weights = to / "segmenter.pt"
         write_bundle(to, weights, size=rule, size_estimation="model")
     record = {**training_record(out), "score_threshold": threshold, "val_dsb_by_threshold": by_threshold}
     card = model_card(arch, record, None if scores is None else Path(scores).read_text())
     (to / "MODEL.md").write_text(card)
     return to
+
+
+def _same_segmenter(a: Path, b: Path) -> bool:
+    """Whether two segmenter files hold the same network settings and the same tensors."""
+    from nucleaizer.maskrcnn import read_segmenter_file
+
+    if not a.is_file():
+        return False
+    first, second = read_segmenter_file(a), read_segmenter_file(b)
+    same_tensors = first["state_dict"].keys() == second["state_dict"].keys() and all(
+        first["state_dict"][k].equal(second["state_dict"][k]) for k in first["state_dict"]
+    )
+    return first["arch"] == second["arch"] and same_tensors
 
 
 def model_card(arch: dict, record: dict, scores: str | None) -> str:

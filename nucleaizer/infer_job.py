@@ -38,10 +38,10 @@ from nucleaizer.baseline import ClassicalPredictor
 from nucleaizer.bundle import Bundle, load_predictors, read_bundle
 from nucleaizer.cli import HYDRA_FOLDER
 from nucleaizer.errors import UserError
-from nucleaizer.inference import NucleusSegmenter, Refiner
+from nucleaizer.inference import NucleusSegmenter, Refiner, Segmentation
 from nucleaizer.models import model_folder
 from nucleaizer.overlay import NUCLEI_COLUMNS, nuclei_table, overlay
-from nucleaizer.size import SizeRule, fill_with_dataset_median
+from nucleaizer.size import SizeRule
 from nucleaizer.tiling import TileParams
 from nucleaizer.tta import check_transforms
 
@@ -194,22 +194,6 @@ def warn_about_outliers(diameters: dict[str, float]) -> None:
         )
 
 
-def estimate_diameters(
-    segmenter: NucleusSegmenter, samples: list[io.Sample], on_bad_file: str
-) -> dict[str, tuple[float, str]]:
-    """Per image name: (diameter in px, source) with source 'estimated' or 'dataset_median' (nothing found)."""
-    found: dict[str, float | None] = {}
-    progress = tqdm(io.iter_samples(samples, on_bad_file), total=len(samples), desc="estimating nucleus size")
-    for sample, image, _ in progress:
-        found[sample.name] = segmenter.estimate_diameter(image)
-    filled = fill_with_dataset_median(list(found.values()), default_px=segmenter.size.target_diameter_px)
-    warn_about_outliers({name: d for name, d in found.items() if d is not None})
-    return {
-        name: (diameter, "estimated" if found[name] is not None else "dataset_median")
-        for name, diameter in zip(found, filled, strict=True)
-    }
-
-
 # the settings that make a segmentation: an image finished with other settings is segmented again
 RESULT_SETTINGS = (
     "model",
@@ -302,50 +286,41 @@ def _segment_folder(cfg: DictConfig, output: Path) -> dict[str, Any]:
         )
     todo = [s for s in samples if s.name not in done]
     segmenter, _ = build_segmenter(cfg)
-    if cfg.diameter is not None:
-        diameters = {s.name: (float(cfg.diameter), "given") for s in todo}
-    else:
-        diameters = estimate_diameters(segmenter, todo, str(cfg.on_bad_file)) if todo else {}
-        todo = [s for s in todo if s.name in diameters]  # the unreadable ones were reported by the first pass
+    finish = ImageFinisher(cfg, output, fingerprint)
     records = dict(done)
+    estimated = {
+        name: r["image"]["diameter_px"]
+        for name, r in done.items()
+        if r["image"]["diameter_source"] == "estimated"
+    }
+    unsized = []  # no nucleus found to measure: segmented last, at the median size of the others
     for sample, image, _ in tqdm(
         io.iter_samples(todo, str(cfg.on_bad_file)), total=len(todo), desc="segmenting"
     ):
+        started_image = time.perf_counter()
         if truth is not None and sample.name in truth and truth[sample.name][1] != image.shape[:2]:
             path, shape = truth[sample.name]
             raise UserError(
                 f"{path}: ground-truth size {shape} differs from its image {image.shape[:2]}; ground "
                 "truth must have the image's height and width"
             )
-        t0 = time.perf_counter()
-        diameter, diameter_source = diameters.get(sample.name, (None, "estimated"))
-        scale = segmenter.scale_for(image, diameter)
-        found = segmenter.segment_objects(image, scale=scale)
-        nuclei = json.loads(
-            nuclei_table(sample.name, found.labels, image, found.score, found.agreement).to_json(
-                orient="records"
-            )
-        )
-        files = write_image_results(output, sample, image, found.labels, nuclei, cfg)
-        record = {
-            "fingerprint": fingerprint,
-            "files": files,
-            "image": {
-                "image": sample.name,
-                "height": image.shape[0],
-                "width": image.shape[1],
-                "diameter_px": diameter,
-                "diameter_source": diameter_source,
-                "scale": scale,
-                "nuclei": len(nuclei),
-                **confidence_summary(found.score, float(cfg.low_score)),
-                "seconds": round(time.perf_counter() - t0, 3),
-            },
-            "nuclei": nuclei,
-        }
-        with io.atomic_write(output / PARTS / f"{sample.name}.json") as temporary:
-            temporary.write_text(json.dumps(record, default=float))
-        records[sample.name] = record
+        if cfg.diameter is not None:
+            found = segmenter.segment_objects(image, diameter_px=float(cfg.diameter))
+            records[sample.name] = finish(sample, image, found, float(cfg.diameter), "given", started_image)
+            continue
+        estimate = segmenter.measure_size(image)
+        if estimate.diameter_px is None:
+            unsized.append(sample)
+            continue
+        estimated[sample.name] = estimate.diameter_px
+        found = segmenter.segment_objects(image, estimate=estimate)
+        records[sample.name] = finish(sample, image, found, estimate.diameter_px, "estimated", started_image)
+    warn_about_outliers(estimated)
+    median = float(np.median(list(estimated.values()))) if estimated else segmenter.size.target_diameter_px
+    for sample, image, _ in io.iter_samples(unsized, str(cfg.on_bad_file)):
+        started_image = time.perf_counter()
+        found = segmenter.segment_objects(image, diameter_px=median)
+        records[sample.name] = finish(sample, image, found, median, "dataset_median", started_image)
     if not records:
         raise UserError(f"no image of {cfg.input} could be read; nothing was segmented")
     ordered = [records[s.name] for s in samples if s.name in records]
@@ -376,6 +351,49 @@ def _segment_folder(cfg: DictConfig, output: Path) -> dict[str, Any]:
         output,
     )
     return summary
+
+
+class ImageFinisher:
+    """Writes one segmented image: its files, then its record (``.parts/<name>.json``, written last, so an
+    interrupted run never counts a half-written image as finished); returns the record."""
+
+    def __init__(self, cfg: DictConfig, output: Path, fingerprint: str):
+        self.cfg, self.output, self.fingerprint = cfg, output, fingerprint
+
+    def __call__(
+        self,
+        sample: io.Sample,
+        image: np.ndarray,
+        found: Segmentation,
+        diameter: float,
+        diameter_source: str,
+        started: float,
+    ) -> dict:
+        nuclei = json.loads(
+            nuclei_table(sample.name, found.labels, image, found.score, found.agreement).to_json(
+                orient="records"
+            )
+        )
+        files = write_image_results(self.output, sample, image, found.labels, nuclei, self.cfg)
+        record = {
+            "fingerprint": self.fingerprint,
+            "files": files,
+            "image": {
+                "image": sample.name,
+                "height": image.shape[0],
+                "width": image.shape[1],
+                "diameter_px": diameter,
+                "diameter_source": diameter_source,
+                "scale": found.scale,
+                "nuclei": len(nuclei),
+                **confidence_summary(found.score, float(self.cfg.low_score)),
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+            "nuclei": nuclei,
+        }
+        with io.atomic_write(self.output / PARTS / f"{sample.name}.json") as temporary:
+            temporary.write_text(json.dumps(record, default=float))
+        return record
 
 
 def write_image_results(

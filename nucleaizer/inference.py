@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from skimage.segmentation import relabel_sequential
 
 from nucleaizer.io import to_rgb8
-from nucleaizer.painting import paint_instances
+from nucleaizer.painting import Instances, paint_instances
 from nucleaizer.size import SizeRule, median_diameter, rescale_image, rescale_labels
 from nucleaizer.tiling import InstancePredictor, TileParams, predict_image
 from nucleaizer.tta import TRANSFORMS, check_transforms, segment_with_tta
@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 # the size estimate's second pass looks at most this many working-scale pixels a side
 ESTIMATION_PX = 1024
+# the size pass's objects are the segmentation when its scale is within this factor of the estimated one (the
+# shipped model scores the same at the annotated size and at its own estimate, a few per cent off)
+REUSE_SCALE_FACTOR = 1.15
 # labels int (h, w) and image uint8 (h, w, 3) at the working scale -> corrected labels (h, w)
 Refiner = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -69,30 +72,44 @@ class NucleusSegmenter:
         if self.tta_transforms:
             self.tta_transforms = check_transforms(self.tta_transforms)
 
-    def estimate_diameter(self, image: np.ndarray) -> float | None:
-        """Nucleus diameter (px) of the objects the pre-segmentation finds (size.estimated_diameter), None when it
-        finds none, or when the first predictor says the image holds no nuclei (``sees_no_nuclei``, the
+    def measure_size(self, image: np.ndarray) -> SizeEstimate:
+        """The nucleus diameter (px) of the objects the pre-segmentation finds (size.estimated_diameter); None when
+        it finds none, or when the first predictor says the image holds no nuclei (``sees_no_nuclei``, the
         classical one). With ``size_guess``: its diameter on the original image is the guess, and the preseg
         measures the median diameter of what it finds in the image brought to the working scale by that guess
         (at most ESTIMATION_PX pixels a side of the image's centre: a large image holds nuclei enough in a
         part of it). On held-out DSB images the median size error of the shipped model went from 38% (the
-        model on the original image) to under 5% this way (benchmarks/generalist.py has the figures)."""
+        model on the original image) to under 5% this way (benchmarks/generalist.py has the figures). When
+        the segmenting predictor itself saw the whole image, its objects come with the estimate (see
+        :class:`SizeEstimate`)."""
         image = as_rgb8(image)
         predictor = self.preseg or self.predictor
         first = self.size_guess or predictor
         if getattr(first, "sees_no_nuclei", None) is not None and first.sees_no_nuclei(image):
-            return None
+            return SizeEstimate(None)
         guess = self.size.diameter_of(self._labels(image, first))
         if self.size_guess is None or guess is None:
-            return guess
+            return SizeEstimate(guess)
         scale = self.size.scale_for(guess)
         side = max(1, round(ESTIMATION_PX / scale))
         top, left = max(0, (image.shape[0] - side) // 2), max(0, (image.shape[1] - side) // 2)
         view = rescale_image(image[top : top + side, left : left + side], scale)
+        instances = predict_image(view, predictor, self.tiles)
         # a network trained on nuclei rescaled by their median diameter measures them the same way (it does not
         # break nuclei into fragments the way the area weighting is there for)
-        measured = median_diameter(self._labels(view, predictor), self.size.min_object_area_px)
-        return guess if measured is None else measured / scale
+        measured = median_diameter(
+            paint_instances(instances, view.shape[:2])[0], self.size.min_object_area_px
+        )
+        whole = side >= max(image.shape[:2]) and self.preseg is None
+        return SizeEstimate(
+            guess if measured is None else measured / scale,
+            scale if whole else None,
+            instances if whole else None,
+        )
+
+    def estimate_diameter(self, image: np.ndarray) -> float | None:
+        """The nucleus diameter (px) :meth:`measure_size` finds; None when it finds no nucleus."""
+        return self.measure_size(image).diameter_px
 
     def _labels(self, image: np.ndarray, predictor: InstancePredictor) -> np.ndarray:
         return paint_instances(predict_image(image, predictor, self.tiles), image.shape[:2])[0]
@@ -101,9 +118,12 @@ class NucleusSegmenter:
         """Scale factor for ``image``: from ``diameter_px`` when given, else estimated; 1 when nothing is found."""
         if diameter_px is None:
             diameter_px = self.estimate_diameter(image)
-            if diameter_px is None:
-                log.info("no nucleus found for size estimation; the image is not rescaled")
-                return 1.0
+        return self._scale_of(diameter_px)
+
+    def _scale_of(self, diameter_px: float | None) -> float:
+        if diameter_px is None:
+            log.info("no nucleus found for size estimation; the image is not rescaled")
+            return 1.0
         return self.size.scale_for(diameter_px)
 
     def predict_working_scale(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -119,18 +139,35 @@ class NucleusSegmenter:
         return labels, scores, np.ones(len(scores), np.float32)
 
     def segment_objects(
-        self, image: np.ndarray, diameter_px: float | None = None, scale: float | None = None
+        self,
+        image: np.ndarray,
+        diameter_px: float | None = None,
+        scale: float | None = None,
+        estimate: SizeEstimate | None = None,
     ) -> Segmentation:
         """The labels of an image (uint8 (H, W, 3); other arrays are converted) with each nucleus's confidence.
 
-        ``scale`` (the factor to the working scale) overrides ``diameter_px``; with neither, the diameter is
-        estimated by the pre-segmentation pass.
+        ``scale`` (the factor to the working scale) overrides ``diameter_px``, which overrides ``estimate`` (what
+        :meth:`measure_size` found in this image); with none of them, the size is measured here. When the size
+        pass's predictor saw the whole image at a scale within REUSE_SCALE_FACTOR of the one its estimate asks
+        for, its objects are the segmentation (no second pass; not with TTA).
         """
         image = as_rgb8(image)
+        reused = None
         if scale is None:
-            scale = self.scale_for(image, diameter_px)
+            if diameter_px is None:
+                estimate = estimate or self.measure_size(image)
+                diameter_px = estimate.diameter_px
+            scale = self._scale_of(diameter_px)
+            if estimate is not None and estimate.view is not None and not self.tta_transforms:
+                if 1 / REUSE_SCALE_FACTOR <= scale / estimate.view_scale <= REUSE_SCALE_FACTOR:
+                    scale, reused = estimate.view_scale, estimate.view
         working = rescale_image(image, scale)
-        labels, scores, agreement = self.predict_working_scale(working)
+        if reused is not None:
+            labels, scores = paint_instances(reused, working.shape[:2])
+            agreement = np.ones(len(scores), np.float32)
+        else:
+            labels, scores, agreement = self.predict_working_scale(working)
         if self.refine is not None and labels.any():
             refined = self.refine(labels, working)
             scores, agreement = (_carry_over(labels, refined, values) for values in (scores, agreement))
@@ -138,7 +175,7 @@ class NucleusSegmenter:
         labels = rescale_labels(labels, image.shape[:2])
         labels, _, inverse = relabel_sequential(labels.astype(np.int32, copy=False))
         kept = np.asarray(inverse)[1:] - 1  # new id i + 1 was working-scale id kept[i] + 1
-        return Segmentation(labels, scores[kept], agreement[kept])
+        return Segmentation(labels, scores[kept], agreement[kept], scale)
 
     def segment(
         self, image: np.ndarray, diameter_px: float | None = None, scale: float | None = None
@@ -151,11 +188,28 @@ class NucleusSegmenter:
 class Segmentation:
     """The nuclei of one image: labels int32 (H, W), ids 1..N; per nucleus (index i for id i + 1) the
     detection score (with TTA the mean over the views that found it; classical: 1) and the TTA agreement (the
-    share of views that found it; 1 without TTA), both float32 (N,)."""
+    share of views that found it; 1 without TTA), both float32 (N,); the factor from the image to the working
+    scale it was predicted at."""
 
     labels: np.ndarray
     score: np.ndarray
     agreement: np.ndarray
+    scale: float = 1.0
+
+
+@dataclass
+class SizeEstimate:
+    """What the size pass found in one image: the nucleus diameter in its pixels (None when it found none).
+
+    When the segmenting predictor itself (no separate preseg) saw the whole image, brought to ``view_scale`` by
+    the classical guess, ``view`` holds its objects there: a segmentation at a scale that is usually within a
+    few per cent of the one the measured diameter asks for, which ``segment_objects`` then reuses instead of
+    predicting the image a second time.
+    """
+
+    diameter_px: float | None
+    view_scale: float | None = None
+    view: Instances | None = None
 
 
 def _carry_over(before: np.ndarray, after: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -59,3 +59,17 @@ def test_training_resumes_and_exports_a_checked_fp16_bundle(tmp_path):
     card = (bundle_dir / "MODEL.md").read_text()
     assert f"steps: {second['steps']:,}" in card and "score threshold" in card
     assert np.isfinite(second["best_val_dsb"])
+    # the proposal counts at inference come from the config; the training's own are in the run's file
+    kwargs, _, _ = generalist.training_config()
+    assert {k: stored["arch"][k] for k in generalist.INFERENCE_KEYS} == {
+        k: kwargs["arch"][k] for k in generalist.INFERENCE_KEYS
+    }
+
+    # exporting again (after the benchmark, with its scores) keeps the weights file byte for byte
+    weights = bundle.segmenter.read_bytes()
+    scores = tmp_path / "scores.md"
+    scores.write_text("| set | DSB |\n| --- | --- |\n| held-out | 0.123 |\n")
+    generalist.export(out, bundle_dir, data, scores=scores)
+    assert bundle.segmenter.read_bytes() == weights
+    assert "| held-out | 0.123 |" in (bundle_dir / "MODEL.md").read_text()
+    read_bundle(bundle_dir)  # its checksum still holds

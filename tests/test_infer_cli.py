@@ -81,6 +81,24 @@ def test_without_model_the_shipped_generalist_segments_at_its_own_size(dataset, 
     assert summary["images"] == 3 and summary["dsb"] > 0.3
 
 
+def test_an_image_without_nuclei_is_segmented_at_the_median_size_of_the_others(dataset, tmp_path):
+    """Nothing to measure in a blank image: it comes last, at the folder's median estimate, and says so."""
+    folder = tmp_path / "in"
+    (folder / "images").mkdir(parents=True)
+    io.write_image(folder / "images" / "blank.png", np.zeros((80, 80, 3), np.uint8))
+    for path in (dataset / "images").iterdir():
+        (folder / "images" / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / "out"
+    result = infer("model=classical", f"input={folder}", f"output={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    images = pd.read_csv(out / "images.csv").set_index("image")
+    assert list(images.index) == ["blank", "img0", "img1", "img2"]  # the input's order, whatever came last
+    assert (images.drop("blank")["diameter_source"] == "estimated").all()
+    assert images.loc["blank", "diameter_source"] == "dataset_median"
+    assert images.loc["blank", "diameter_px"] == pytest.approx(images.drop("blank")["diameter_px"].median())
+    assert images.loc["blank", "nuclei"] == 0 and (out / "labels" / "blank.png").is_file()
+
+
 BAD_COMMAND_LINES = [
     (["model={tmp}/no_such_model", "input={data}", "output={tmp}/o"], "does not exist"),
     (["model=classical", "input={tmp}/no_such_folder", "output={tmp}/o"], "input folder"),

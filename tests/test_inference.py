@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from test_inference_helpers import (
     objects_image,
     same_partition,
@@ -13,7 +14,7 @@ from nucleaizer import simulate
 from nucleaizer.baseline import ClassicalPredictor
 from nucleaizer.inference import NucleusSegmenter, segment_image
 from nucleaizer.metrics import dsb_score
-from nucleaizer.size import SizeRule
+from nucleaizer.size import SizeRule, median_diameter
 from nucleaizer.tiling import TileParams
 
 
@@ -78,6 +79,51 @@ def test_a_separate_preseg_predictor_is_used_for_size_only():
     )
     segmenter.segment(image)
     assert preseg_calls == [(100, 100)] and main_calls and main_calls[0] != (100, 100)
+
+
+def dilating_predictor(pixels):
+    """threshold_predictor that sees every object ``pixels`` px larger (a size guess that is too large)."""
+    if not pixels:
+        return threshold_predictor
+
+    def predict(tiles):
+        return [
+            (np.stack([ndimage.binary_dilation(m, iterations=pixels) for m in masks]), scores)
+            for masks, scores in threshold_predictor(tiles)
+        ]
+
+    return predict
+
+
+@pytest.mark.parametrize(("guess_error_px", "tta", "passes"), [(0, False, 1), (8, False, 2), (0, True, 9)])
+def test_the_size_pass_is_the_segmentation_when_its_scale_was_right(guess_error_px, tta, passes):
+    """The guess sets the scale of the model's size pass; when the diameter it measures there asks for about
+    that scale, those objects are the result (one model pass); a guess far off (or TTA) means another pass."""
+    image = objects_image(simulate.random_labels((160, 160), 30, 20, np.random.default_rng(1)))
+    calls = []
+    segmenter = NucleusSegmenter(
+        scale_recording(threshold_predictor, calls),
+        tiles=TileParams(tile_size=1024),
+        size_guess=dilating_predictor(guess_error_px),
+        tta_transforms=(
+            "identity",
+            "flip_h",
+            "flip_v",
+            "rot90",
+            "rot180",
+            "rot270",
+            "transpose",
+            "transverse",
+        )
+        if tta
+        else (),
+    )
+    estimate = segmenter.measure_size(image)
+    assert estimate.diameter_px == pytest.approx(median_diameter(threshold_predictor_labels(image)), rel=0.1)
+    found = segmenter.segment_objects(image)
+    assert len(calls) == 1 + passes  # measure_size above, then segment_objects' own passes
+    assert found.scale == pytest.approx(40 / estimate.diameter_px, rel=0.15)
+    assert dsb_score(threshold_predictor_labels(image), found.labels) > 0.9
 
 
 def test_refiner_runs_at_the_working_scale():
