@@ -44,17 +44,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import SEGMENTER_CHECKPOINT, git_commit, machine  # noqa: E402
+from common import git_commit, machine  # noqa: E402
 
 from nucleaizer import io, metrics  # noqa: E402
 from nucleaizer.baseline import ClassicalPredictor, nuclear_channel  # noqa: E402
 from nucleaizer.inference import NucleusSegmenter  # noqa: E402
+from nucleaizer.models import DEFAULT_MODEL, segmenter_file  # noqa: E402
 from nucleaizer.painting import paint_instances  # noqa: E402
 from nucleaizer.size import SizeRule, median_diameter, rescale_image, rescale_labels  # noqa: E402
 from nucleaizer.tiling import TileParams, predict_image  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "dsb2018_train"
-DEFAULT_CHECKPOINT = SEGMENTER_CHECKPOINT
+DEFAULT_CHECKPOINT = segmenter_file(DEFAULT_MODEL)  # the shipped generalist
 RESULTS = ROOT / "benchmarks" / "results"
 TILE_PARAMS = TileParams(tile_size=512, overlap=64, batch_size=4)
 MOSAIC_CELL = 256

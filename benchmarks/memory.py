@@ -6,8 +6,8 @@ Each image is a mosaic of real dsb2018_train fluorescence crops (benchmarks/infe
 repeated, enlarged 2.8x so its nuclei are about 40 px across) written as an 8-bit PNG; infer.py segments it in
 a fresh process, as a user would (tiles of 512 px, diameter=40 given: no size-estimation pass and no
 rescaling, so the side is also the working size that memory depends on), and the peak resident set of that
-process is read from the kernel (wait4). Mask R-CNN: a bundle made from ``--checkpoint`` (default: the
-time-to-accuracy benchmark's 10-minute EfficientNet-Lite0 model). Writes benchmarks/results/memory.{json,md}.
+process is read from the kernel (wait4). Mask R-CNN: a bundle made from ``--checkpoint`` (default: the shipped
+generalist model's segmenter). Writes benchmarks/results/memory.{json,md}.
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import git_commit, machine  # noqa: E402
 
+from nucleaizer.models import DEFAULT_MODEL, segmenter_file  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
-DEFAULT_CHECKPOINT = Path("/tmp/nucleaizer_bench/tta/lite0_pretrained_fpn128_bf16/segmenter_10min.pt")
+DEFAULT_CHECKPOINT = segmenter_file(DEFAULT_MODEL)
 
 
 def write_mosaic(side: int, folder: Path) -> float:

@@ -1,4 +1,4 @@
-"""Benchmark of post-processing (METHOD.md section 7) on the validation part of dsb2018_train.
+"""Benchmark of post-processing (docs/method.md section 7) on the validation part of dsb2018_train.
 
     python benchmarks/postprocess.py [--quick] [--raw auto|maskrcnn|baseline] [--checkpoint PATH]
 

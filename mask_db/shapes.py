@@ -1,7 +1,7 @@
 """Nucleus shapes for synthetic layouts: database crops rotated and rescaled to a target area, and shapes
 simulated after SIMCEP (Lehmussola et al. 2007) that imitate a reference nucleus.
 
-Both METHOD.md fixes are here: the linear scale of a crop is the square root of the area ratio (the old code
+Both docs/method.md fixes are here: the linear scale of a crop is the square root of the area ratio (the old code
 used the area ratio itself), and a simulated shape is kept as stretched and rotated (the old code stored the
 untransformed one).
 """
@@ -33,7 +33,7 @@ def tight_crop(mask: np.ndarray) -> np.ndarray:
 
 def linear_scale(target_area: float | np.ndarray, area: float | np.ndarray) -> float | np.ndarray:
     """Linear scale factor that turns a shape of ``area`` into one of ``target_area`` pixels: the square
-    root of the area ratio (METHOD.md decision; the old code used the area ratio, a bug)."""
+    root of the area ratio (docs/method.md decision; the old code used the area ratio, a bug)."""
     return np.sqrt(np.asarray(target_area, dtype=np.float64) / np.asarray(area, dtype=np.float64))
 
 

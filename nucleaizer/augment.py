@@ -1,4 +1,4 @@
-"""Augmentations of METHOD.md section 5 on (image, labels) pairs, each with its own probability.
+"""Augmentations of docs/method.md section 5 on (image, labels) pairs, each with its own probability.
 
 Geometric transforms (flips, rotation by any angle, translation) move image and labels together; labels are
 resampled by nearest neighbour so every pixel keeps an exact instance id. Intensity transforms (per-channel

@@ -1,4 +1,4 @@
-"""The model bundle: one folder holding everything ``infer.py`` needs (DESIGN.md, "The run folder").
+"""The model bundle: one folder holding everything ``infer.py`` needs (see docs/pipeline.md).
 
 ::
 

@@ -87,7 +87,7 @@ def base_scales(
 ) -> np.ndarray:
     """Per pair the factor that brings its median nucleus diameter (from labels) to the target, float64 (N,).
 
-    Images without usable objects take the median diameter of the others (METHOD.md section 1).
+    Images without usable objects take the median diameter of the others (docs/method.md section 1).
     """
     diameters = size.fill_with_dataset_median(
         [size.median_diameter(labels, min_area_px=min_object_area_px) for _, labels in pairs],

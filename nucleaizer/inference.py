@@ -1,4 +1,4 @@
-"""Segment images of any size with any instance predictor (METHOD.md section 6), and the ``infer.py`` job.
+"""Segment images of any size with any instance predictor (docs/method.md section 6), and the ``infer.py`` job.
 
 One image: estimate the nucleus diameter (given, or the median equivalent diameter of a first pass of the
 pre-segmentation predictor), rescale so nuclei are about 40 px across, predict in overlapping tiles merged

@@ -30,7 +30,7 @@ TIFF_SUFFIXES = frozenset({".tif", ".tiff"})
 OME_SUFFIX = ".ome.tif"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp"}) | TIFF_SUFFIXES
 LABEL_SUFFIXES = frozenset({".png"}) | TIFF_SUFFIXES
-# Default percentiles of the intensity stretch for >8-bit and float images (METHOD.md section 0).
+# Default percentiles of the intensity stretch for >8-bit and float images (docs/method.md section 0).
 STRETCH_PERCENTILES = (0.5, 99.8)
 MAX_UINT16_LABEL = np.iinfo(np.uint16).max
 ON_BAD_FILE_CHOICES = ("skip", "fail")

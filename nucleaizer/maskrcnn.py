@@ -1,4 +1,4 @@
-"""Mask R-CNN for nuclei: construction, one-file checkpoints, and the instance predictor (METHOD.md section 5).
+"""Mask R-CNN for nuclei: construction, one-file checkpoints, and the instance predictor (docs/method.md section 5).
 
 The network is torchvision's Mask R-CNN with two classes (background, nucleus). Nothing is ever downloaded:
 the EfficientNet-Lite0 backbone's ImageNet weights come with a pip dependency (nucleaizer.efficientnet),

@@ -1,4 +1,4 @@
-"""Instance segmentation metrics, exactly as METHOD.md section 8 defines them.
+"""Instance segmentation metrics, exactly as docs/method.md section 8 defines them.
 
 Everything is computed from one sparse overlap count: the (ground-truth id, predicted id) pairs of the
 pixels that belong to an object in both label images, counted with `np.bincount` (or `np.unique` when

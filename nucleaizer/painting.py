@@ -5,7 +5,7 @@ keeps each object as its bounding box in the image frame plus a boolean crop, wh
 and painting need; the Mask R-CNN predictor returns them directly, simpler predictors may return full-tile
 masks (``Instances.from_masks``).
 
-Painting rule (METHOD.md section 6): instances are painted in decreasing score order and a pixel already
+Painting rule (docs/method.md section 6): instances are painted in decreasing score order and a pixel already
 taken by a higher-score instance is never overwritten (the old code let later masks win). An instance left
 with no visible pixel disappears; ids are 1..N in painting order, so id 1 has the highest score.
 """

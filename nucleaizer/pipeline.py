@@ -24,7 +24,7 @@ from nucleaizer.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
-# name -> what the stage does (METHOD.md sections in brackets)
+# name -> what the stage does (docs/method.md sections in brackets)
 STAGES: dict[str, str] = {
     "preseg": "train (or take) the generic pre-segmentation Mask R-CNN and pre-segment the target images [1]",
     "sizes": "estimate the nucleus diameter of every target image and its scale factor to 40 px [1]",

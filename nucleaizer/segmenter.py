@@ -1,4 +1,4 @@
-"""Training the Mask R-CNN segmenter (and the preseg model) with PyTorch Lightning, METHOD.md sections 1 and 5.
+"""Training the Mask R-CNN segmenter (and the preseg model) with PyTorch Lightning, docs/method.md sections 1 and 5.
 
 :func:`fit_segmenter` is what the pipeline calls: annotated pairs in, the path of the best one-file
 checkpoint out. The :class:`SegmenterModule` runs the staged schedule (which parameters train, at which

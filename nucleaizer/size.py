@@ -1,4 +1,4 @@
-"""Nucleus size from label images and the rescaling rule of METHOD.md section 1.
+"""Nucleus size from label images and the rescaling rule of docs/method.md section 1.
 
 Nuclei are brought to about ``target_diameter_px`` (40 px) across before training and prediction. The size
 of an image is the median equivalent diameter (diameter of the circle with the object's area) of its

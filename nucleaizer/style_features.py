@@ -1,6 +1,6 @@
 """Hand-crafted appearance features of one image, the space in which images are clustered into styles.
 
-Per image (METHOD.md section 2): intensity statistics of every channel in RGB and L*a*b* (mean, standard
+Per image (docs/method.md section 2): intensity statistics of every channel in RGB and L*a*b* (mean, standard
 deviation, percentiles, a coarse histogram), grey-level co-occurrence (Haralick) texture of the lightness
 channel at a few distances, a rotation-invariant local binary pattern histogram, and the image size.
 Large images are downscaled first so a feature vector costs about the same for every image.

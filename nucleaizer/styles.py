@@ -1,4 +1,4 @@
-"""Automatic clustering of unlabelled images into visual styles (METHOD.md section 2).
+"""Automatic clustering of unlabelled images into visual styles (docs/method.md section 2).
 
 Images are described by :mod:`nucleaizer.style_features`, the features are standardised (and reduced by PCA),
 and k-means splits them into styles. A style must never mix two real image types (a pix2pix trained on a mix

@@ -1,4 +1,4 @@
-"""Prediction of a large image in overlapping tiles, merged without seams (METHOD.md section 6).
+"""Prediction of a large image in overlapping tiles, merged without seams (docs/method.md section 6).
 
 Tiles of ``tile_size`` px overlap by at least ``overlap`` px and go to the predictor in batches. A predictor
 with a ``grid_px`` attribute (a network whose coarsest feature map has that stride) gets tiles that start on

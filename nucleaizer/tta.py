@@ -1,4 +1,4 @@
-"""Test-time augmentation: flips and 90-degree rotations, objects matched and voted (METHOD.md section 6).
+"""Test-time augmentation: flips and 90-degree rotations, objects matched and voted (docs/method.md section 6).
 
 The image is segmented once per transform of the dihedral group, each label image is mapped back, and:
 

@@ -1,4 +1,4 @@
-"""The training budget of one style model (METHOD.md section 3): "the more images, the fewer epochs".
+"""The training budget of one style model (docs/method.md section 3): "the more images, the fewer epochs".
 
 The 2018 code trained ``epochs_budget // n_tiles`` epochs at constant learning rate, then ``decay_epochs``
 epochs with the learning rate falling linearly towards zero. The GPU profile keeps that rule

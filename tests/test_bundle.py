@@ -5,13 +5,13 @@ import shutil
 
 import numpy as np
 import pytest
-from test_inference_helpers import TINY_MASKRCNN
 
 from nucleaizer.bundle import BUNDLE_FILE, load_predictors, read_bundle, write_bundle
 from nucleaizer.errors import UserError
 from nucleaizer.infer_job import postprocess_refiner
 from nucleaizer.painting import Instances
 from nucleaizer.size import SizeRule
+from tests.helpers.predictors import TINY_MASKRCNN
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import tifffile
 from hydra import compose, initialize_config_dir
-from test_inference_helpers import TINY_MASKRCNN
 
 from nucleaizer import io, simulate
 from nucleaizer.bundle import write_bundle
 from nucleaizer.cli import check_config
 from nucleaizer.inference import validate_config
+from tests.helpers.predictors import TINY_MASKRCNN
 from tests.helpers.scripts import run_script
 
 ROOT = Path(__file__).resolve().parent.parent

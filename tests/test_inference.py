@@ -3,12 +3,6 @@
 import numpy as np
 import pytest
 from scipy import ndimage
-from test_inference_helpers import (
-    objects_image,
-    same_partition,
-    threshold_predictor,
-    threshold_predictor_labels,
-)
 
 from nucleaizer import simulate
 from nucleaizer.baseline import ClassicalPredictor
@@ -16,6 +10,12 @@ from nucleaizer.inference import NucleusSegmenter, segment_image
 from nucleaizer.metrics import dsb_score
 from nucleaizer.size import SizeRule, median_diameter
 from nucleaizer.tiling import TileParams
+from tests.helpers.predictors import (
+    objects_image,
+    same_partition,
+    threshold_predictor,
+    threshold_predictor_labels,
+)
 
 
 def scale_recording(predictor, shapes):

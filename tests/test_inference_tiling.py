@@ -4,16 +4,16 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from test_inference_helpers import (
+
+from nucleaizer import simulate
+from nucleaizer.painting import Instances, paint_instances
+from nucleaizer.tiling import TileParams, predict_image, tile_boxes, tile_starts
+from tests.helpers.predictors import (
     objects_image,
     same_partition,
     threshold_predictor,
     threshold_predictor_labels,
 )
-
-from nucleaizer import simulate
-from nucleaizer.painting import Instances, paint_instances
-from nucleaizer.tiling import TileParams, predict_image, tile_boxes, tile_starts
 
 
 def tiled_labels(image, predictor=threshold_predictor, **params):

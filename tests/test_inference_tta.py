@@ -2,17 +2,17 @@
 
 import numpy as np
 import pytest
-from test_inference_helpers import (
-    objects_image,
-    same_partition,
-    threshold_predictor,
-    threshold_predictor_labels,
-)
 
 from nucleaizer import simulate
 from nucleaizer.inference import NucleusSegmenter
 from nucleaizer.tiling import TileParams
 from nucleaizer.tta import TRANSFORMS, check_transforms, segment_with_tta, vote
+from tests.helpers.predictors import (
+    objects_image,
+    same_partition,
+    threshold_predictor,
+    threshold_predictor_labels,
+)
 
 
 def test_every_transform_is_inverted_and_transforms_are_distinct():

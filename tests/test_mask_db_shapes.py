@@ -1,4 +1,4 @@
-"""mask_db.shapes: database crops rotated and scaled, SIMCEP shapes with both METHOD.md fixes."""
+"""mask_db.shapes: database crops rotated and scaled, SIMCEP shapes with both docs/method.md fixes."""
 
 import numpy as np
 import pytest

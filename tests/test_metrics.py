@@ -188,7 +188,7 @@ def test_summarize_means_ratios_and_sums_counts():
 
 
 def _oracle(gt: np.ndarray, pred: np.ndarray) -> dict[str, float | int]:
-    """METHOD.md section 8 written the slow, obvious way: a dense IoU matrix from per-object masks."""
+    """docs/method.md section 8 written the slow, obvious way: a dense IoU matrix from per-object masks."""
     gt_ids = [i for i in np.unique(gt) if i != 0]
     pred_ids = [j for j in np.unique(pred) if j != 0]
     iou = np.zeros((len(gt_ids), len(pred_ids)))

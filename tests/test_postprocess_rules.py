@@ -1,4 +1,4 @@
-"""Object rules and soft-margin contour correction (METHOD.md section 7) on constructed cases."""
+"""Object rules and soft-margin contour correction (docs/method.md section 7) on constructed cases."""
 
 import numpy as np
 import pytest

@@ -64,9 +64,8 @@ def test_model_names_and_paths(tmp_path):
 
 
 def test_fp16_storage_halves_the_file_and_loads_as_float32(tmp_path):
-    from test_inference_helpers import TINY_MASKRCNN
-
     from nucleaizer.maskrcnn import build_maskrcnn, load_segmenter, save_segmenter
+    from tests.helpers.predictors import TINY_MASKRCNN
 
     model = build_maskrcnn(**TINY_MASKRCNN)
     full = save_segmenter(tmp_path / "full.pt", model, TINY_MASKRCNN)

@@ -1,4 +1,4 @@
-"""Size estimation and rescaling rule (METHOD.md section 1)."""
+"""Size estimation and rescaling rule (docs/method.md section 1)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Post-processing (METHOD.md section 7): U-Net ensemble probability map, object rules with soft-margin
+"""Post-processing (docs/method.md section 7): U-Net ensemble probability map, object rules with soft-margin
 contour correction (p1..p6), and a genetic algorithm that tunes p1..p6 on a validation set.
 
 Modules: ``rules`` (postprocess_labels, PostprocessParams), ``unet`` (train_ensemble, load_ensemble,

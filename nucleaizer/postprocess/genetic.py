@@ -1,4 +1,4 @@
-"""A small genetic algorithm over named genes with bounds, integer or real (METHOD.md section 7).
+"""A small genetic algorithm over named genes with bounds, integer or real (docs/method.md section 7).
 
 Generic: it maximises any fitness of a parameter dict. Tournament selection, uniform crossover, Gaussian
 mutation, elitism, early stop after ``patience`` generations without improvement. Fitness is asked for a

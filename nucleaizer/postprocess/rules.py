@@ -1,10 +1,10 @@
-"""Object rules and soft-margin contour correction of METHOD.md section 7, parameters p1..p6.
+"""Object rules and soft-margin contour correction of docs/method.md section 7, parameters p1..p6.
 
 Everything works on whole label images with label-wise operations (contact counts from shifted arrays,
 ``bincount`` per label, label-wise erosion by min/max filters, ``expand_labels`` for the outward margin), so
 the cost does not grow with a Python loop over objects.
 
-Order of the rules (METHOD.md section 7):
+Order of the rules (docs/method.md section 7):
 
 1. an object whose whole boundary touches one other object (it lies wholly inside it) is dropped and its
    pixels join the enclosing object; an object of which a neighbour covers more than ``p1`` of the boundary

@@ -1,4 +1,4 @@
-"""Tune p1..p6 with the genetic algorithm on cached segmentations and probability maps (METHOD.md section 7).
+"""Tune p1..p6 with the genetic algorithm on cached segmentations and probability maps (docs/method.md section 7).
 
 Mask R-CNN labels and U-Net probability maps are computed once by the caller and held in ``TuningCase``s;
 only the post-processing runs inside the search. Fitness is the mean DSB score over the cases, evaluated in

@@ -1,4 +1,4 @@
-"""U-Net ensemble predicting nucleus-foreground probability (METHOD.md section 7).
+"""U-Net ensemble predicting nucleus-foreground probability (docs/method.md section 7).
 
 Members differ in depth, base filters and the Gaussian blur of their foreground target, as the config says;
 the mean of their sigmoid outputs is the probability map ``P`` that the contour correction thresholds.
