@@ -144,39 +144,40 @@ def summarise(table: pd.DataFrame, by: list[str]) -> list[dict]:
     return out
 
 
+def per_group(table: pd.DataFrame, keys: list[str], describe) -> list[dict]:
+    """One row per group of ``table`` by ``keys``: the keys' values and what ``describe(part)`` says of it."""
+    return [
+        {**dict(zip(keys, key, strict=True)), **describe(part)}
+        for key, part in table.groupby(keys, sort=False)
+    ]
+
+
 def size_errors(sizes: pd.DataFrame) -> list[dict]:
-    rows = []
-    for (data, estimator), part in sizes.groupby(["set", "estimator"], sort=False):
+    def describe(part: pd.DataFrame) -> dict:
         errors = part["error"].dropna()
-        rows.append(
-            {
-                "set": data,
-                "estimator": estimator,
-                "images": len(part),
-                "none_found": int(part["error"].isna().sum()),
-                "median_error": round(float(errors.median()), 4) if len(errors) else None,
-                "p90_error": round(float(errors.quantile(0.9)), 4) if len(errors) else None,
-            }
-        )
-    return rows
+        return {
+            "images": len(part),
+            "none_found": int(part["error"].isna().sum()),
+            "median_error": round(float(errors.median()), 4) if len(errors) else None,
+            "p90_error": round(float(errors.quantile(0.9)), 4) if len(errors) else None,
+        }
+
+    return per_group(sizes, ["set", "estimator"], describe)
 
 
 def speeds(timing: pd.DataFrame) -> list[dict]:
     """Per set and method: megapixels per second of original image and at the working scale, median scale."""
-    rows = []
-    for (data, method), part in timing.groupby(["set", "method"], sort=False):
+
+    def describe(part: pd.DataFrame) -> dict:
         seconds = part["seconds"].sum()
-        rows.append(
-            {
-                "set": data,
-                "method": method,
-                "images": len(part),
-                "mp_per_s": round(part["megapixels"].sum() / seconds, 4),
-                "working_mp_per_s": round(part["working_megapixels"].sum() / seconds, 4),
-                "median_scale": round(float(part["scale"].median()), 2),
-            }
-        )
-    return rows
+        return {
+            "images": len(part),
+            "mp_per_s": round(part["megapixels"].sum() / seconds, 4),
+            "working_mp_per_s": round(part["working_megapixels"].sum() / seconds, 4),
+            "median_scale": round(float(part["scale"].median()), 2),
+        }
+
+    return per_group(timing, ["set", "method"], describe)
 
 
 def markdown(report: dict) -> str:
