@@ -2,27 +2,14 @@
 stages= runs a subset, force=true redoes, and a failing stage is never recorded as done."""
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from nucleaizer import pipeline
-from nucleaizer.cli import CONF_DIR
 from nucleaizer.errors import UserError
+from tests.helpers.configs import compose_demo_train
 
 
 def make_cfg(tmp_path, *overrides):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(
-            "train",
-            overrides=[
-                "+target=demo",
-                "logger=none",
-                f"run_dir={tmp_path / 'run'}",
-                "target.demo.n_source=2",
-                "target.demo.n_target=2",
-                "target.demo.image_size=64",
-                *overrides,
-            ],
-        )
+    return compose_demo_train(tmp_path, "target.demo.n_target=2", "target.demo.image_size=64", *overrides)
 
 
 class Recorder:

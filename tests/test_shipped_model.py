@@ -80,24 +80,15 @@ def test_fp16_storage_halves_the_file_and_loads_as_float32(tmp_path):
 
 
 def compose_train(tmp_path, *overrides):
-    from hydra import compose, initialize_config_dir
+    from tests.helpers.configs import compose_demo_train
 
-    from nucleaizer.cli import CONF_DIR
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(
-            "train",
-            overrides=[
-                "+target=demo",
-                "profile=tiny",
-                "logger=none",
-                f"run_dir={tmp_path / 'run'}",
-                "target.demo.n_source=2",
-                "target.demo.n_target=3",
-                "target.demo.image_size=128",
-                *overrides,
-            ],
-        )
+    return compose_demo_train(
+        tmp_path,
+        "profile=tiny",
+        "target.demo.n_target=3",
+        "target.demo.image_size=128",
+        *overrides,
+    )
 
 
 def test_train_py_pre_segments_with_the_shipped_model_by_default(tmp_path):
