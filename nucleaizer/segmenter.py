@@ -479,7 +479,8 @@ def fit_segmenter(
     fit.fit(module, datamodule=data, ckpt_path=resume_from)
     fit.save_checkpoint(last)  # where a time budget stopped it (mid-epoch): the next resume starts here
     if earlier is not None and fit.is_global_zero:  # Lightning's CSV logger starts the file afresh
-        write_table(history, pd.concat([earlier, pd.read_csv(history)], ignore_index=True))
+        logged = [pd.read_csv(history)] if history.is_file() else []  # none when it was already done
+        write_table(history, pd.concat([earlier, *logged], ignore_index=True))
     log.info(
         "segmenter training took %.0f s (%d epochs, best val_dsb %s)",
         time.perf_counter() - started,

@@ -282,3 +282,13 @@ def test_fit_exports_the_weight_average_and_resumes_where_it_stopped(tmp_path):
     steps = pd.read_csv(tmp_path / "run" / "logs" / "metrics.csv")["step"].dropna()
     assert steps.max() == 5 and (steps.diff().dropna() >= 0).all()
     assert steps.min() < 3  # the first run's rows are kept
+    # resuming a run that already reached its end trains nothing and keeps the history
+    fit_segmenter(
+        pairs(2),
+        [],
+        tmp_path / "run",
+        stages=[{"trainable": "all", "lr": 1e-3, "epochs": 2}],
+        resume=True,
+        **settings,
+    )
+    assert pd.read_csv(tmp_path / "run" / "logs" / "metrics.csv")["step"].dropna().max() == 5
