@@ -1,7 +1,6 @@
-"""Segment a folder of images:  python infer.py input=DIR output=DIR [model=NAME|PATH|classical]"""
+"""Segment a folder of images:  python infer.py input=DIR output=DIR [model=NAME|PATH|classical]  (= nucleaizer-infer)"""
 
-from nucleaizer import inference
-from nucleaizer.cli import hydra_entry_point
+from nucleaizer import cli
 
 if __name__ == "__main__":  # guard: worker processes may re-import this script
-    hydra_entry_point("infer", inference.run, validate=inference.validate_config)
+    cli.infer()

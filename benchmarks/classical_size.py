@@ -29,6 +29,7 @@ from common import git_commit, machine  # noqa: E402
 
 from nucleaizer import io, metrics, size  # noqa: E402
 from nucleaizer.baseline import ClassicalPredictor  # noqa: E402
+from nucleaizer.config_files import CONF_DIR  # noqa: E402
 from nucleaizer.generalist import dsb_split  # noqa: E402
 from nucleaizer.inference import NucleusSegmenter  # noqa: E402
 from nucleaizer.painting import paint_instances  # noqa: E402
@@ -96,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     from omegaconf import OmegaConf
 
-    infer_cfg = OmegaConf.load(ROOT / "conf" / "infer.yaml")
+    infer_cfg = OmegaConf.load(CONF_DIR / "infer.yaml")
     segmenter = NucleusSegmenter(
         ClassicalPredictor(**OmegaConf.to_container(infer_cfg.classical)),
         size=size.SizeRule(**OmegaConf.to_container(infer_cfg.classical_size)),

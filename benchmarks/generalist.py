@@ -67,7 +67,7 @@ def segmenters(model: str, previous: str | None, tta: bool) -> dict:
     """name -> NucleusSegmenter, built as infer.py builds them (model=NAME and model=classical)."""
     from omegaconf import OmegaConf
 
-    from nucleaizer.cli import CONF_DIR
+    from nucleaizer.config_files import CONF_DIR
     from nucleaizer.infer_job import build_segmenter
 
     def infer_config(**overrides):

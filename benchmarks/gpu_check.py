@@ -92,11 +92,10 @@ def steps_per_second(arch: dict, device: str, batch: int, crop: int, steps: int,
 
 def short_training(device: str, minutes: float, work: Path, quick: bool) -> tuple[Path, dict]:
     """Train the pretrained Lite0 with the project's trainer; returns (checkpoint, scores on held-out images)."""
-    from omegaconf import OmegaConf
-
+    from nucleaizer.config_files import load_config
     from nucleaizer.segmenter import fit_segmenter, training_kwargs_from_config
 
-    config = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "segmenter" / "maskrcnn_r50.yaml"))
+    config = load_config("segmenter", "maskrcnn_r50")
     config.update({**LITE0, "box_batch_size_per_image": 128, "ema_decay": 0.998})
     kwargs = training_kwargs_from_config(config)
     kwargs.update(
@@ -169,8 +168,7 @@ def inference_speed(checkpoint: Path, device: str, side: int) -> dict:
         ],
         axis=0,
     )
-    model, _ = load_segmenter(checkpoint, device=device)
-    predictor = MaskRCNNPredictor(model, device=device, batch_size=8)
+    predictor = MaskRCNNPredictor.from_file(checkpoint, device=device, batch_size=8)
     tiles = TileParams(tile_size=512, overlap=64, batch_size=8)
     predict_image(mosaic[:512, :512], predictor, tiles)  # warm-up
     started = time.perf_counter()

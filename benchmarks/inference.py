@@ -108,9 +108,8 @@ def build_mosaic(side: int) -> tuple[np.ndarray, np.ndarray]:
 
 def load_maskrcnn(checkpoint: Path | None, device: str):
     """(MaskRCNNPredictor, description) from the checkpoint, or from an untrained CPU-profile network."""
-    from omegaconf import OmegaConf
-
     from nucleaizer import segmenter
+    from nucleaizer.config_files import load_config
 
     if checkpoint is not None:
         model, arch = segmenter.load_segmenter(checkpoint, device=device)
@@ -119,7 +118,7 @@ def load_maskrcnn(checkpoint: Path | None, device: str):
         import torch
 
         torch.manual_seed(0)
-        conf = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "segmenter" / "maskrcnn_small.yaml"))
+        conf = load_config("segmenter", "maskrcnn_small")
         arch = segmenter.arch_from_config(conf)
         model = segmenter.build_maskrcnn(**arch).to(device).eval()
         description = f"Mask R-CNN {arch.get('backbone')}, untrained (throughput only)"

@@ -38,6 +38,7 @@ sys.path.append(str(ROOT / "benchmarks"))
 
 from common import SEGMENTER_CHECKPOINT, git_commit, machine  # noqa: E402
 
+from nucleaizer.config_files import CONF_DIR  # noqa: E402
 from nucleaizer.io import list_samples  # noqa: E402
 from nucleaizer.postprocess.genetic import genes_from_config  # noqa: E402
 from nucleaizer.postprocess.rules import IDENTITY_PARAMS, PostprocessParams  # noqa: E402
@@ -72,16 +73,11 @@ def raw_segmenter(kind: str, checkpoint: Path):
     if kind in ("auto", "maskrcnn"):
         try:
             from nucleaizer.inference import NucleusSegmenter
-
-            try:
-                from nucleaizer.segmenter import MaskRCNNPredictor, load_segmenter
-            except ImportError:  # the segmenter branch keeps the model code in nucleaizer.maskrcnn
-                from nucleaizer.maskrcnn import MaskRCNNPredictor, load_segmenter
+            from nucleaizer.maskrcnn import MaskRCNNPredictor
 
             if not checkpoint.is_file():
                 raise FileNotFoundError(checkpoint)
-            model, _ = load_segmenter(checkpoint, device="cpu")
-            segmenter = NucleusSegmenter(MaskRCNNPredictor(model, device="cpu"))
+            segmenter = NucleusSegmenter(MaskRCNNPredictor.from_file(checkpoint))
             return f"Mask R-CNN ({checkpoint})", lambda image: segmenter.predict_working_scale(image)[0]
         except (ImportError, FileNotFoundError) as error:
             if kind == "maskrcnn":
@@ -130,7 +126,7 @@ def main() -> None:
     # the machine is shared by several engineers: one thread per process is much faster than oversubscribing
     torch.set_num_threads(1)
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = compose(config_name="train", overrides=["profile=cpu", "trainer=cpu"])
     pp = cfg.postprocess
     unet_cfg = OmegaConf.to_container(pp.unet, resolve=True)

@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
 from tqdm import tqdm
+
+from nucleaizer.config_files import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -65,10 +66,8 @@ def pairs_of(samples) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def train(samples, args, out_dir: Path, size_cfg: dict) -> tuple[Path, dict]:
-    segmenter_cfg = OmegaConf.to_container(
-        OmegaConf.load(ROOT / "conf" / "segmenter" / "maskrcnn_small.yaml")
-    )
-    trainer_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "trainer" / "cpu.yaml"))
+    segmenter_cfg = load_config("segmenter", "maskrcnn_small")
+    trainer_cfg = load_config("trainer", "cpu")
     trainer_cfg["enable_progress_bar"] = False
     kwargs = training_kwargs_from_config(segmenter_cfg)
     kwargs["synthetic_share"] = 0.0  # real pairs only
@@ -385,7 +384,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
-    train_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "train.yaml"))["size"]
+    train_cfg = load_config("train")["size"]
     size_cfg = {
         "target_diameter_px": train_cfg["target_diameter_px"],
         "min_scale": train_cfg["min_scale"],

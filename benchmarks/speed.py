@@ -48,6 +48,8 @@ if str(ROOT / "benchmarks") not in sys.path:
 
 from common import git_commit, machine  # noqa: E402  (benchmarks/common.py)
 
+from nucleaizer.config_files import CONF_DIR  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data" / "dsb2018_train"
 RESULTS = ROOT / "benchmarks" / "results"
 DEMO_REPORT = Path("runs/demo/report.json")
@@ -65,7 +67,7 @@ def compose(profile: str, overrides: list[str] | tuple[str, ...] = ()):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         return hydra_compose(config_name="train", overrides=[f"profile={profile}", *overrides])
 
 
@@ -207,7 +209,7 @@ def measure_inference(
     from nucleaizer.size import SizeRule
 
     cfg = compose(profile, overrides)
-    infer_cfg = OmegaConf.load(ROOT / "conf" / "infer.yaml")
+    infer_cfg = OmegaConf.load(CONF_DIR / "infer.yaml")
     tiles = tile_params(infer_cfg)
     config = {"profile": profile, "overrides": list(overrides), "tiles": vars(tiles)}
     precision = None

@@ -35,7 +35,8 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import OmegaConf
+
+from nucleaizer.config_files import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -107,10 +108,8 @@ def main() -> None:
 
     profile = "gpu" if args.gpu else "cpu"
     config_name = "pix2pix" if args.gpu else "pix2pix_small"
-    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "stylegen" / f"{config_name}.yaml"))
-    trainer = OmegaConf.to_container(
-        OmegaConf.load(ROOT / "conf" / "trainer" / f"{'auto' if args.gpu else 'cpu'}.yaml")
-    )
+    cfg = load_config("stylegen", f"{config_name}")
+    trainer = load_config("trainer", f"{'auto' if args.gpu else 'cpu'}")
     trainer["enable_progress_bar"] = False
     if args.gpu:
         trainer.update(precision="bf16-mixed", benchmark=True)  # conf/profile/gpu.yaml; fixed tile size

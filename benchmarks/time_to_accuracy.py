@@ -66,12 +66,11 @@ def peak_rss_mb() -> float:
 
 def segmenter_config(candidate: str) -> tuple[dict, dict]:
     """(fit_segmenter kwargs, trainer settings) of a candidate."""
-    from omegaconf import OmegaConf
-
+    from nucleaizer.config_files import load_config
     from nucleaizer.segmenter import training_kwargs_from_config
 
     overrides, precision, lr = CANDIDATES[candidate]
-    config = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "segmenter" / "maskrcnn_mobilenet.yaml"))
+    config = load_config("segmenter", "maskrcnn_mobilenet")
     config.update(overrides)
     kwargs = training_kwargs_from_config(config)
     kwargs.update(
@@ -81,15 +80,15 @@ def segmenter_config(candidate: str) -> tuple[dict, dict]:
         ema_decay=EMA_DECAY,
         warmup_steps=100,
     )
-    trainer = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "trainer" / "cpu.yaml"))
+    trainer = load_config("trainer", "cpu")
     trainer.update(precision=precision, enable_progress_bar=False)
     return kwargs, trainer
 
 
 def size_config() -> dict:
-    from omegaconf import OmegaConf
+    from nucleaizer.config_files import load_config
 
-    size = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "train.yaml"))["size"]
+    size = load_config("train")["size"]
     return {k: size[k] for k in ("target_diameter_px", "min_scale", "max_scale", "min_object_area_px")}
 
 

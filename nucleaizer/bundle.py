@@ -235,14 +235,12 @@ def load_predictors(bundle: Bundle, device: str = "cpu", batch_size: int = 4, ma
     The segmenter (and a preseg model) load as ``MaskRCNNPredictor``; a bundle whose size estimation is
     classical gets a ``ClassicalPredictor`` for it.
     """
-    from nucleaizer.maskrcnn import (  # the network alone: no Lightning import
-        MaskRCNNPredictor,
-        load_segmenter,
-    )
+    from nucleaizer.maskrcnn import MaskRCNNPredictor  # the network alone: no Lightning import
 
     def predictor(path: Path):
-        model, _ = load_segmenter(path, device=device)
-        return MaskRCNNPredictor(model, device=device, batch_size=batch_size, mask_threshold=mask_threshold)
+        return MaskRCNNPredictor.from_file(
+            path, device=device, batch_size=batch_size, mask_threshold=mask_threshold
+        )
 
     if bundle.size_estimation == "classical":
         from nucleaizer.baseline import ClassicalPredictor

@@ -1,4 +1,5 @@
-"""Start-up shared by the Hydra entry points (train.py, infer.py).
+"""The Hydra entry points: ``nucleaizer-train`` and ``nucleaizer-infer`` (console scripts of the installed
+package; ``python train.py`` and ``python infer.py`` in a checkout are the same commands).
 
 Mistakes on the command line (a missing target, an unknown key, a value left at ``???``) and the
 ``UserError`` raised by library code end in one line saying what is wrong and how to fix it, not in a
@@ -12,23 +13,13 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from nucleaizer.errors import UserError
+from nucleaizer.config_files import CONF_DIR
+from nucleaizer.errors import UserError, fail
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-# Hydra's log folder of each run inside the output/run folder (hydra.run.dir in conf/infer.yaml, train.yaml):
-# Hydra makes it after the command-line checks and before the task runs.
-HYDRA_FOLDER = "hydra"
 log = logging.getLogger(__name__)
-
-
-def fail(message: str, code: int = 2) -> None:
-    """Print one error line on stderr and exit."""
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(code)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -48,8 +39,8 @@ def describe_hydra_error(exc: BaseException, config_name: str) -> str:
     if "Could not override" in text or "not in struct" in text:
         key = text.split("'")[1] if "'" in text else "?"
         return (
-            f"unknown config key '{key}': check the spelling against conf/{config_name}.yaml "
-            f"(python {config_name}.py --cfg job lists every key), or add a new key with +{key}=VALUE"
+            f"unknown config key '{key}': check the spelling against {CONF_DIR / config_name}.yaml "
+            f"(nucleaizer-{config_name} --cfg job lists every key), or add a new key with +{key}=VALUE"
         )
     detail = f" ({_first_line(cause)})" if cause is not None else ""
     return f"{_first_line(exc)}{detail}"
@@ -137,3 +128,17 @@ def hydra_entry_point(
             fail(message)
 
     _main()
+
+
+def train() -> None:
+    """``nucleaizer-train +target=NAME [key=value ...]``: adapt nucleaizer to an experiment."""
+    from nucleaizer import pipeline
+
+    hydra_entry_point("train", pipeline.run, validate=pipeline.validate_config)
+
+
+def infer() -> None:
+    """``nucleaizer-infer input=DIR output=DIR [model=NAME|PATH|classical]``: segment a folder of images."""
+    from nucleaizer import infer_job
+
+    hydra_entry_point("infer", infer_job.run, validate=infer_job.validate_config)

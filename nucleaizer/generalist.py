@@ -25,7 +25,7 @@ import hashlib
 import logging
 from pathlib import Path
 
-from nucleaizer.cli import CONF_DIR
+from nucleaizer.config_files import load_config
 from nucleaizer.io import Sample, list_samples
 
 log = logging.getLogger(__name__)
@@ -62,11 +62,9 @@ def split_samples(data_root: str | Path, part: str) -> list[Sample]:
 
 def training_config(rescale_octaves: float = RESCALE_OCTAVES) -> tuple[dict, dict, dict]:
     """(fit_segmenter kwargs, Lightning trainer settings, size settings) of the generalist's training."""
-    from omegaconf import OmegaConf
-
     from nucleaizer.segmenter import training_kwargs_from_config
 
-    segmenter = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "segmenter" / "maskrcnn_small.yaml"))
+    segmenter = load_config("segmenter", "maskrcnn_small")
     kwargs = training_kwargs_from_config(segmenter)
     kwargs.update(
         # one open-ended stage: the time budget ends it, the weight average smooths it
@@ -75,9 +73,9 @@ def training_config(rescale_octaves: float = RESCALE_OCTAVES) -> tuple[dict, dic
         synthetic_share=0.0,
         augment={**kwargs["augment"], "rescale": rescale_octaves},
     )
-    trainer = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "trainer" / "cpu.yaml"))
+    trainer = load_config("trainer", "cpu")
     trainer.update(precision=segmenter["precision"], enable_progress_bar=False)
-    size = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "train.yaml"))["size"]
+    size = load_config("train")["size"]
     size = {k: size[k] for k in ("target_diameter_px", "min_scale", "max_scale", "min_object_area_px")}
     return kwargs, trainer, size
 
@@ -254,7 +252,7 @@ def model_card(arch: dict, record: dict, scores: str | None) -> str:
         "```",
         "",
         "The same train command with a larger `--max-minutes` continues the run from its checkpoint.",
-        f"Configuration: `conf/segmenter/maskrcnn_small.yaml` with {listed(parameters)}.",
+        f"Configuration: `nucleaizer/conf/segmenter/maskrcnn_small.yaml` with {listed(parameters)}.",
         "",
         f"- steps: {record['steps']:,} ({record['training_minutes']} minutes of training on a 2-core CPU)",
         f"- validation DSB every {STEPS_PER_EPOCH} steps: {record['val_dsb']}",

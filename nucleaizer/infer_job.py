@@ -36,7 +36,8 @@ from tqdm import tqdm
 from nucleaizer import exports, io, output_folder
 from nucleaizer.baseline import ClassicalPredictor
 from nucleaizer.bundle import Bundle, load_predictors, read_bundle
-from nucleaizer.cli import HYDRA_FOLDER
+from nucleaizer.config_files import HYDRA_FOLDER
+from nucleaizer.devices import resolve_device
 from nucleaizer.errors import UserError
 from nucleaizer.inference import NucleusSegmenter, Refiner, Segmentation
 from nucleaizer.models import model_folder
@@ -118,17 +119,6 @@ def validate_config(cfg: DictConfig) -> None:
             },
             ignore=(HYDRA_FOLDER,),
         )
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; 'cuda' without a GPU is a UserError."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda but no CUDA device is visible; use device=cpu or device=auto")
-    return device
 
 
 def postprocess_refiner(bundle: Bundle | None, enabled: bool, device: str) -> Refiner | None:

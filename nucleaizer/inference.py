@@ -15,10 +15,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
 from skimage.segmentation import relabel_sequential
 
 from nucleaizer.io import to_rgb8
@@ -240,17 +238,3 @@ def segment_image(
         predictor, preseg, size or SizeRule(), tiles or TileParams(), tuple(TRANSFORMS) if tta else ()
     )
     return segmenter.segment(image, diameter_px=diameter_px)
-
-
-def validate_config(cfg: DictConfig) -> None:
-    """Check an ``infer.py`` configuration before anything runs (see ``nucleaizer.infer_job``)."""
-    from nucleaizer.infer_job import validate_config as validate
-
-    validate(cfg)
-
-
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """The ``infer.py`` job: segment a folder with a model bundle (see ``nucleaizer.infer_job``)."""
-    from nucleaizer.infer_job import run as run_job
-
-    return run_job(cfg)

@@ -413,6 +413,11 @@ class MaskRCNNPredictor:
         self.batch_size = int(batch_size)
         self.mask_threshold = float(mask_threshold)
 
+    @classmethod
+    def from_file(cls, path: str | Path, device: str | torch.device = "cpu", **settings) -> MaskRCNNPredictor:
+        """The predictor of a segmenter file (save_segmenter's); settings: batch_size, mask_threshold."""
+        return cls(load_segmenter(path, device=device)[0], device=device, **settings)
+
     @torch.inference_mode()
     def __call__(self, tiles: list[np.ndarray]) -> list[Instances]:
         from nucleaizer.data import image_to_tensor

@@ -17,7 +17,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from nucleaizer import output_folder
-from nucleaizer.cli import HYDRA_FOLDER
+from nucleaizer.config_files import HYDRA_FOLDER
 from nucleaizer.errors import UserError
 from nucleaizer.run_folder import RunFolder, fingerprint
 from nucleaizer.tracking import Tracker

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from nucleaizer import metrics
 from nucleaizer.augment import AugmentParams
+from nucleaizer.config_files import load_config
 from nucleaizer.data import CropDataset, MixedBatchSampler, ValidationDataset, collate_lists, load_pairs
 from nucleaizer.errors import UserError
 from nucleaizer.io import write_table
@@ -507,10 +508,6 @@ def lightning_weights(path: str | Path) -> dict:
 
 
 # --- command line --------------------------------------------------------------------------------------
-def _config_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "conf"
-
-
 def training_kwargs_from_config(segmenter: dict) -> dict:
     """fit_segmenter kwargs (besides samples, out_dir, trainer) from a segmenter config block (plain dict)."""
     keys = (
@@ -536,8 +533,6 @@ def training_kwargs_from_config(segmenter: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m nucleaizer.segmenter train --data DIR [DIR ...] --out DIR [--profile cpu|gpu]``."""
-    from omegaconf import OmegaConf
-
     from nucleaizer.io import list_samples
 
     parser = argparse.ArgumentParser(
@@ -561,8 +556,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     config_name = {"cpu": ("maskrcnn_small", "cpu"), "gpu": ("maskrcnn_r50", "auto")}[args.profile]
-    segmenter = OmegaConf.to_container(OmegaConf.load(_config_dir() / "segmenter" / f"{config_name[0]}.yaml"))
-    trainer = OmegaConf.to_container(OmegaConf.load(_config_dir() / "trainer" / f"{config_name[1]}.yaml"))
+    segmenter = load_config("segmenter", config_name[0])
+    trainer = load_config("trainer", config_name[1])
     if segmenter.get("precision") is not None:
         trainer["precision"] = segmenter["precision"]
     kwargs = training_kwargs_from_config(segmenter)

@@ -158,10 +158,9 @@ def segment_folder(
     """
     from nucleaizer.baseline import ClassicalPredictor
     from nucleaizer.inference import NucleusSegmenter
-    from nucleaizer.maskrcnn import MaskRCNNPredictor, load_segmenter
+    from nucleaizer.maskrcnn import MaskRCNNPredictor
 
-    model, _ = load_segmenter(checkpoint, device=device_of(cfg))
-    predictor = MaskRCNNPredictor(model, device=device_of(cfg))
+    predictor = MaskRCNNPredictor.from_file(checkpoint, device=device_of(cfg))
     segmenter = NucleusSegmenter(predictor, size=size_rule(cfg), size_guess=ClassicalPredictor())
     return write_segmentations(
         cfg,
@@ -193,10 +192,10 @@ def write_segmentations(
 
 
 def device_of(cfg: DictConfig) -> str:
-    import torch
+    """Where a stage predicts: the GPU when the trainer may use one and one is visible, else the CPU."""
+    from nucleaizer.devices import resolve_device
 
-    wants_gpu = cfg.trainer.accelerator in ("gpu", "cuda", "auto")
-    return "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"
+    return resolve_device("auto") if cfg.trainer.accelerator in ("gpu", "cuda", "auto") else "cpu"
 
 
 def fit_kwargs(cfg: DictConfig, stages_key: str = "stages") -> dict:
@@ -526,7 +525,7 @@ def working_scale_source(cfg: DictConfig, samples: list[io.Sample]):
 def stage_postprocess(ctx, out: Path, summary: dict) -> None:
     """Train the U-Net ensemble and tune p1..p6 by the genetic algorithm on held-out annotated images."""
     from nucleaizer.inference import NucleusSegmenter
-    from nucleaizer.maskrcnn import MaskRCNNPredictor, load_segmenter
+    from nucleaizer.maskrcnn import MaskRCNNPredictor
     from nucleaizer.postprocess.stage import fit_postprocess
 
     cfg = ctx.cfg
@@ -540,8 +539,10 @@ def stage_postprocess(ctx, out: Path, summary: dict) -> None:
         synthetic = io.list_samples(ctx.run.path("synthetic"), require_labels=True)
         train_pairs += [(image, labels) for _, image, labels in io.iter_samples(synthetic)]
     val_items = [(name, image, truth) for name, image, _, truth in working_scale_source(cfg, val)]
-    model, _ = load_segmenter(ctx.run.path("segmenter") / f"{cfg.style}.pt", device=device_of(cfg))
-    segmenter = NucleusSegmenter(MaskRCNNPredictor(model, device=device_of(cfg)), size=size_rule(cfg))
+    predictor = MaskRCNNPredictor.from_file(
+        ctx.run.path("segmenter") / f"{cfg.style}.pt", device=device_of(cfg)
+    )
+    segmenter = NucleusSegmenter(predictor, size=size_rule(cfg))
 
     def segment_working_scale(image: np.ndarray) -> np.ndarray:
         return segmenter.predict_working_scale(image)[0]

@@ -39,8 +39,8 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from nucleaizer import output_folder
-from nucleaizer.cli import fail
-from nucleaizer.errors import UserError
+from nucleaizer.config_files import CONF_DIR
+from nucleaizer.errors import UserError, fail
 from nucleaizer.io import atomic_write, iter_samples, list_samples, write_image
 from nucleaizer.style_features import (
     BLOCKS,
@@ -52,7 +52,7 @@ from nucleaizer.style_features import (
 )
 
 log = logging.getLogger(__name__)
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "styles" / "default.yaml"
+DEFAULT_CONFIG = CONF_DIR / "styles" / "default.yaml"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import pytest
 from nucleaizer import io, simulate
 from nucleaizer.bundle import write_bundle
 from nucleaizer.cli import check_config
+from nucleaizer.config_files import CONF_DIR
 from nucleaizer.evaluate import main as evaluate_main
 from nucleaizer.output_folder import MARKER
 from nucleaizer.pipeline import validate_config as validate_train
@@ -97,7 +98,7 @@ def test_train_run_dir_may_not_be_an_input(experiment, capsys):
 def test_train_datasets_as_a_plain_path_is_one_folder(experiment, tmp_path):
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "train",
             [

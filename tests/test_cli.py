@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from nucleaizer.cli import CONF_DIR
+from nucleaizer.config_files import CONF_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = sorted(p.stem for p in (CONF_DIR / "target").glob("*.yaml"))

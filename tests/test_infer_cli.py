@@ -13,7 +13,8 @@ from hydra import compose, initialize_config_dir
 from nucleaizer import io, simulate
 from nucleaizer.bundle import write_bundle
 from nucleaizer.cli import check_config
-from nucleaizer.inference import validate_config
+from nucleaizer.config_files import CONF_DIR
+from nucleaizer.infer_job import validate_config
 from tests.helpers.predictors import TINY_MASKRCNN
 from tests.helpers.scripts import run_script
 
@@ -195,7 +196,7 @@ def test_bundle_with_post_processing_is_refined_unless_switched_off(dataset, tmp
         postprocess={"ensemble": "unet.pt", "params": {"p2_min_area_px": 5}},
         files={"unet.pt": ensemble},
     )
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "infer",
             [f"model={tmp_path / 'model'}", f"input={dataset}", f"output={tmp_path / 'o'}", "device=cpu"],

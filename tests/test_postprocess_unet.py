@@ -125,12 +125,11 @@ def test_load_errors_name_the_file(tmp_path):
 
 
 def test_fit_postprocess_writes_a_bundle_section_that_loads(tmp_path, one_torch_thread):
-    from omegaconf import OmegaConf
-
+    from nucleaizer.config_files import load_config
     from nucleaizer.postprocess.stage import fit_postprocess
 
-    cfg = OmegaConf.load("conf/postprocess/default.yaml")
-    unet = OmegaConf.to_container(cfg.unet) | {
+    cfg = load_config("postprocess", "default")
+    unet = cfg["unet"] | {
         "members": 1,
         "target_blur_sigmas": [1.0],
         "depth": 2,
@@ -138,7 +137,7 @@ def test_fit_postprocess_writes_a_bundle_section_that_loads(tmp_path, one_torch_
         "epochs": 1,
         "crop_size": 64,
     }
-    ga = OmegaConf.to_container(cfg.ga) | {"population": 6, "generations": 2, "workers": 1}
+    ga = cfg["ga"] | {"population": 6, "generations": 2, "workers": 1}
     pairs = [simulate.sample("fluorescence", size=64, diameter_px=16, seed=s) for s in range(3)]
     val = [
         (f"v{s}", *simulate.sample("fluorescence", size=64, diameter_px=16, seed=10 + s)) for s in range(4)
@@ -150,11 +149,11 @@ def test_fit_postprocess_writes_a_bundle_section_that_loads(tmp_path, one_torch_
         tmp_path,
         unet,
         ga,
-        OmegaConf.to_container(cfg.params),
+        cfg["params"],
         trainer=TRAINER,
         progress=False,
     )
-    assert section["ensemble"] == "unet.pt" and set(section["params"]) == set(cfg.params)
+    assert section["ensemble"] == "unet.pt" and set(section["params"]) == set(cfg["params"])
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["tuning_images"] == 2 and report["held_out_images"] == 2
     assert report["dsb_tuning"]["ga_tuned"] >= report["dsb_tuning"]["raw"]

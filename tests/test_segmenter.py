@@ -192,15 +192,10 @@ def test_two_process_ddp_on_cpu_completes(tmp_path):
 
 @pytest.mark.parametrize("name", ["maskrcnn_small", "maskrcnn_mobilenet", "maskrcnn_r50"])
 def test_profile_configs_build_and_split_into_kwargs(name):
-    from pathlib import Path
-
-    from omegaconf import OmegaConf
-
+    from nucleaizer.config_files import load_config
     from nucleaizer.segmenter import training_kwargs_from_config
 
-    config = OmegaConf.to_container(
-        OmegaConf.load(Path(__file__).parent.parent / "conf" / "segmenter" / f"{name}.yaml")
-    )
+    config = load_config("segmenter", name)
     kwargs = training_kwargs_from_config(config)
     model = build_maskrcnn(**kwargs["arch"])
     assert model.roi_heads.detections_per_img >= 500

@@ -28,7 +28,7 @@ def test_the_shipped_model_segments_nuclei_at_the_size_it_estimates():
     finds them."""
     from omegaconf import OmegaConf
 
-    from nucleaizer.cli import CONF_DIR
+    from nucleaizer.config_files import CONF_DIR
     from nucleaizer.infer_job import build_segmenter
 
     config = OmegaConf.load(CONF_DIR / "infer.yaml")  # infer.py's defaults: model=generalist

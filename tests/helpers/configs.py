@@ -2,7 +2,7 @@
 
 from hydra import compose, initialize_config_dir
 
-from nucleaizer.cli import CONF_DIR
+from nucleaizer.config_files import CONF_DIR
 
 
 def compose_demo_train(tmp_path, *overrides):
