@@ -11,8 +11,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-# The CPU-profile Mask R-CNN that benchmarks/segmenter.py trains, for the benchmarks that need a trained one
-SEGMENTER_CHECKPOINT = Path("/tmp/nucleaizer_bench/segmenter_cpu.pt")
 
 
 def git_commit() -> str:

@@ -36,10 +36,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "benchmarks"))
 
-from common import SEGMENTER_CHECKPOINT, git_commit, machine  # noqa: E402
+from common import git_commit, machine  # noqa: E402
 
 from nucleaizer.config_files import CONF_DIR  # noqa: E402
 from nucleaizer.io import list_samples  # noqa: E402
+from nucleaizer.models import segmenter_file  # noqa: E402
 from nucleaizer.postprocess.genetic import genes_from_config  # noqa: E402
 from nucleaizer.postprocess.rules import IDENTITY_PARAMS, PostprocessParams  # noqa: E402
 from nucleaizer.postprocess.tune import build_cases, mean_score, score_case, tune_parameters  # noqa: E402
@@ -112,7 +113,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few images and generations (a smoke run)")
     parser.add_argument("--raw", choices=["auto", "maskrcnn", "baseline"], default="auto")
-    parser.add_argument("--checkpoint", type=Path, default=SEGMENTER_CHECKPOINT)
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=segmenter_file("generalist"),
+        help="segmenter .pt of the raw segmentation (default: the shipped generalist's)",
+    )
     parser.add_argument(
         "--workers", type=int, default=None, help="GA processes (config: postprocess.ga.workers)"
     )

@@ -13,8 +13,8 @@ those views (nucleaizer.tta) is scored as ``model_tta`` beside ``model`` (the id
 its own thresholds. The classical baseline (Otsu + distance-transform watershed, haematoxylin channel for colour
 images; nucleaizer.baseline) is scored on the same images in the same run, at the original size and at the
 oracle scale; the better of the two is the baseline the model is compared with.
-Writes benchmarks/results/segmenter.json and .md; the best checkpoint is copied to
-/tmp/nucleaizer_bench/segmenter_cpu.pt for the other benchmarks.
+Writes benchmarks/results/segmenter.json and .md; the best checkpoint stays in the --work folder (the
+other benchmarks take a checkpoint as an argument).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import argparse
 import datetime
 import json
 import logging
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import SCORE_HEADER, SCORE_RULE, SEGMENTER_CHECKPOINT, git_commit, machine, score_cells  # noqa: E402
+from common import SCORE_HEADER, SCORE_RULE, git_commit, machine, score_cells  # noqa: E402
 
 from nucleaizer import size  # noqa: E402
 from nucleaizer.generalist import dsb_split  # noqa: E402
@@ -402,9 +401,6 @@ def main() -> None:
     checkpoint = args.checkpoint
     if args.phase in ("all", "train") and checkpoint is None:
         checkpoint, report["training"] = train(samples, args, args.work, size_cfg)
-        SEGMENTER_CHECKPOINT.parent.mkdir(parents=True, exist_ok=True)
-        if not args.quick:
-            shutil.copy(checkpoint, SEGMENTER_CHECKPOINT)
         (args.work / "training.json").write_text(json.dumps(report["training"], indent=2, default=str))
         log.info("best checkpoint %s", checkpoint)
     if args.phase == "train":
