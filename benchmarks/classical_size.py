@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import git_commit, machine  # noqa: E402
+from common import git_commit, machine, write_report  # noqa: E402
 
 from nucleaizer import io, metrics, size  # noqa: E402
 from nucleaizer.baseline import ClassicalPredictor  # noqa: E402
@@ -36,7 +35,6 @@ from nucleaizer.painting import paint_instances  # noqa: E402
 from nucleaizer.tiling import predict_image  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 UNSEEN = ("gowt1_fluo", "nih3t3_fluo", "hela_fluo", "cpm15_he")
 
 
@@ -113,8 +111,6 @@ def main() -> None:
         samples = samples_of(name, args.split)
         report["sets"][name] = score_set(name, samples[:3] if args.quick else samples, segmenter)
     suffix = "_quick" if args.quick else ""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"classical_size{suffix}.json").write_text(json.dumps(report, indent=2, default=float))
     lines = [
         f"# Classical size estimation ({report['date']})",
         "",
@@ -136,7 +132,7 @@ def main() -> None:
         "size error: median over images of |estimate / annotated median diameter - 1|; previous: the plain "
         "median of the classical objects without the background check (before this change).",
     ]
-    (RESULTS / f"classical_size{suffix}.md").write_text("\n".join(lines) + "\n")
+    write_report(f"classical_size{suffix}", report, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 def git_commit() -> str:
@@ -59,3 +61,19 @@ def score_cells(summary: dict) -> str:
         f"| {s['images']} | {s['dsb']:.3f} | {s['map']:.3f} | {s['mf1']:.3f} | {s['f1_50']:.3f} | {s['missed']} | "
         f"{s['extra']} | {s['merges']} | {s['splits']} |"
     )
+
+
+def _plain(value):
+    """JSON for numpy scalars and arrays, paths and anything else printable."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def write_report(name: str, report: dict, markdown: str) -> Path:
+    """benchmarks/results/NAME.json (the figures) and NAME.md (their table); returns the markdown's path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2, default=_plain) + "\n")
+    path = RESULTS / f"{name}.md"
+    path.write_text(markdown if markdown.endswith("\n") else markdown + "\n")
+    return path

@@ -51,12 +51,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import SCORE_HEADER, SCORE_RULE, git_commit, machine, score_cells  # noqa: E402  (benchmarks/common.py: same machine record)
+from common import RESULTS, SCORE_HEADER, SCORE_RULE, git_commit, machine, score_cells, write_report  # noqa: E402  (benchmarks/common.py: same machine record)
 
 from nucleaizer import io  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 SOURCE_GROUPS = ("gray_darkbg_fluorescence", "gray_brightbg_brightfield")
 TISSUE_GROUP = "colour_brightbg_HE_like"
 VARIANTS = {"nostyle": ("auto", "none"), "autostyle": ("auto", "auto"), "gtstyle": ("gt", "gt")}
@@ -484,9 +483,7 @@ def main() -> None:
         "evaluation": evaluation,
     }
     name = "domain_shift_quick" if args.quick else "domain_shift"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2, default=str))
-    (RESULTS / f"{name}.md").write_text(markdown(report))
+    write_report(name, report, markdown(report))
     bar_plot(report, RESULTS / f"{name}.png")
     print(markdown(report))
 

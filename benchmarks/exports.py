@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import subprocess
 import sys
@@ -21,10 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import git_commit, machine  # noqa: E402
+from common import git_commit, machine, write_report  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "dsb2018_train"
-RESULTS = ROOT / "benchmarks" / "results"
 FORMATS = {"default": "[labels,overlay,csv]", "with_exports": "[labels,overlay,csv,rois,geojson]"}
 
 
@@ -70,8 +68,6 @@ def main() -> None:
         "seconds": times,
         "overhead": round(best["with_exports"] / best["default"] - 1, 4),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "exports.json").write_text(json.dumps(report, indent=2))
     text = (
         f"# Export overhead ({report['date']})\n\ninfer.py model=classical on {args.images} dsb2018_train images, "
         f"fastest of {args.repeats} fresh processes each, 1 thread; commit {report['commit']}.\n\n"
@@ -79,7 +75,7 @@ def main() -> None:
         f"| + rois, geojson | {best['with_exports']:.1f} |\n\nROI sets and GeoJSON add "
         f"{100 * report['overhead']:.1f}% to the time of segmenting the folder.\n"
     )
-    (RESULTS / "exports.md").write_text(text)
+    write_report("exports", report, text)
     print(text)
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,14 +32,13 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import SCORE_HEADER, SCORE_RULE, git_commit, machine, score_cells  # noqa: E402
+from common import SCORE_HEADER, SCORE_RULE, git_commit, machine, score_cells, write_report  # noqa: E402
 from segmenter import GROUPS  # noqa: E402  (the manifest's DSB groups, named as every benchmark names them)
 
 from nucleaizer import io, metrics, size  # noqa: E402
 from nucleaizer.generalist import UNSEEN_SETS, dsb_split  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
 SCORE_KEYS = ("dsb", "map", "mf1", "f1_50", "missed", "extra", "merges", "splits", "n_gt", "n_pred")
 
 
@@ -282,9 +280,7 @@ def main() -> None:
         "speed": speeds(pd.DataFrame(timing_rows)),
     }
     stem = f"{args.name}_quick" if args.quick else args.name
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2))
-    (RESULTS / f"{stem}.md").write_text(markdown(report))
+    write_report(stem, report, markdown(report))
     print(markdown(report))
 
 

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import git_commit, machine  # noqa: E402
+from common import RESULTS, git_commit, machine  # noqa: E402
 
 from nucleaizer import io, metrics  # noqa: E402
 from nucleaizer.baseline import ClassicalPredictor, nuclear_channel  # noqa: E402
@@ -56,7 +56,6 @@ from nucleaizer.tiling import TileParams, predict_image  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "dsb2018_train"
 DEFAULT_CHECKPOINT = segmenter_file(DEFAULT_MODEL)  # the shipped generalist
-RESULTS = ROOT / "benchmarks" / "results"
 TILE_PARAMS = TileParams(tile_size=512, overlap=64, batch_size=4)
 MOSAIC_CELL = 256
 # Mask R-CNN settings for tiled vs whole, the same for the whole image and for every tile so both see the same

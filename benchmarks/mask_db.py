@@ -32,7 +32,7 @@ sys.path[:] = [str(ROOT)] + [
 ]
 sys.path.append(str(ROOT / "benchmarks"))  # last, for common.py only
 
-from common import git_commit, machine  # noqa: E402
+from common import RESULTS, git_commit, machine, write_report  # noqa: E402
 
 from mask_db.cli import main as cli_main  # noqa: E402
 from mask_db.features import SHAPE_SPACE, shape_features, whole_nuclei  # noqa: E402
@@ -41,7 +41,6 @@ from mask_db.montage import montage  # noqa: E402
 from mask_db.stats import compare, style_statistics  # noqa: E402
 from mask_db.store import MaskDatabase  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 GROUPS = {"fluorescence": "gray_darkbg_fluorescence", "he_tissue": "colour_brightbg_HE_like"}
 log = logging.getLogger("benchmark")
 
@@ -295,8 +294,7 @@ def main() -> None:
         chosen = [r for r in rows if r["group"] == group][: 60 if args.quick else None]
         results["groups"][name] = bench_group(name, chosen, dataset, db_path, args.quick)
         log.info("%s", json.dumps(results["groups"][name]["compose_20x512"]))
-    (RESULTS / "mask_db.json").write_text(json.dumps(results, indent=1))
-    (RESULTS / "mask_db.md").write_text(markdown(results))
+    write_report("mask_db", results, markdown(results))
     print(markdown(results))
     if not args.quick:
         shutil.rmtree(args.workdir, ignore_errors=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import subprocess
 import sys
@@ -27,11 +26,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import git_commit, machine  # noqa: E402
+from common import git_commit, machine, write_report  # noqa: E402
 
 from nucleaizer.models import DEFAULT_MODEL, segmenter_file  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_CHECKPOINT = segmenter_file(DEFAULT_MODEL)
 
 
@@ -126,8 +124,6 @@ def main() -> None:
         "checkpoint": str(args.checkpoint),
         "rows": rows,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "memory.json").write_text(json.dumps(report, indent=2))
     lines = [
         f"# Memory of infer.py on large images ({report['date']})",
         "",
@@ -143,7 +139,7 @@ def main() -> None:
         f"| {r['predictor']} | {r['side_px']} | {r['peak_rss_mb']} | {r['seconds']} | {r['mp_per_s']} |"
         for r in rows
     ]
-    (RESULTS / "memory.md").write_text("\n".join(lines) + "\n")
+    write_report("memory", report, "\n".join(lines))
     print("\n".join(lines))
 
 

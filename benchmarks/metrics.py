@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -28,11 +27,9 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import git_commit, machine  # noqa: E402  (benchmarks/common.py)
+from common import git_commit, machine, write_report  # noqa: E402  (benchmarks/common.py)
 
 from nucleaizer import io, metrics, simulate  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def erode_labels(labels: np.ndarray) -> np.ndarray:
@@ -184,11 +181,8 @@ def main() -> None:
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
     result = run(args.data, args.quick, repeats, args.objects, args.size)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "metrics_quick" if args.quick else "metrics"
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(markdown(result))
-    print(f"wrote {RESULTS / name}.json and .md")
+    path = write_report("metrics_quick" if args.quick else "metrics", result, markdown(result))
+    print(f"wrote {path} and .json")
 
 
 if __name__ == "__main__":

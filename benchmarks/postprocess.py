@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "benchmarks"))
 
-from common import git_commit, machine  # noqa: E402
+from common import RESULTS, git_commit, machine, write_report  # noqa: E402
 
 from nucleaizer.config_files import CONF_DIR  # noqa: E402
 from nucleaizer.io import list_samples  # noqa: E402
@@ -49,7 +49,6 @@ from nucleaizer.size import median_diameter, rescale_image, rescale_labels, scal
 
 log = logging.getLogger("benchmarks.postprocess")
 DATA = ROOT.parent / "shared" / "data" / "dsb2018_train"
-RESULTS = ROOT / "benchmarks" / "results"
 CACHE = Path("/tmp/nucleaizer_bench/postprocess")
 
 
@@ -298,11 +297,9 @@ def main() -> None:
     }
     # Mask R-CNN results are postprocess.*, the baseline fallback's postprocess.baseline.*
     suffix = ("" if raw_name.startswith("Mask R-CNN") else ".baseline") + (".quick" if args.quick else "")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"postprocess{suffix}.json").write_text(json.dumps(report, indent=2, default=float))
+    write_report(f"postprocess{suffix}", report, markdown(report, suffix))
     for name in ("ga_history.csv", "ga_history.png", "best_params.json"):
         shutil.copy(out_dir / name, RESULTS / f"postprocess{suffix}.{name}")
-    (RESULTS / f"postprocess{suffix}.md").write_text(markdown(report, suffix))
     print(markdown(report, suffix))
 
 

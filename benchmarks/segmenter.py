@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import SCORE_HEADER, SCORE_RULE, git_commit, machine, score_cells  # noqa: E402
+from common import SCORE_HEADER, SCORE_RULE, git_commit, machine, score_cells, write_report  # noqa: E402
 
 from nucleaizer import size  # noqa: E402
 from nucleaizer.generalist import dsb_split  # noqa: E402
@@ -51,7 +51,6 @@ from nucleaizer.segmenter import (  # noqa: E402
 )
 
 DATA = ROOT.parent / "shared" / "data" / "dsb2018_train"
-RESULTS = ROOT / "benchmarks" / "results"
 GROUPS = {
     "gray_darkbg_fluorescence": "fluorescence",
     "gray_brightbg_brightfield": "brightfield",
@@ -440,9 +439,7 @@ def main() -> None:
         for method in report["thresholds"]
     }
     name = "segmenter_quick" if args.quick else "segmenter"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2, default=str))
-    (RESULTS / f"{name}.md").write_text(markdown(report))
+    write_report(name, report, markdown(report))
     print(markdown(report))
 
 

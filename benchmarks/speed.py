@@ -46,12 +46,11 @@ if str(ROOT / "benchmarks") not in sys.path:
     # after the repository root: benchmarks/stylegen.py and mask_db.py must not shadow the packages
     sys.path.append(str(ROOT / "benchmarks"))
 
-from common import git_commit, machine  # noqa: E402  (benchmarks/common.py)
+from common import RESULTS, git_commit, machine  # noqa: E402  (benchmarks/common.py)
 
 from nucleaizer.config_files import CONF_DIR  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "dsb2018_train"
-RESULTS = ROOT / "benchmarks" / "results"
 DEMO_REPORT = Path("runs/demo/report.json")
 SIZE_KEYS = ("target_diameter_px", "min_scale", "max_scale", "min_object_area_px")
 FLUORESCENCE, TISSUE, BRIGHTFIELD = (

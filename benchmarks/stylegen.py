@@ -42,11 +42,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "benchmarks"))  # last: "import stylegen" must find the package, not this script
 
-from common import git_commit, machine  # noqa: E402
+from common import RESULTS, git_commit, machine  # noqa: E402
 
 from stylegen import Pix2Pix, realism_report, render_masks, sample_grid, save_style, train_style  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 GROUP = "colour_brightbg_HE_like"
 log = logging.getLogger("benchmarks.stylegen")
 

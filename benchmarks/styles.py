@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from common import git_commit, machine  # noqa: E402  (benchmarks/common.py: same machine record)
+from common import RESULTS, git_commit, machine  # noqa: E402  (benchmarks/common.py: same machine record)
 
 from nucleaizer import io, simulate  # noqa: E402
 from nucleaizer.style_features import FeatureSettings, feature_blocks, image_features  # noqa: E402
@@ -50,7 +50,6 @@ from nucleaizer.styles import (  # noqa: E402
     style_images,
 )
 
-RESULTS = ROOT / "benchmarks" / "results"
 DATA = ROOT.parent / "shared" / "data"
 TISSUE = "colour_brightbg_HE_like"
 FLUORESCENCE = "gray_darkbg_fluorescence"

@@ -36,9 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import git_commit, machine  # noqa: E402
+from common import RESULTS, git_commit, machine, write_report  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
 log = logging.getLogger("benchmark.time_to_accuracy")
 
 PRETRAINED_LITE0 = {
@@ -274,7 +273,7 @@ def plot(report: dict, path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
-def write_report(work: Path, threads: int, quick: bool) -> dict:
+def report_from_records(work: Path, threads: int, quick: bool) -> dict:
     report = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": machine(),
@@ -284,9 +283,7 @@ def write_report(work: Path, threads: int, quick: bool) -> dict:
         "records": load_records(work),
     }
     name = "time_to_accuracy_quick" if quick else "time_to_accuracy"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2))
-    (RESULTS / f"{name}.md").write_text(markdown(report))
+    write_report(name, report, markdown(report))
     plot(report, RESULTS / f"{name}.png")
     return report
 
@@ -322,8 +319,8 @@ def main() -> None:
                 run_in_process(
                     ["--one", candidate, f"{minutes:g}", "--work", str(args.work), *extra], args.threads
                 )
-                write_report(args.work, args.threads, args.quick)
-    print(markdown(write_report(args.work, args.threads, args.quick)))
+                report_from_records(args.work, args.threads, args.quick)
+    print(markdown(report_from_records(args.work, args.threads, args.quick)))
 
 
 if __name__ == "__main__":
