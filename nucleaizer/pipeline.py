@@ -117,12 +117,6 @@ def active_stages(cfg: DictConfig) -> list[str]:
     return [stage for stage in STAGES if uses_styles or stage not in STYLE_STAGES]
 
 
-def stage_plan(cfg: DictConfig) -> list[str]:
-    """One line per stage that this configuration will run, in order."""
-    chosen = [stage for stage in active_stages(cfg) if stage in cfg.stages]
-    return [f"{i + 1}. {stage:<12} {STAGES[stage]}" for i, stage in enumerate(chosen)]
-
-
 def stage_settings(cfg: DictConfig, stage: str) -> dict:
     """The resolved configuration values a stage depends on."""
     values = {key: OmegaConf.select(cfg, key) for key in STAGE_SETTINGS[stage]}
