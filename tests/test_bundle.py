@@ -173,8 +173,8 @@ def test_bundle_stage_copies_the_preseg_model_only_when_it_estimates_sizes(
 
     from omegaconf import OmegaConf
 
+    from nucleaizer.pipeline.bundle import run as stage_bundle
     from nucleaizer.run_folder import RunFolder
-    from nucleaizer.stages import stage_bundle
 
     run = RunFolder(tmp_path / "run")
     run.path("segmenter").mkdir(parents=True)

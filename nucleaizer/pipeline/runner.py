@@ -1,17 +1,14 @@
 """The adaptation pipeline: the stages train.py runs, in order, each reading and writing the run folder.
 
-Each stage is a function ``(ctx, out, summary)`` that writes its results into ``out`` (a partial folder that
-becomes ``<run_dir>/<stage>`` when it returns) and fills ``summary`` with its one-line figures. Stages are
-skipped when finished with the same configuration (see run_folder.py).
+Each stage lives in its own module of this package (its name, what it does, the settings it depends on, its
+run function and the readers of its outputs); ``STAGES`` lists them in order. A stage is skipped when it
+finished with the same configuration and the same upstream stages (see run_folder.py).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -19,53 +16,31 @@ from omegaconf import DictConfig, OmegaConf
 from nucleaizer import output_folder
 from nucleaizer.config_files import HYDRA_FOLDER
 from nucleaizer.errors import UserError
+from nucleaizer.pipeline import (
+    bundle,
+    masks,
+    postprocess,
+    preseg,
+    segmenter,
+    sizes,
+    stylegen,
+    styles,
+    synthetic,
+)
+from nucleaizer.pipeline.context import Context, Stage, StageFunction
+from nucleaizer.pipeline.inputs import prepare_inputs
+from nucleaizer.pipeline.report import STYLE_NAMES, one_line, write_report
 from nucleaizer.run_folder import RunFolder, fingerprint
 from nucleaizer.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
-# name -> what the stage does (docs/method.md sections in brackets)
-STAGES: dict[str, str] = {
-    "preseg": "train (or take) the generic pre-segmentation Mask R-CNN and pre-segment the target images [1]",
-    "sizes": "estimate the nucleus diameter of every target image and its scale factor to 40 px [1]",
-    "styles": "cluster the target images into visual styles [2]",
-    "stylegen": "train one pix2pix mask-to-image model per style [3]",
-    "masks": "compose synthetic label images per style from real and simulated nucleus shapes [4]",
-    "synthetic": "render the synthetic masks into images of each style [3, 4]",
-    "segmenter": "fine-tune Mask R-CNN on annotated plus synthetic pairs [5]",
-    "postprocess": "train the U-Net ensemble and tune contour correction with a genetic algorithm [7]",
-    "bundle": "write the model folder infer.py loads [6]",
+STAGES: dict[str, Stage] = {
+    module.STAGE.name: module.STAGE
+    for module in (preseg, sizes, styles, stylegen, masks, synthetic, segmenter, postprocess, bundle)
 }
-STYLE_STAGES = ("styles", "stylegen", "masks", "synthetic")
-STYLE_VARIANTS = ("none", "auto", "gt")
+STYLE_VARIANTS = tuple(STYLE_NAMES)
 TARGETS_HINT = "+target=demo, or +target=new_experiment target.images=DIR"
-
-# the configuration sections each stage depends on (beside everything upstream of it)
-STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
-    "preseg": ("preseg", "train", "segmenter", "size", "trainer", "seed", "target.images"),
-    "sizes": ("size",),
-    "styles": ("styles", "style", "target.labels"),
-    "stylegen": ("stylegen", "trainer"),
-    "masks": ("masks",),
-    "synthetic": (),
-    "segmenter": ("segmenter", "train", "trainer", "compare"),
-    "postprocess": ("postprocess", "trainer"),
-    "bundle": (),
-}
-
-
-@dataclass
-class Context:
-    """What every stage gets: the configuration, the run folder and the tracker."""
-
-    cfg: DictConfig
-    run: RunFolder
-    tracker: Tracker
-
-
-StageFunction = Callable[[Context, Path, dict], None]
-
-
 PRESEG_METHODS = ("model", "classical")
 
 
@@ -114,12 +89,12 @@ def check_run_dir(cfg: DictConfig) -> None:
 def active_stages(cfg: DictConfig) -> list[str]:
     """The stages of the pipeline for this configuration, in order (style stages only when needed)."""
     uses_styles = any(v != "none" for v in [cfg.style, *cfg.get("compare", [])])
-    return [stage for stage in STAGES if uses_styles or stage not in STYLE_STAGES]
+    return [name for name, stage in STAGES.items() if uses_styles or not stage.uses_styles]
 
 
 def stage_settings(cfg: DictConfig, stage: str) -> dict:
     """The resolved configuration values a stage depends on."""
-    values = {key: OmegaConf.select(cfg, key) for key in STAGE_SETTINGS[stage]}
+    values = {key: OmegaConf.select(cfg, key) for key in STAGES[stage].settings}
     return {
         key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
         for key, value in values.items()
@@ -127,13 +102,14 @@ def stage_settings(cfg: DictConfig, stage: str) -> dict:
 
 
 def run(cfg: DictConfig, stage_functions: dict[str, StageFunction] | None = None) -> dict:
-    """Run the pipeline for ``cfg`` (composed from conf/train.yaml); returns the report dictionary."""
-    from nucleaizer import stages as stage_module
+    """Run the pipeline for ``cfg`` (composed from conf/train.yaml); returns the report dictionary.
 
+    stage_functions: name -> function replacing the stages' own (tests of the orchestration).
+    """
     validate_config(cfg)
-    functions = stage_functions or stage_module.STAGE_FUNCTIONS
+    functions = {name: stage.run for name, stage in STAGES.items()} | (stage_functions or {})
     output_folder.claim(cfg.run_dir, "train")
-    stage_module.prepare_inputs(cfg)
+    prepare_inputs(cfg)
     run_folder = RunFolder(cfg.run_dir)
     tracker = Tracker(
         cfg.run_dir,
@@ -157,7 +133,7 @@ def run(cfg: DictConfig, stage_functions: dict[str, StageFunction] | None = None
             if run_folder.is_done(stage, stage_fingerprint) and not (cfg.force and stage in cfg.stages):
                 record = run_folder.record(stage)
                 log.info(
-                    "%-12s done already (%.0f s): %s", stage, record["seconds"], _one_line(record["summary"])
+                    "%-12s done already (%.0f s): %s", stage, record["seconds"], one_line(record["summary"])
                 )
                 continue
             if stage not in cfg.stages:
@@ -165,66 +141,14 @@ def run(cfg: DictConfig, stage_functions: dict[str, StageFunction] | None = None
                     f"stage '{stage}' has not run with this configuration and is not in stages=; "
                     f"add it to stages=[...] or run the whole pipeline"
                 )
-            log.info("%-12s running: %s", stage, STAGES[stage])
+            log.info("%-12s running: %s", stage, STAGES[stage].does)
             started = time.perf_counter()
             with run_folder.stage(stage, stage_fingerprint) as (out, summary):
                 functions[stage](ctx, out, summary)
             seconds = time.perf_counter() - started
-            log.info("%-12s finished in %.0f s: %s", stage, seconds, _one_line(summary))
+            log.info("%-12s finished in %.0f s: %s", stage, seconds, one_line(summary))
             tracker.log_stage(stage, summary, seconds)
-        report = write_report(ctx)
+        report = write_report(ctx, active_stages(cfg))
     finally:
         tracker.finish()
-    return report
-
-
-def _one_line(summary: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (dict, list))) or "-"
-
-
-def write_report(ctx: Context) -> dict:
-    """``report.json`` and ``report.md`` in the run folder from the stage records; logs the scores."""
-    from nucleaizer.io import atomic_write
-
-    stages = {}
-    for stage in active_stages(ctx.cfg):
-        record = ctx.run.record(stage)
-        if record is not None:
-            stages[stage] = {"seconds": record["seconds"], "summary": record["summary"]}
-    scores = stages.get("segmenter", {}).get("summary", {}).get("scores", {})
-    report = {
-        "target": ctx.cfg.target.name,
-        "style": ctx.cfg.style,
-        "profile": ctx.cfg.profile,
-        "stages": stages,
-        "scores": scores,
-        "total_seconds": round(sum(s["seconds"] for s in stages.values()), 1),
-    }
-    with atomic_write(ctx.run.root / "report.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2, default=str))
-    lines = [
-        f"# Run report: {report['target']}",
-        "",
-        f"style={report['style']}, profile={report['profile']}, total {report['total_seconds']} s",
-        "",
-        "| stage | seconds | summary |",
-        "| --- | --- | --- |",
-    ]
-    lines += [f"| {name} | {s['seconds']:.0f} | {_one_line(s['summary'])} |" for name, s in stages.items()]
-    if scores:
-        lines += [
-            "",
-            "## Scores on the target labels",
-            "",
-            "| variant | DSB | mAP | mF1 |",
-            "| --- | --- | --- | --- |",
-        ]
-        lines += [
-            f"| {variant} | {s['dsb']:.3f} | {s['map']:.3f} | {s['mf1']:.3f} |"
-            for variant, s in scores.items()
-        ]
-        for variant, s in scores.items():
-            log.info("target DSB score, %s: %.3f", variant, s["dsb"])
-    with atomic_write(ctx.run.root / "report.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
     return report
