@@ -30,9 +30,9 @@ from nucleaizer import io, metrics, size  # noqa: E402
 from nucleaizer.baseline import ClassicalPredictor  # noqa: E402
 from nucleaizer.config_files import CONF_DIR  # noqa: E402
 from nucleaizer.generalist import dsb_split  # noqa: E402
-from nucleaizer.inference import NucleusSegmenter  # noqa: E402
-from nucleaizer.painting import paint_instances  # noqa: E402
-from nucleaizer.tiling import predict_image  # noqa: E402
+from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter  # noqa: E402
+from nucleaizer.infer.tiling import predict_image  # noqa: E402
+from nucleaizer.instances import paint_instances  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 UNSEEN = ("gowt1_fluo", "nih3t3_fluo", "hela_fluo", "cpm15_he")

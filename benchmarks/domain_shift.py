@@ -243,7 +243,7 @@ def score_target(work: Path, target: Target, name: str, threads: int) -> tuple[p
     import torch
 
     from nucleaizer import baseline, metrics
-    from nucleaizer.inference import NucleusSegmenter
+    from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter
     from nucleaizer.maskrcnn import MaskRCNNPredictor
     from nucleaizer.models import segmenter_file
     from nucleaizer.size import SizeRule

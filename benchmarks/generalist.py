@@ -66,7 +66,7 @@ def segmenters(model: str, previous: str | None, tta: bool) -> dict:
     from omegaconf import OmegaConf
 
     from nucleaizer.config_files import CONF_DIR
-    from nucleaizer.infer_job import build_segmenter
+    from nucleaizer.infer.settings import build_segmenter
 
     def infer_config(**overrides):
         cfg = OmegaConf.load(CONF_DIR / "infer.yaml")

@@ -158,7 +158,7 @@ def short_training(device: str, minutes: float, work: Path, quick: bool) -> tupl
 
 def inference_speed(checkpoint: Path, device: str, side: int) -> dict:
     """Megapixels per second of tiled prediction on a side x side mosaic of simulated images."""
-    from nucleaizer.tiling import TileParams, predict_image
+    from nucleaizer.infer.tiling import TileParams, predict_image
 
     cell = 256
     mosaic = np.concatenate(

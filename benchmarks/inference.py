@@ -48,11 +48,11 @@ from common import RESULTS, git_commit, machine  # noqa: E402
 
 from nucleaizer import io, metrics  # noqa: E402
 from nucleaizer.baseline import ClassicalPredictor, nuclear_channel  # noqa: E402
-from nucleaizer.inference import NucleusSegmenter  # noqa: E402
+from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter  # noqa: E402
+from nucleaizer.infer.tiling import TileParams, predict_image  # noqa: E402
+from nucleaizer.instances import paint_instances  # noqa: E402
 from nucleaizer.models import DEFAULT_MODEL, segmenter_file  # noqa: E402
-from nucleaizer.painting import paint_instances  # noqa: E402
 from nucleaizer.size import SizeRule, median_diameter, rescale_image, rescale_labels  # noqa: E402
-from nucleaizer.tiling import TileParams, predict_image  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "dsb2018_train"
 DEFAULT_CHECKPOINT = segmenter_file(DEFAULT_MODEL)  # the shipped generalist

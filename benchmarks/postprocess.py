@@ -72,7 +72,7 @@ def raw_segmenter(kind: str, checkpoint: Path):
     """(name, function working-scale image -> labels int32 (H, W)) of the raw segmentation."""
     if kind in ("auto", "maskrcnn"):
         try:
-            from nucleaizer.inference import NucleusSegmenter
+            from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter
             from nucleaizer.maskrcnn import MaskRCNNPredictor
 
             if not checkpoint.is_file():

@@ -7,9 +7,9 @@ Split: an image is held out for the test when sha1(id) % 5 == 0 (fixed, independ
 remaining 80%, images with sha1(id) % 60 in {1, 2} (about 3%) are the validation split that picks the
 best epoch; the rest train. Test images are rescaled by the median nucleus diameter of their own ground
 truth (an oracle size: no preseg pass), segmented whole, and the labels are rescaled back and scored at the
-original size (in 512 px tiles with 64 px overlap, merged by nucleaizer.tiling, painted by nucleaizer.painting).
+original size (in 512 px tiles with 64 px overlap, merged by nucleaizer.infer.tiling, painted by nucleaizer.instances).
 The detection score and mask thresholds are chosen on the validation split. With ``--tta``, the vote of
-those views (nucleaizer.tta) is scored as ``model_tta`` beside ``model`` (the identity view alone), each with
+those views (nucleaizer.infer.tta) is scored as ``model_tta`` beside ``model`` (the identity view alone), each with
 its own thresholds. The classical baseline (Otsu + distance-transform watershed, haematoxylin channel for colour
 images; nucleaizer.baseline) is scored on the same images in the same run, at the original size and at the
 oracle scale; the better of the two is the baseline the model is compared with.
@@ -130,10 +130,10 @@ def labels_by_method(
     """Label images (at the scaled size) of the instances scored >= each threshold, painted by score.
 
     ``model``: the prediction of the image itself (the first transform, identity). With more transforms,
-    ``model_tta`` too: the vote of all views (nucleaizer.tta), each view thresholded before the vote.
+    ``model_tta`` too: the vote of all views (nucleaizer.infer.tta), each view thresholded before the vote.
     """
-    from nucleaizer.painting import paint_instances
-    from nucleaizer.tta import TRANSFORMS, vote
+    from nucleaizer.infer.tta import TRANSFORMS, vote
+    from nucleaizer.instances import paint_instances
 
     views = []
     for name in transforms:
@@ -206,7 +206,7 @@ def evaluate(
 ) -> tuple[pd.DataFrame, dict, dict]:
     """Per-image scores of the model (and, with_baseline, of Otsu + watershed), timing, chosen thresholds."""
     from nucleaizer import baseline, metrics
-    from nucleaizer.tiling import TileParams, predict_image
+    from nucleaizer.infer.tiling import TileParams, predict_image
 
     model, arch = load_segmenter(checkpoint, device=device)
     model.roi_heads.score_thresh = min(thresholds)
@@ -314,7 +314,7 @@ def markdown(report: dict) -> str:
         ]
     if report.get("transforms", ["identity"]) != ["identity"]:
         lines += [
-            f"model_tta: test-time augmentation (nucleaizer.tta), the vote of {len(report['transforms'])} views "
+            f"model_tta: test-time augmentation (nucleaizer.infer.tta), the vote of {len(report['transforms'])} views "
             f"({', '.join(report['transforms'])}); model: the first view alone, from the same run.",
             "",
         ]
@@ -374,7 +374,7 @@ def main() -> None:
     parser.add_argument(
         "--tta",
         default="identity",
-        help="comma-separated TTA transforms (nucleaizer.tta), identity first: scores model_tta too",
+        help="comma-separated TTA transforms (nucleaizer.infer.tta), identity first: scores model_tta too",
     )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)"

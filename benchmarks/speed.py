@@ -203,8 +203,8 @@ def measure_inference(
     from omegaconf import OmegaConf
 
     from nucleaizer.baseline import ClassicalPredictor
-    from nucleaizer.infer_job import tile_params
-    from nucleaizer.inference import NucleusSegmenter
+    from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter
+    from nucleaizer.infer.settings import tile_params
     from nucleaizer.size import SizeRule
 
     cfg = compose(profile, overrides)

@@ -21,7 +21,7 @@ from skimage.filters import threshold_multiotsu, threshold_otsu
 from skimage.morphology import h_maxima
 from skimage.segmentation import relabel_sequential, watershed
 
-from nucleaizer.painting import Instances
+from nucleaizer.instances import Instances
 
 
 def is_colour(image: np.ndarray, tolerance: float = 2.0) -> bool:

@@ -139,6 +139,7 @@ def train() -> None:
 
 def infer() -> None:
     """``nucleaizer-infer input=DIR output=DIR [model=NAME|PATH|classical]``: segment a folder of images."""
-    from nucleaizer import infer_job
+    from nucleaizer.infer.job import run
+    from nucleaizer.infer.settings import validate_config
 
-    hydra_entry_point("infer", infer_job.run, validate=infer_job.validate_config)
+    hydra_entry_point("infer", run, validate=validate_config)

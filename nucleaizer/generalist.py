@@ -136,12 +136,12 @@ def choose_score_threshold(model, samples: list[Sample], rule) -> tuple[float, d
     images, each at its annotated size), and the mean DSB of each."""
     import numpy as np
 
-    from nucleaizer.inference import as_rgb8
+    from nucleaizer.infer.nucleus_segmenter import as_rgb8
+    from nucleaizer.infer.tiling import TileParams, predict_image
+    from nucleaizer.instances import paint_instances
     from nucleaizer.maskrcnn import MaskRCNNPredictor
     from nucleaizer.metrics import dsb_score
-    from nucleaizer.painting import paint_instances
     from nucleaizer.size import median_diameter, rescale_image, rescale_labels
-    from nucleaizer.tiling import TileParams, predict_image
 
     model.roi_heads.score_thresh = min(SCORE_THRESHOLDS)
     predictor = MaskRCNNPredictor(model)

@@ -31,7 +31,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform, res
 from nucleaizer.batchnorm_folding import fold_batchnorm
 from nucleaizer.efficientnet import IMAGE_MEAN, IMAGE_STD, EfficientNetLite0FPN
 from nucleaizer.errors import UserError
-from nucleaizer.painting import Instances
+from nucleaizer.instances import Instances
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +395,7 @@ class MaskRCNNPredictor:
     differ. Each tile's objects come as boxes in tile pixels + boolean crops + scores, in decreasing score
     order: the soft masks thresholded at ``mask_threshold`` exactly as torchvision's ``model(images)``
     would give them, cut to each object's box (see :func:`predict_instances`); empty masks are dropped.
-    ``grid_px`` tells the tiling (nucleaizer.tiling) to start tiles on the network's feature grid.
+    ``grid_px`` tells the tiling (nucleaizer.infer.tiling) to start tiles on the network's feature grid.
     It predicts with a copy of ``model`` made for inference (:func:`inference_copy`).
     """
 

@@ -31,6 +31,7 @@ from nucleaizer.augment import AugmentParams
 from nucleaizer.config_files import load_config
 from nucleaizer.data import CropDataset, MixedBatchSampler, ValidationDataset, collate_lists, load_pairs
 from nucleaizer.errors import UserError
+from nucleaizer.instances import paint_instances
 from nucleaizer.io import write_table
 from nucleaizer.maskrcnn import (  # noqa: F401  (re-exported: the contract names them in this module)
     ARCH_KEYS,
@@ -44,7 +45,6 @@ from nucleaizer.maskrcnn import (  # noqa: F401  (re-exported: the contract name
     save_segmenter,
     weight_shape_differences,
 )
-from nucleaizer.painting import paint_instances
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from nucleaizer.baseline import (
     nuclear_channel,
     segment_classical,
 )
+from nucleaizer.instances import Instances, paint_instances
 from nucleaizer.metrics import dsb_score
-from nucleaizer.painting import Instances, paint_instances
 
 
 @pytest.mark.parametrize(("style", "minimum"), [("fluorescence", 0.35), ("brightfield", 0.12), ("he", 0.3)])

@@ -8,8 +8,8 @@ import pytest
 
 from nucleaizer.bundle import BUNDLE_FILE, load_predictors, read_bundle, write_bundle
 from nucleaizer.errors import UserError
-from nucleaizer.infer_job import postprocess_refiner
-from nucleaizer.painting import Instances
+from nucleaizer.infer.settings import postprocess_refiner
+from nucleaizer.instances import Instances
 from nucleaizer.size import SizeRule
 from tests.helpers.predictors import TINY_MASKRCNN
 
@@ -143,7 +143,7 @@ def test_mask_rcnn_bundle_loads_as_instance_predictors(tmp_path):
 def test_classical_size_estimation_travels_with_the_bundle(tmp_path):
     from nucleaizer import simulate
     from nucleaizer.baseline import ClassicalPredictor
-    from nucleaizer.inference import NucleusSegmenter
+    from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter
 
     segmenter = pytest.importorskip("nucleaizer.segmenter")
     checkpoint = segmenter.save_segmenter(

@@ -9,7 +9,7 @@ from roifile import roiread
 from skimage.draw import polygon2mask
 
 from nucleaizer import io, simulate
-from nucleaizer.exports import outlines, rasterise, write_geojson, write_imagej_rois
+from nucleaizer.infer.exports import outlines, rasterise, write_geojson, write_imagej_rois
 from tests.helpers.scripts import run_script
 
 

@@ -14,7 +14,7 @@ from nucleaizer import io, simulate
 from nucleaizer.bundle import write_bundle
 from nucleaizer.cli import check_config
 from nucleaizer.config_files import CONF_DIR
-from nucleaizer.infer_job import validate_config
+from nucleaizer.infer.settings import validate_config
 from tests.helpers.predictors import TINY_MASKRCNN
 from tests.helpers.scripts import run_script
 
@@ -181,7 +181,7 @@ def test_bundle_with_post_processing_is_refined_unless_switched_off(dataset, tmp
     """A bundle with a post-processing section gets the U-Net refiner; postprocess=false leaves it out."""
     from omegaconf import OmegaConf
 
-    from nucleaizer.infer_job import build_segmenter
+    from nucleaizer.infer.settings import build_segmenter
     from nucleaizer.postprocess.unet import UNet, UNetEnsemble, member_specs
 
     maskrcnn = pytest.importorskip("nucleaizer.segmenter")

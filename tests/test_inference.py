@@ -6,10 +6,10 @@ from scipy import ndimage
 
 from nucleaizer import simulate
 from nucleaizer.baseline import ClassicalPredictor
-from nucleaizer.inference import NucleusSegmenter, segment_image
+from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter, segment_image
+from nucleaizer.infer.tiling import TileParams
 from nucleaizer.metrics import dsb_score
 from nucleaizer.size import SizeRule, median_diameter
-from nucleaizer.tiling import TileParams
 from tests.helpers.predictors import (
     objects_image,
     same_partition,
@@ -186,7 +186,7 @@ def test_predictor_without_detections_gives_empty_labels():
 
 def test_segment_objects_carries_each_nucleus_score_to_the_original_size():
     """Scores follow their objects through rescaling, relabelling and TTA; agreement is 1 without TTA."""
-    from nucleaizer.tta import TRANSFORMS
+    from nucleaizer.infer.tta import TRANSFORMS
 
     labels = simulate.random_labels((120, 140), 12, 16, np.random.default_rng(4))
     brightness = np.linspace(150, 250, labels.max() + 1).astype(np.uint8)

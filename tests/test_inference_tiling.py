@@ -6,8 +6,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nucleaizer import simulate
-from nucleaizer.painting import Instances, paint_instances
-from nucleaizer.tiling import TileParams, predict_image, tile_boxes, tile_starts
+from nucleaizer.infer.tiling import TileParams, predict_image, tile_boxes, tile_starts
+from nucleaizer.instances import Instances, paint_instances
 from tests.helpers.predictors import (
     objects_image,
     same_partition,

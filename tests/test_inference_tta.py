@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from nucleaizer import simulate
-from nucleaizer.inference import NucleusSegmenter
-from nucleaizer.tiling import TileParams
-from nucleaizer.tta import TRANSFORMS, check_transforms, segment_with_tta, vote
+from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter
+from nucleaizer.infer.tiling import TileParams
+from nucleaizer.infer.tta import TRANSFORMS, check_transforms, segment_with_tta, vote
 from tests.helpers.predictors import (
     objects_image,
     same_partition,

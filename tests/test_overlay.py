@@ -4,7 +4,7 @@ import numpy as np
 from skimage.segmentation import find_boundaries
 
 from nucleaizer import simulate
-from nucleaizer.overlay import inner_boundaries, label_colours, overlay
+from nucleaizer.infer.overlay import inner_boundaries, label_colours, overlay
 
 
 def test_inner_boundaries_are_skimages():

@@ -29,7 +29,7 @@ def test_the_shipped_model_segments_nuclei_at_the_size_it_estimates():
     from omegaconf import OmegaConf
 
     from nucleaizer.config_files import CONF_DIR
-    from nucleaizer.infer_job import build_segmenter
+    from nucleaizer.infer.settings import build_segmenter
 
     config = OmegaConf.load(CONF_DIR / "infer.yaml")  # infer.py's defaults: model=generalist
     config.device = "cpu"

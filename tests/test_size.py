@@ -153,7 +153,7 @@ def test_classical_estimate_on_gowt1_is_near_the_truth_and_background_has_none(s
     """gowt1_fluo t01: 61 px nuclei were estimated at 10 px (34,089 objects for 23); a background crop at 6."""
     from nucleaizer import io
     from nucleaizer.baseline import ClassicalPredictor
-    from nucleaizer.inference import NucleusSegmenter
+    from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter
 
     image = io.read_image(shared_data / "gowt1_fluo" / "images" / "t01.png")
     segmenter = NucleusSegmenter(ClassicalPredictor())
@@ -164,9 +164,9 @@ def test_classical_estimate_on_gowt1_is_near_the_truth_and_background_has_none(s
 def test_infer_warns_about_estimates_far_from_the_folder_median(caplog):
     import logging
 
-    from nucleaizer.infer_job import warn_about_outliers
+    from nucleaizer.infer.job import warn_about_outliers
 
-    with caplog.at_level(logging.WARNING, logger="nucleaizer.infer_job"):
+    with caplog.at_level(logging.WARNING, logger="nucleaizer.infer.job"):
         warn_about_outliers({"a": 20.0, "b": 22.0, "c": 21.0})
         assert not caplog.text
         warn_about_outliers({"a": 20.0, "b": 22.0, "c": 90.0})

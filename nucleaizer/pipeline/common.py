@@ -96,7 +96,7 @@ def segment_folder(
     diameters: nucleus diameter per image stem; None lets the model estimate it in a first pass.
     """
     from nucleaizer.baseline import ClassicalPredictor
-    from nucleaizer.inference import NucleusSegmenter
+    from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter
     from nucleaizer.maskrcnn import MaskRCNNPredictor
 
     predictor = MaskRCNNPredictor.from_file(checkpoint, device=device_of(cfg))

@@ -47,7 +47,7 @@ def working_scale_source(cfg: DictConfig, samples: list[io.Sample]):
 
 
 def run(ctx: Context, out: Path, summary: dict) -> None:
-    from nucleaizer.inference import NucleusSegmenter
+    from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter
     from nucleaizer.maskrcnn import MaskRCNNPredictor
     from nucleaizer.postprocess.stage import fit_postprocess
 

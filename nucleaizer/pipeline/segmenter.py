@@ -58,8 +58,8 @@ def score_target(ctx: Context, predictions: dict[str, np.ndarray]) -> dict | Non
 
 def log_overlays(ctx: Context, key: str, predictions: dict[str, np.ndarray]) -> None:
     """Colour overlays of the first few segmented target images, to the tracker."""
-    from nucleaizer.inference import as_rgb8
-    from nucleaizer.overlay import overlay
+    from nucleaizer.infer.nucleus_segmenter import as_rgb8
+    from nucleaizer.infer.overlay import overlay
 
     if not ctx.tracker.enabled:
         return

@@ -19,7 +19,7 @@ def threshold_predictor(tiles):
     """Exact, local predictor: each 8-connected bright component (> 127 in channel 0) of a tile is one object.
 
     Its score is the object's mean brightness, so painting order is known. It returns full-tile masks
-    (N, H, W) and scores, the simple predictor protocol (nucleaizer.tiling).
+    (N, H, W) and scores, the simple predictor protocol (nucleaizer.infer.tiling).
     """
     outputs = []
     for tile in tiles:

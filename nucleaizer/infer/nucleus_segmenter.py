@@ -2,11 +2,11 @@
 
 One image: estimate the nucleus diameter (given, or the median equivalent diameter of a first pass of the
 pre-segmentation predictor), rescale so nuclei are about 40 px across, predict in overlapping tiles merged
-without seams (``tiling``), paint instances by decreasing score (``painting``), optionally vote over flips and
+without seams (``tiling``), paint instances by decreasing score (``nucleaizer.instances``), optionally vote over flips and
 rotations (``tta``), refine at the working scale (post-processing, when the model has it), and rescale the
 labels back to the original size.
 
-The folder job lives in ``nucleaizer.infer_job``; ``run`` and ``validate_config`` here are what ``infer.py``
+The folder job lives in ``nucleaizer.infer.job``; ``run`` and ``validate_config`` here are what ``infer.py``
 calls.
 """
 
@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from skimage.segmentation import relabel_sequential
 
+from nucleaizer.infer.tiling import InstancePredictor, TileParams, predict_image
+from nucleaizer.infer.tta import TRANSFORMS, check_transforms, segment_with_tta
+from nucleaizer.instances import Instances, paint_instances
 from nucleaizer.io import to_rgb8
-from nucleaizer.painting import Instances, paint_instances
 from nucleaizer.size import SizeRule, median_diameter, rescale_image, rescale_labels
-from nucleaizer.tiling import InstancePredictor, TileParams, predict_image
-from nucleaizer.tta import TRANSFORMS, check_transforms, segment_with_tta
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nucleaizer.painting import Instances, paint_instances
+from nucleaizer.instances import Instances, paint_instances
 
 
 def masks_from_boxes(shape, boxes):

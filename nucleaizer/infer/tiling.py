@@ -36,7 +36,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
-from nucleaizer.painting import Instances
+from nucleaizer.instances import Instances
 
 # tiles (H, W, 3) uint8 -> per tile (masks bool (N, H, W), scores float32 (N,)), or per tile an Instances in
 # tile coordinates (boxes + crops: no full-tile mask per object, which is what costs a Mask R-CNN most)
