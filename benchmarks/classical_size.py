@@ -98,7 +98,7 @@ def main() -> None:
     infer_cfg = OmegaConf.load(CONF_DIR / "infer.yaml")
     segmenter = NucleusSegmenter(
         ClassicalPredictor(**OmegaConf.to_container(infer_cfg.classical)),
-        size=size.SizeRule(**OmegaConf.to_container(infer_cfg.classical_size)),
+        size=size.SizeRule.from_config(OmegaConf.to_container(infer_cfg.classical_size)),
     )
     report = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),

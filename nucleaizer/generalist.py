@@ -23,10 +23,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 from nucleaizer.config_files import load_config
 from nucleaizer.io import Sample, list_samples
+from nucleaizer.size import SizeRule
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,8 @@ def split_samples(data_root: str | Path, part: str) -> list[Sample]:
     return [s for s in samples if dsb_split(s.name) == part]
 
 
-def training_config(rescale_octaves: float = RESCALE_OCTAVES) -> tuple[dict, dict, dict]:
-    """(fit_segmenter kwargs, Lightning trainer settings, size settings) of the generalist's training."""
+def training_config(rescale_octaves: float = RESCALE_OCTAVES) -> tuple[dict, dict, SizeRule]:
+    """(fit_segmenter kwargs, Lightning trainer settings, size rule) of the generalist's training."""
     from nucleaizer.segmenter import training_kwargs_from_config
 
     segmenter = load_config("segmenter", "maskrcnn_small")
@@ -75,8 +77,7 @@ def training_config(rescale_octaves: float = RESCALE_OCTAVES) -> tuple[dict, dic
     )
     trainer = load_config("trainer", "cpu")
     trainer.update(precision=segmenter["precision"], enable_progress_bar=False)
-    size = load_config("train")["size"]
-    size = {k: size[k] for k in ("target_diameter_px", "min_scale", "max_scale", "min_object_area_px")}
+    size = SizeRule.from_config(load_config("train")["size"], ignore=("diameter_px",))
     return kwargs, trainer, size
 
 
@@ -108,7 +109,7 @@ def train(
         seed=seed,
         max_time_s=max_minutes * 60,
         resume=True,
-        **size,
+        **asdict(size),
         **kwargs,
     )
 
@@ -172,13 +173,11 @@ def export(out: str | Path, to: str | Path, data_root: str | Path, scores: str |
 
     from nucleaizer.bundle import write_bundle
     from nucleaizer.maskrcnn import build_maskrcnn, read_segmenter_file, save_segmenter
-    from nucleaizer.size import SizeRule
 
     out, to = Path(out), Path(to)
-    kwargs, _, size = training_config()
+    kwargs, _, rule = training_config()
     trained = read_segmenter_file(out / "run" / "segmenter.pt")
     arch = {**trained["arch"], **{key: kwargs["arch"][key] for key in INFERENCE_KEYS}}
-    rule = SizeRule(**size)
     model = build_maskrcnn(**arch)
     model.load_state_dict(trained["state_dict"])
     threshold, by_threshold = choose_score_threshold(model.eval(), split_samples(data_root, "val"), rule)
@@ -216,7 +215,7 @@ def model_card(arch: dict, record: dict, scores: str | None) -> str:
         "batch": f"{kwargs['batch_size']} crops of {kwargs['crop_size']} px",
         "random rescaling": f"2**U(-{RESCALE_OCTAVES}, {RESCALE_OCTAVES})",
         "precision": trainer["precision"],
-        "working nucleus diameter": f"{size['target_diameter_px']} px",
+        "working nucleus diameter": f"{size.target_diameter_px} px",
     }
     lines = [
         "# nucleaizer generalist model",
@@ -234,7 +233,7 @@ def model_card(arch: dict, record: dict, scores: str | None) -> str:
         f"after, and detections score at least {arch['box_score_thresh']}.",
         "Weights stored as fp16 (`segmenter.pt`, checked against `bundle.json`'s sha256 at load) and run in",
         "float32. Images are rescaled so nuclei are about "
-        f"{size['target_diameter_px']} px across; the nucleus size of a new image is estimated by the model.",
+        f"{size.target_diameter_px} px across; the nucleus size of a new image is estimated by the model.",
         "",
         "## Training data",
         "",

@@ -10,8 +10,8 @@ the median over the dataset (:func:`fill_with_dataset_median`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 
 import cv2
 import numpy as np
@@ -145,6 +145,16 @@ class SizeRule:
     min_scale: float = 0.25
     max_scale: float = 4.0
     min_object_area_px: int = 16
+
+    @classmethod
+    def from_config(cls, section: Mapping, ignore: tuple[str, ...] = ()) -> SizeRule:
+        """The rule of a config section (train.yaml ``size``, infer.yaml ``classical_size``); keys in ``ignore``
+        belong to the section but not to the rule (e.g. ``diameter_px``). An unknown key is a UserError."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(section) - known - set(ignore))
+        if unknown:
+            raise UserError(f"size: unknown key(s) {unknown}; known keys: {sorted(known | set(ignore))}")
+        return cls(**{key: section[key] for key in known if key in section})
 
     def diameter_of(self, labels: np.ndarray) -> float | None:
         """Nucleus diameter of a predicted segmentation (estimated_diameter; border objects left out), or None."""

@@ -125,7 +125,7 @@ def build_segmenter(cfg: DictConfig) -> tuple[NucleusSegmenter, Bundle | None]:
     transforms = tuple(cfg.tta_transforms) if cfg.tta else ()
     if str(cfg.model) == CLASSICAL:
         predictor = ClassicalPredictor(**OmegaConf.to_container(cfg.classical))
-        size = SizeRule(**OmegaConf.to_container(cfg.classical_size))
+        size = SizeRule.from_config(OmegaConf.to_container(cfg.classical_size))
         return NucleusSegmenter(predictor, None, size, tiles, transforms), None
     bundle = read_bundle(model_folder(cfg.model))
     device = resolve_device(str(cfg.device))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +41,8 @@ def target_samples(cfg: DictConfig) -> list[io.Sample]:
 
 
 def size_rule(cfg: DictConfig) -> SizeRule:
-    """The size rule of the ``size`` section."""
-    return SizeRule(
-        target_diameter_px=cfg.size.target_diameter_px,
-        min_scale=cfg.size.min_scale,
-        max_scale=cfg.size.max_scale,
-        min_object_area_px=cfg.size.min_object_area_px,
-    )
+    """The size rule of the ``size`` section (``diameter_px``, the user's own estimate, is not part of it)."""
+    return SizeRule.from_config(plain(cfg.size), ignore=("diameter_px",))
 
 
 def device_of(cfg: DictConfig) -> str:
@@ -66,14 +62,7 @@ def fit_kwargs(cfg: DictConfig, stages_key: str = "stages") -> dict:
     trainer = trainer_settings(cfg)
     if cfg.segmenter.get("precision") is not None:  # the segmenter's own (e.g. auto: bf16 where native)
         trainer["precision"] = cfg.segmenter.precision
-    kwargs.update(
-        target_diameter_px=cfg.size.target_diameter_px,
-        min_scale=cfg.size.min_scale,
-        max_scale=cfg.size.max_scale,
-        min_object_area_px=cfg.size.min_object_area_px,
-        trainer=trainer,
-        seed=cfg.seed,
-    )
+    kwargs.update(asdict(size_rule(cfg)), trainer=trainer, seed=cfg.seed)
     return kwargs
 
 

@@ -1,0 +1,47 @@
+"""Where a value object mirrors a config section, its defaults and the section's values are the same numbers
+and the same keys: a default changed in one place and not the other fails here."""
+
+from dataclasses import asdict, fields
+
+import pytest
+from omegaconf import OmegaConf
+
+from nucleaizer.augment import AugmentParams
+from nucleaizer.baseline import ClassicalPredictor
+from nucleaizer.config_files import CONF_DIR, load_config
+from nucleaizer.errors import UserError
+from nucleaizer.infer.settings import tile_params
+from nucleaizer.infer.tiling import TileParams
+from nucleaizer.size import SizeRule
+
+
+def field_names(cls) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def test_the_size_rule_is_the_train_size_section_and_the_classical_size_section():
+    train_size = load_config("train")["size"]
+    classical_size = load_config("infer")["classical_size"]
+    assert set(train_size) - {"diameter_px"} == field_names(SizeRule) == set(classical_size)
+    assert SizeRule.from_config(train_size, ignore=("diameter_px",)) == SizeRule()
+    assert SizeRule.from_config(classical_size) == SizeRule()
+    with pytest.raises(UserError, match="diameter_px"):
+        SizeRule.from_config(train_size)  # the user's own estimate is not part of the rule
+
+
+def test_tile_params_are_the_infer_tile_keys():
+    infer = OmegaConf.load(CONF_DIR / "infer.yaml")
+    assert tile_params(infer) == TileParams()
+
+
+def test_the_classical_baseline_is_the_infer_classical_section():
+    section = load_config("infer")["classical"]
+    assert set(section) == field_names(ClassicalPredictor)
+    assert ClassicalPredictor(**section) == ClassicalPredictor()
+
+
+@pytest.mark.parametrize("segmenter", sorted(p.stem for p in (CONF_DIR / "segmenter").glob("*.yaml")))
+def test_every_segmenter_config_augments_with_the_augment_defaults(segmenter):
+    section = load_config("segmenter", segmenter)["augment"]
+    assert set(section) == set(asdict(AugmentParams()))
+    assert AugmentParams.from_dict(section) == AugmentParams()
