@@ -41,7 +41,7 @@ from common import RESULTS, git_commit, machine, write_report  # noqa: E402
 from nucleaizer.config_files import CONF_DIR  # noqa: E402
 from nucleaizer.io import list_samples  # noqa: E402
 from nucleaizer.models import segmenter_file  # noqa: E402
-from nucleaizer.postprocess.genetic import genes_from_config  # noqa: E402
+from nucleaizer.postprocess.genetic import GASearch  # noqa: E402
 from nucleaizer.postprocess.rules import IDENTITY_PARAMS, PostprocessParams  # noqa: E402
 from nucleaizer.postprocess.tune import build_cases, mean_score, score_case, tune_parameters  # noqa: E402
 from nucleaizer.postprocess.unet import load_ensemble, member_specs, train_ensemble  # noqa: E402
@@ -210,27 +210,15 @@ def main() -> None:
     cache_seconds = time.perf_counter() - start
 
     # -- genetic algorithm on the tuning half ------------------------------------------------------------
-    genes = genes_from_config(ga_cfg["genes"])
+    search = GASearch.from_config(ga_cfg)
     paper = PostprocessParams.from_dict(OmegaConf.to_container(pp.params, resolve=True))
-    ga_settings = {
-        k: ga_cfg[k]
-        for k in (
-            "population",
-            "generations",
-            "tournament",
-            "crossover",
-            "mutation",
-            "mutation_scale",
-            "elite",
-            "patience",
-        )
-    }
+    ga_settings = search.algorithm_settings()
     out_dir = CACHE / "ga"
     shutil.rmtree(out_dir, ignore_errors=True)
     start = time.perf_counter()
     result = tune_parameters(
         tune_cases,
-        genes,
+        list(search.genes),
         out_dir=out_dir,
         initial=[paper.as_dict(), IDENTITY_PARAMS.as_dict()],
         workers=workers,

@@ -433,7 +433,7 @@ def measure_ga(
     from skimage.segmentation import relabel_sequential
 
     from nucleaizer.baseline import ClassicalPredictor
-    from nucleaizer.postprocess.genetic import genes_from_config
+    from nucleaizer.postprocess.genetic import GASearch
     from nucleaizer.postprocess.rules import IDENTITY_PARAMS, PostprocessParams
     from nucleaizer.postprocess.tune import TuningCase, tune_parameters
     from nucleaizer.postprocess.unet import foreground_target, load_ensemble
@@ -454,14 +454,17 @@ def measure_ga(
         prob = ensemble.predict_probability(working) if ensemble else foreground_target(truth, 1.0)
         cases.append(TuningCase(name, truth.astype(np.int32), ClassicalPredictor().segment(working), prob))
     cases_seconds = time.perf_counter() - started
-    ga = container(cfg.postprocess.ga)
-    workers = int(ga["workers"] if workers is None else workers)
-    settings = {key: ga[key] for key in ("tournament", "crossover", "mutation", "mutation_scale", "elite")}
-    settings.update(population=population, generations=generations, patience=generations)
+    search = GASearch.from_config(container(cfg.postprocess.ga))
+    workers = search.workers if workers is None else int(workers)
+    settings = search.algorithm_settings() | {
+        "population": population,
+        "generations": generations,
+        "patience": generations,
+    }
     paper = PostprocessParams.from_dict(container(cfg.postprocess.params))
     result = tune_parameters(
         cases,
-        genes_from_config(ga["genes"]),
+        list(search.genes),
         initial=[paper.as_dict(), IDENTITY_PARAMS.as_dict()],
         workers=workers,
         progress=False,

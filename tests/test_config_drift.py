@@ -1,6 +1,7 @@
 """Where a value object mirrors a config section, its defaults and the section's values are the same numbers
 and the same keys: a default changed in one place and not the other fails here."""
 
+import inspect
 from dataclasses import asdict, fields
 
 import pytest
@@ -12,6 +13,7 @@ from nucleaizer.config_files import CONF_DIR, load_config
 from nucleaizer.errors import UserError
 from nucleaizer.infer.settings import tile_params
 from nucleaizer.infer.tiling import TileParams
+from nucleaizer.postprocess.genetic import GASearch, GeneticAlgorithm
 from nucleaizer.size import SizeRule
 
 
@@ -45,3 +47,19 @@ def test_every_segmenter_config_augments_with_the_augment_defaults(segmenter):
     section = load_config("segmenter", segmenter)["augment"]
     assert set(section) == set(asdict(AugmentParams()))
     assert AugmentParams.from_dict(section) == AugmentParams()
+
+
+def test_the_ga_section_is_the_genetic_algorithm_defaults_and_nothing_else():
+    section = load_config("postprocess", "default")["ga"]
+    search = GASearch.from_config(section)
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(GeneticAlgorithm).parameters.items()
+        if name in section and name != "genes"
+    }
+    assert search.algorithm_settings() == defaults
+    assert [gene.name for gene in search.genes] == list(load_config("postprocess", "default")["params"])
+    with pytest.raises(UserError, match="popsize"):
+        GASearch.from_config(section | {"popsize": 3})
+    with pytest.raises(UserError, match="workers"):
+        GASearch.from_config({k: v for k, v in section.items() if k != "workers"})

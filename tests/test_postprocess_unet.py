@@ -126,6 +126,7 @@ def test_load_errors_name_the_file(tmp_path):
 
 def test_fit_postprocess_writes_a_bundle_section_that_loads(tmp_path, one_torch_thread):
     from nucleaizer.config_files import load_config
+    from nucleaizer.postprocess.genetic import GASearch
     from nucleaizer.postprocess.stage import fit_postprocess
 
     cfg = load_config("postprocess", "default")
@@ -137,7 +138,7 @@ def test_fit_postprocess_writes_a_bundle_section_that_loads(tmp_path, one_torch_
         "epochs": 1,
         "crop_size": 64,
     }
-    ga = cfg["ga"] | {"population": 6, "generations": 2, "workers": 1}
+    ga = GASearch.from_config(cfg["ga"] | {"population": 6, "generations": 2, "workers": 1})
     pairs = [simulate.sample("fluorescence", size=64, diameter_px=16, seed=s) for s in range(3)]
     val = [
         (f"v{s}", *simulate.sample("fluorescence", size=64, diameter_px=16, seed=10 + s)) for s in range(4)

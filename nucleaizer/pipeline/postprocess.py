@@ -49,6 +49,7 @@ def working_scale_source(cfg: DictConfig, samples: list[io.Sample]):
 def run(ctx: Context, out: Path, summary: dict) -> None:
     from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter
     from nucleaizer.maskrcnn import MaskRCNNPredictor
+    from nucleaizer.postprocess.genetic import GASearch
     from nucleaizer.postprocess.stage import fit_postprocess
 
     cfg = ctx.cfg
@@ -73,7 +74,7 @@ def run(ctx: Context, out: Path, summary: dict) -> None:
         segment_working_scale,
         out,
         unet=plain(pp.unet),
-        ga=plain(pp.ga),
+        ga=GASearch.from_config(plain(pp.ga)),
         params=plain(pp.params),
         trainer=trainer_settings(cfg),
         seed=cfg.seed,

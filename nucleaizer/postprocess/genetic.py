@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -49,6 +49,42 @@ def genes_from_config(spec: Mapping[str, Mapping[str, object]]) -> list[Gene]:
             raise UserError(f"postprocess.ga.genes.{name} needs both 'low' and 'high'")
         genes.append(Gene(str(name), float(entry["low"]), float(entry["high"]), kind == "int"))
     return genes
+
+
+@dataclass(frozen=True)
+class GASearch:
+    """The ``postprocess.ga`` section as one value: the search space, the algorithm's settings (see
+    GeneticAlgorithm), how many processes evaluate fitness and the share of validation images tuned on.
+    No defaults here: conf/postprocess/default.yaml holds them."""
+
+    genes: tuple[Gene, ...]
+    population: int
+    generations: int
+    tournament: int
+    crossover: float
+    mutation: float
+    mutation_scale: float
+    elite: int
+    patience: int
+    workers: int
+    val_fraction: float
+
+    @classmethod
+    def from_config(cls, section: Mapping) -> GASearch:
+        """From the section's plain mapping; a missing or unknown key is a UserError naming it."""
+        names = [f.name for f in fields(cls)]
+        unknown, missing = sorted(set(section) - set(names)), [n for n in names if n not in section]
+        if unknown or missing:
+            raise UserError(f"postprocess.ga: unknown key(s) {unknown}, missing key(s) {missing}")
+        values = {name: section[name] for name in names}
+        return cls(**{**values, "genes": tuple(genes_from_config(section["genes"]))})
+
+    def algorithm_settings(self) -> dict:
+        """The keyword arguments of GeneticAlgorithm besides genes and seed."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in NOT_ALGORITHM_SETTINGS}
+
+
+NOT_ALGORITHM_SETTINGS = ("genes", "workers", "val_fraction")
 
 
 @dataclass

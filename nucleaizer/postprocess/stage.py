@@ -12,7 +12,7 @@ import numpy as np
 
 from nucleaizer.errors import UserError
 from nucleaizer.io import atomic_write
-from nucleaizer.postprocess.genetic import genes_from_config
+from nucleaizer.postprocess.genetic import GASearch
 from nucleaizer.postprocess.rules import IDENTITY_PARAMS, PostprocessParams
 from nucleaizer.postprocess.tune import build_cases, mean_score, tune_parameters
 from nucleaizer.postprocess.unet import member_specs, train_ensemble
@@ -20,16 +20,6 @@ from nucleaizer.postprocess.unet import member_specs, train_ensemble
 log = logging.getLogger(__name__)
 
 ENSEMBLE_FILE = "unet.pt"
-_GA_KEYS = (
-    "population",
-    "generations",
-    "tournament",
-    "crossover",
-    "mutation",
-    "mutation_scale",
-    "elite",
-    "patience",
-)
 
 
 def fit_postprocess(
@@ -38,7 +28,7 @@ def fit_postprocess(
     segment: Callable[[np.ndarray], np.ndarray],
     out_dir: str | Path,
     unet: Mapping,
-    ga: Mapping,
+    ga: GASearch,
     params: Mapping[str, float],
     trainer: Mapping | None = None,
     seed: int = 0,
@@ -48,8 +38,8 @@ def fit_postprocess(
 
     train_pairs: (image np.uint8 (H, W, 3), labels int (H, W)) at the working scale (annotated and synthetic);
     val_items: (name, image at the working scale, ground truth int (H, W) at any scale); segment: working-scale
-    image -> labels int (H, W) (the trained segmenter); unet, ga, params: the ``postprocess`` config sections
-    as plain mappings; trainer: Lightning settings. The GA tunes on a ``ga.val_fraction`` share of the
+    image -> labels int (H, W) (the trained segmenter); unet, params: the ``postprocess`` config sections as
+    plain mappings; ga: the search (``GASearch.from_config(postprocess.ga)``); trainer: Lightning settings. The GA tunes on a ``ga.val_fraction`` share of the
     validation images (drawn with ``seed``); the rest, if any, measure raw / paper / tuned scores, written to
     ``report.json`` with the ensemble, ``best_params.json`` and the GA history in ``out_dir``.
     """
@@ -73,19 +63,19 @@ def fit_postprocess(
     if not cases:
         raise UserError("post-processing needs annotated validation images to tune on; none were given")
     order = np.random.default_rng(seed).permutation(len(cases))
-    n_tune = min(max(1, round(float(ga["val_fraction"]) * len(cases))), len(cases))
+    n_tune = min(max(1, round(ga.val_fraction * len(cases))), len(cases))
     tune_cases = [cases[i] for i in sorted(order[:n_tune])]
     held_out = [cases[i] for i in sorted(order[n_tune:])]
     paper = PostprocessParams.from_dict(params)
     result = tune_parameters(
         tune_cases,
-        genes_from_config(ga["genes"]),
+        list(ga.genes),
         out_dir=out,
         initial=[paper.as_dict(), IDENTITY_PARAMS.as_dict()],
-        workers=int(ga["workers"]),
+        workers=ga.workers,
         progress=progress,
         seed=seed,
-        **{key: ga[key] for key in _GA_KEYS},
+        **ga.algorithm_settings(),
     )
     tuned = PostprocessParams.from_dict(result.best)
 
