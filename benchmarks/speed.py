@@ -287,7 +287,8 @@ def measure_segmenter_training(
 
     from nucleaizer.augment import AugmentParams
     from nucleaizer.data import CropDataset, ValidationDataset, load_pairs
-    from nucleaizer.segmenter import SegmenterData, SegmenterModule, arch_from_config
+    from nucleaizer.maskrcnn import arch_from_config
+    from nucleaizer.segmenter_module import SegmenterData, SegmenterModule
 
     cfg = compose(profile, overrides)
     seg = container(cfg.segmenter)

@@ -17,7 +17,7 @@ from nucleaizer.efficientnet import (
 )
 from nucleaizer.errors import UserError
 from nucleaizer.maskrcnn import build_maskrcnn, load_segmenter, save_segmenter
-from nucleaizer.segmenter import trainable_mask
+from nucleaizer.segmenter_module import trainable_mask
 
 CATS = {281, 282, 283, 284, 285}  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967

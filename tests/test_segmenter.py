@@ -17,9 +17,8 @@ from nucleaizer.segmenter import (
     read_segmenter_file,
     save_segmenter,
     split_train_val,
-    stage_at_epoch,
-    trainable_mask,
 )
+from nucleaizer.segmenter_module import stage_at_epoch, trainable_mask
 
 # a narrow CPU model: MobileNetV3-FPN with small heads, few proposals
 TINY = {
