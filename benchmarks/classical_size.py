@@ -1,6 +1,6 @@
 """Classical size estimation benchmark: does Otsu + watershed segment better at the size it estimates itself?
 
-    python benchmarks/classical_size.py [--split test|all] [--quick]
+    python -m benchmarks.classical_size [--split test|all] [--quick]
 
 On dsb2018_train (the 133 held-out images of the segmenter benchmarks' sha1 split, or all 664) and the unseen
 sets (gowt1_fluo, nih3t3_fluo, hela_fluo, cpm15_he), ``infer.py model=classical``'s path (NucleusSegmenter with
@@ -15,24 +15,21 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import sys
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import git_commit, machine, write_report  # noqa: E402
+from benchmarks.common import git_commit, machine, write_report
+from nucleaizer import io, metrics, size
+from nucleaizer.baseline import ClassicalPredictor
+from nucleaizer.config_files import CONF_DIR
+from nucleaizer.generalist import dsb_split
+from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter
+from nucleaizer.infer.tiling import predict_image
+from nucleaizer.instances import paint_instances
 
-from nucleaizer import io, metrics, size  # noqa: E402
-from nucleaizer.baseline import ClassicalPredictor  # noqa: E402
-from nucleaizer.config_files import CONF_DIR  # noqa: E402
-from nucleaizer.generalist import dsb_split  # noqa: E402
-from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter  # noqa: E402
-from nucleaizer.infer.tiling import predict_image  # noqa: E402
-from nucleaizer.instances import paint_instances  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 DATA = ROOT.parent / "shared" / "data"
 UNSEEN = ("gowt1_fluo", "nih3t3_fluo", "hela_fluo", "cpm15_he")

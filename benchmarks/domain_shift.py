@@ -1,6 +1,6 @@
 """The paper's domain-shift experiment on real data: does learning the target's style (AUTOstyle) help?
 
-    python benchmarks/domain_shift.py [--quick] [--targets tissue,cpm15,nih3t3] [--jobs 2] [--threads 1]
+    python -m benchmarks.domain_shift [--quick] [--targets tissue,cpm15,nih3t3] [--jobs 2] [--threads 1]
                                       [--phase all|adapt|score] [--work DIR] [-- HYDRA_OVERRIDE ...]
 
 Every target starts from a source model that never saw its domain, and is fine-tuned on that model's
@@ -47,13 +47,18 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from benchmarks.common import (
+    RESULTS,
+    SCORE_HEADER,
+    SCORE_RULE,
+    git_commit,
+    machine,
+    score_cells,
+    write_report,
+)
+from nucleaizer import io
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from common import RESULTS, SCORE_HEADER, SCORE_RULE, git_commit, machine, score_cells, write_report  # noqa: E402  (benchmarks/common.py: same machine record)
-
-from nucleaizer import io  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 SOURCE_GROUPS = ("gray_darkbg_fluorescence", "gray_brightbg_brightfield")

@@ -1,6 +1,6 @@
 """Export overhead benchmark: what ROI sets and GeoJSON add to the time of segmenting a folder.
 
-    python benchmarks/exports.py [--images 30]
+    python -m benchmarks.exports [--images 30]
 
 infer.py (model=classical, the fastest predictor, so the share is the largest it gets) segments the same
 dsb2018_train images twice in fresh processes, alternating, three times each: with the default formats
@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import git_commit, machine, write_report
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import git_commit, machine, write_report  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "dsb2018_train"
 FORMATS = {"default": "[labels,overlay,csv]", "with_exports": "[labels,overlay,csv,rois,geojson]"}

@@ -1,6 +1,6 @@
 """Generalist benchmark: the shipped model beside Otsu + watershed on held-out and unseen annotated sets.
 
-    python benchmarks/generalist.py [--model generalist] [--previous PT] [--no-tta] [--quick] [--threads 2]
+    python -m benchmarks.generalist [--model generalist] [--previous PT] [--no-tta] [--quick] [--threads 2]
         [--every N] [--max-per-set M] [--name generalist]
 
 Sets: the 133 held-out images of dsb2018_train (nucleaizer.generalist.dsb_split ``test``, per group) and every
@@ -22,21 +22,18 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import SCORE_HEADER, SCORE_RULE, git_commit, machine, score_cells, write_report  # noqa: E402
-from segmenter import GROUPS  # noqa: E402  (the manifest's DSB groups, named as every benchmark names them)
+from benchmarks.common import SCORE_HEADER, SCORE_RULE, git_commit, machine, score_cells, write_report
+from benchmarks.segmenter import GROUPS
+from nucleaizer import io, metrics, size
+from nucleaizer.generalist import UNSEEN_SETS, dsb_split
 
-from nucleaizer import io, metrics, size  # noqa: E402
-from nucleaizer.generalist import UNSEEN_SETS, dsb_split  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 DATA = ROOT.parent / "shared" / "data"
 SCORE_KEYS = ("dsb", "map", "mf1", "f1_50", "missed", "extra", "merges", "splits", "n_gt", "n_pred")

@@ -1,7 +1,7 @@
 """The prepared GPU check: one command, one JSON line, within 8 minutes on one H200.
 
-    python benchmarks/gpu_check.py [--device cuda] [--train-minutes 4] [--save DIR]   # on a GPU machine
-    python benchmarks/gpu_check.py --device cpu --quick                               # checks the script
+    python -m benchmarks.gpu_check [--device cuda] [--train-minutes 4] [--save DIR]   # on a GPU machine
+    python -m benchmarks.gpu_check --device cpu --quick                               # checks the script
 
 1. Environment: torch, CUDA, GPU.
 2. Training steps/s of the GPU profile (bf16-mixed, batch 8 of 512 px crops) for ResNet-50-FPN and the
@@ -18,20 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from nucleaizer import simulate
+from nucleaizer.data import image_to_tensor, instance_targets
+from nucleaizer.maskrcnn import MaskRCNNPredictor, build_maskrcnn, load_segmenter, save_segmenter
 
-from nucleaizer import simulate  # noqa: E402
-from nucleaizer.data import image_to_tensor, instance_targets  # noqa: E402
-from nucleaizer.maskrcnn import MaskRCNNPredictor, build_maskrcnn, load_segmenter, save_segmenter  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 LITE0 = {
     "backbone": "efficientnet_lite0",

@@ -1,6 +1,6 @@
 """Inference benchmark: throughput, peak memory, and tiled vs whole-image prediction.
 
-    python benchmarks/inference.py [--quick] [--device cpu|cuda] [--checkpoint PATH]
+    python -m benchmarks.inference [--quick] [--device cpu|cuda] [--checkpoint PATH]
 
 1. Throughput, in megapixels of *original* image per second, of the per-image path (rescaling to 40 px
    nuclei, tiles of 512 px overlapping by 64, painting, rescaling back) on real dsb2018_train images of the
@@ -29,7 +29,6 @@ import datetime
 import json
 import multiprocessing
 import resource
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -40,19 +39,16 @@ import pandas as pd
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
+from benchmarks.common import RESULTS, git_commit, machine
+from nucleaizer import io, metrics
+from nucleaizer.baseline import ClassicalPredictor, nuclear_channel
+from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter
+from nucleaizer.infer.tiling import TileParams, predict_image
+from nucleaizer.instances import paint_instances
+from nucleaizer.models import DEFAULT_MODEL, segmenter_file
+from nucleaizer.size import SizeRule, median_diameter, rescale_image, rescale_labels
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import RESULTS, git_commit, machine  # noqa: E402
-
-from nucleaizer import io, metrics  # noqa: E402
-from nucleaizer.baseline import ClassicalPredictor, nuclear_channel  # noqa: E402
-from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter  # noqa: E402
-from nucleaizer.infer.tiling import TileParams, predict_image  # noqa: E402
-from nucleaizer.instances import paint_instances  # noqa: E402
-from nucleaizer.models import DEFAULT_MODEL, segmenter_file  # noqa: E402
-from nucleaizer.size import SizeRule, median_diameter, rescale_image, rescale_labels  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "dsb2018_train"
 DEFAULT_CHECKPOINT = segmenter_file(DEFAULT_MODEL)  # the shipped generalist

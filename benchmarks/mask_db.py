@@ -1,7 +1,7 @@
 """Benchmark of mask_db on ../shared/data/dsb2018_train: build speed and size, query speed, compose speed,
 and how well composed masks match the fluorescence and the colour-tissue groups.
 
-    python benchmarks/mask_db.py [--quick] [--data ../shared/data] [--workdir /tmp/mask_db_bench]
+    python -m benchmarks.mask_db [--quick] [--data ../shared/data] [--workdir /tmp/mask_db_bench]
 
 Writes benchmarks/results/mask_db.json and .md (and one montage PNG per group). The database goes to
 --workdir (never into the repository). Baselines measured in the same run: skimage regionprops_table for
@@ -17,7 +17,6 @@ import datetime
 import json
 import logging
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -25,21 +24,15 @@ import cv2
 import numpy as np
 from skimage.measure import regionprops_table
 
+from benchmarks.common import RESULTS, git_commit, machine, write_report
+from mask_db.cli import main as cli_main
+from mask_db.features import SHAPE_SPACE, shape_features, whole_nuclei
+from mask_db.layout import LayoutComposer
+from mask_db.montage import montage
+from mask_db.stats import compare, style_statistics
+from mask_db.store import MaskDatabase
+
 ROOT = Path(__file__).resolve().parent.parent
-# This script is called mask_db.py too: "import mask_db" must find the package, not the script.
-sys.path[:] = [str(ROOT)] + [
-    p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent
-]
-sys.path.append(str(ROOT / "benchmarks"))  # last, for common.py only
-
-from common import RESULTS, git_commit, machine, write_report  # noqa: E402
-
-from mask_db.cli import main as cli_main  # noqa: E402
-from mask_db.features import SHAPE_SPACE, shape_features, whole_nuclei  # noqa: E402
-from mask_db.layout import LayoutComposer  # noqa: E402
-from mask_db.montage import montage  # noqa: E402
-from mask_db.stats import compare, style_statistics  # noqa: E402
-from mask_db.store import MaskDatabase  # noqa: E402
 
 GROUPS = {"fluorescence": "gray_darkbg_fluorescence", "he_tissue": "colour_brightbg_HE_like"}
 log = logging.getLogger("benchmark")

@@ -1,6 +1,6 @@
 """Memory benchmark: peak resident memory of ``infer.py`` on large square images, classical and Mask R-CNN.
 
-    python benchmarks/memory.py [--cases classical:2000,maskrcnn:2000,...] [--checkpoint PT]
+    python -m benchmarks.memory [--cases classical:2000,maskrcnn:2000,...] [--checkpoint PT]
 
 Each image is a mosaic of real dsb2018_train fluorescence crops (benchmarks/inference.py's 2048 px mosaic,
 repeated, enlarged 2.8x so its nuclei are about 40 px across) written as an 8-bit PNG; infer.py segments it in
@@ -23,12 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import git_commit, machine, write_report  # noqa: E402
+from benchmarks.common import git_commit, machine, write_report
+from nucleaizer.models import DEFAULT_MODEL, segmenter_file
 
-from nucleaizer.models import DEFAULT_MODEL, segmenter_file  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_CHECKPOINT = segmenter_file(DEFAULT_MODEL)
 

@@ -1,6 +1,6 @@
 """Speed of nucleaizer.metrics on real and large label images, against the usual dense baseline.
 
-    python benchmarks/metrics.py [--quick] [--data ../shared/data/dsb2018_train]
+    python -m benchmarks.metrics [--quick] [--data ../shared/data/dsb2018_train]
 
 1. The labelled images of dsb2018_train against copies whose objects are eroded by one pixel (label-wise):
    reading, eroding and scoring are timed separately (target: scoring all 664 images in under 10 s).
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,12 +23,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from benchmarks.common import git_commit, machine, write_report
+from nucleaizer import io, metrics, simulate
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from common import git_commit, machine, write_report  # noqa: E402  (benchmarks/common.py)
-
-from nucleaizer import io, metrics, simulate  # noqa: E402
 
 
 def erode_labels(labels: np.ndarray) -> np.ndarray:
@@ -149,7 +146,7 @@ def markdown(result: dict) -> str:
     d, b, m = result["dataset"], result["big_image"], result["machine"]
     return f"""# Metric speed benchmark
 
-`python benchmarks/metrics.py{" --quick" if result["config"]["quick"] else ""}` on {result["date"]}, commit
+`python -m benchmarks.metrics{" --quick" if result["config"]["quick"] else ""}` on {result["date"]}, commit
 `{result["commit"]}`; {m["platform"]}, {m["cpu_count"]} CPUs (shared; 1-min load average {m["load_average_1min_at_start"]:.1f}
 at start), numpy {m["numpy"]}, torch {m["torch"]}. Times are the best of {result["config"]["repeats"]} runs.
 

@@ -1,6 +1,6 @@
 """Benchmark of post-processing (docs/method.md section 7) on the validation part of dsb2018_train.
 
-    python benchmarks/postprocess.py [--quick] [--raw auto|maskrcnn|baseline] [--checkpoint PATH]
+    python -m benchmarks.postprocess [--quick] [--raw auto|maskrcnn|baseline] [--checkpoint PATH]
 
 The validation part is the segmenter benchmark's (sha1(id) % 5 == 0); it is halved by the next hash digit
 into a tuning half (the GA's fitness) and a scoring half (the figures). Every image is rescaled so its
@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import shutil
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,20 +31,17 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from skimage.segmentation import relabel_sequential
 
+from benchmarks.common import RESULTS, git_commit, machine, write_report
+from nucleaizer.config_files import CONF_DIR
+from nucleaizer.io import list_samples
+from nucleaizer.models import segmenter_file
+from nucleaizer.postprocess.genetic import GASearch
+from nucleaizer.postprocess.rules import IDENTITY_PARAMS, PostprocessParams
+from nucleaizer.postprocess.tune import build_cases, mean_score, score_case, tune_parameters
+from nucleaizer.postprocess.unet import load_ensemble, member_specs, train_ensemble
+from nucleaizer.size import median_diameter, rescale_image, rescale_labels, scale_factor
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.append(str(ROOT / "benchmarks"))
-
-from common import RESULTS, git_commit, machine, write_report  # noqa: E402
-
-from nucleaizer.config_files import CONF_DIR  # noqa: E402
-from nucleaizer.io import list_samples  # noqa: E402
-from nucleaizer.models import segmenter_file  # noqa: E402
-from nucleaizer.postprocess.genetic import GASearch  # noqa: E402
-from nucleaizer.postprocess.rules import IDENTITY_PARAMS, PostprocessParams  # noqa: E402
-from nucleaizer.postprocess.tune import build_cases, mean_score, score_case, tune_parameters  # noqa: E402
-from nucleaizer.postprocess.unet import load_ensemble, member_specs, train_ensemble  # noqa: E402
-from nucleaizer.size import median_diameter, rescale_image, rescale_labels, scale_factor  # noqa: E402
 
 log = logging.getLogger("benchmarks.postprocess")
 DATA = ROOT.parent / "shared" / "data" / "dsb2018_train"

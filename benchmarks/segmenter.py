@@ -1,6 +1,6 @@
 """Segmenter benchmark: train the CPU profile on DSB 2018 (80%) and score the held-out 20% beside a classical baseline.
 
-    python benchmarks/segmenter.py [--quick] [--train-minutes 50] [--checkpoint PATH] [--phase all|train|eval]
+    python -m benchmarks.segmenter [--quick] [--train-minutes 50] [--checkpoint PATH] [--phase all|train|eval]
                                    [--tta identity,flip_h,flip_v,rot180]
 
 Split: an image is held out for the test when sha1(id) % 5 == 0 (fixed, independent of order). From the
@@ -23,7 +23,6 @@ import argparse
 import datetime
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -32,23 +31,19 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from benchmarks.common import SCORE_HEADER, SCORE_RULE, git_commit, machine, score_cells, write_report
+from nucleaizer import size
 from nucleaizer.config_files import load_config
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import SCORE_HEADER, SCORE_RULE, git_commit, machine, score_cells, write_report  # noqa: E402
-
-from nucleaizer import size  # noqa: E402
-from nucleaizer.generalist import dsb_split  # noqa: E402
-from nucleaizer.io import list_samples  # noqa: E402
-from nucleaizer.segmenter import (  # noqa: E402
+from nucleaizer.generalist import dsb_split
+from nucleaizer.io import list_samples
+from nucleaizer.segmenter import (
     MaskRCNNPredictor,
     fit_segmenter,
     load_segmenter,
     training_kwargs_from_config,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 DATA = ROOT.parent / "shared" / "data" / "dsb2018_train"
 GROUPS = {

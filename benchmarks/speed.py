@@ -1,6 +1,6 @@
 """Speed benchmark: throughput and peak memory of the expensive parts, each measured in a fresh process.
 
-    python benchmarks/speed.py [--quick] [--device cpu|cuda] [--threads N] [--checkpoint PATH] [--unet PATH]
+    python -m benchmarks.speed [--quick] [--device cpu|cuda] [--threads N] [--checkpoint PATH] [--unet PATH]
                                [--demo-report runs/demo/report.json] [--data DIR] [--only NAME ...]
 
 1. inference: megapixels of original image per second through ``NucleusSegmenter`` (the size rule from each
@@ -40,15 +40,10 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import RESULTS, git_commit, machine
+from nucleaizer.config_files import CONF_DIR
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-if str(ROOT / "benchmarks") not in sys.path:
-    # after the repository root: benchmarks/stylegen.py and mask_db.py must not shadow the packages
-    sys.path.append(str(ROOT / "benchmarks"))
-
-from common import RESULTS, git_commit, machine  # noqa: E402  (benchmarks/common.py)
-
-from nucleaizer.config_files import CONF_DIR  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "dsb2018_train"
 DEMO_REPORT = Path("runs/demo/report.json")
@@ -588,10 +583,10 @@ def in_fresh_process(kind: str, spec: dict, threads: int | None, timeout_s: floa
     with tempfile.TemporaryDirectory() as tmp:
         spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
         spec_path.write_text(json.dumps({"kind": kind, "spec": spec, "threads": threads}))
-        command = [sys.executable, str(Path(__file__).resolve()), "--child", str(spec_path), str(result_path)]
+        command = [sys.executable, "-m", "benchmarks.speed", "--child", str(spec_path), str(result_path)]
         started = time.perf_counter()
         try:
-            process = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+            process = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
             error = None if process.returncode == 0 else (process.stderr.strip().splitlines() or ["?"])[-1]
             if error:
                 print(process.stderr[-4000:], file=sys.stderr, flush=True)
@@ -746,7 +741,7 @@ def fmt(value: float | None) -> str:
 def write_markdown(path: Path, result: dict) -> None:
     m = result["machine"]
     command = (
-        "python benchmarks/speed.py"
+        "python -m benchmarks.speed"
         + (" --quick" if result["quick"] else "")
         + (f" --device {result['device']}" if result["device"] != "cpu" else "")
     )

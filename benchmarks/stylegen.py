@@ -1,6 +1,6 @@
 """One pix2pix style model on a real style: training time, L1 to held-out real images, realism.
 
-    python benchmarks/stylegen.py [--quick] [--gpu] [--data ../shared/data/dsb2018_train]
+    python -m benchmarks.stylegen [--quick] [--gpu] [--data ../shared/data/dsb2018_train]
 
 Data: the colour-tissue group of dsb2018_train (manifest column group == colour_brightbg_HE_like, 107 RGB
 images of 256x320), masks = labels > 0. Every 5th image (sorted by id) is held out; the style is trained on
@@ -26,7 +26,6 @@ import datetime
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,15 +35,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks.common import RESULTS, git_commit, machine
 from nucleaizer.config_files import load_config
+from stylegen import Pix2Pix, realism_report, render_masks, sample_grid, save_style, train_style
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.append(str(ROOT / "benchmarks"))  # last: "import stylegen" must find the package, not this script
-
-from common import RESULTS, git_commit, machine  # noqa: E402
-
-from stylegen import Pix2Pix, realism_report, render_masks, sample_grid, save_style, train_style  # noqa: E402
 
 GROUP = "colour_brightbg_HE_like"
 log = logging.getLogger("benchmarks.stylegen")

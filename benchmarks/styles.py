@@ -13,7 +13,7 @@ feature column weighted the same (no feature-family weights).
 Procedural: ``--trials`` random sets of simulate.STYLES images (random size, nucleus diameter, density), each
 clustered with the default and with unweighted features; counted are the sets where a style mixes two looks.
 
-Usage: python benchmarks/styles.py [--quick]. Writes benchmarks/results/styles.json and .md.
+Usage: python -m benchmarks.styles [--quick]. Writes benchmarks/results/styles.json and .md.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -36,19 +35,18 @@ from sklearn.metrics import adjusted_rand_score, homogeneity_score
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from common import RESULTS, git_commit, machine  # noqa: E402  (benchmarks/common.py: same machine record)
-
-from nucleaizer import io, simulate  # noqa: E402
-from nucleaizer.style_features import FeatureSettings, feature_blocks, image_features  # noqa: E402
-from nucleaizer.styles import (  # noqa: E402
+from benchmarks.common import RESULTS, git_commit, machine
+from nucleaizer import io, simulate
+from nucleaizer.style_features import FeatureSettings, feature_blocks, image_features
+from nucleaizer.styles import (
     DEFAULT_CONFIG,
     ClusterSettings,
     cluster_features,
     settings_from_mapping,
     style_images,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 DATA = ROOT.parent / "shared" / "data"
 TISSUE = "colour_brightbg_HE_like"
@@ -193,7 +191,7 @@ def markdown(result: dict) -> str:
     mixed = ", ".join(f"{k} {v}" for k, v in procedural["sets_with_a_mixed_style"].items())
     return f"""# Style clustering benchmark
 
-`python benchmarks/styles.py{" --quick" if c["quick"] else ""}` on {result["date"]}, commit `{result["commit"]}`;
+`python -m benchmarks.styles{" --quick" if c["quick"] else ""}` on {result["date"]}, commit `{result["commit"]}`;
 {m["platform"]}, {m["cpu_count"]} CPUs (shared; 1-min load average {m["load_average_1min_at_start"]:.1f} at
 start), numpy {m["numpy"]}. Configuration: conf/styles/default.yaml, seed {c["seed"]}.
 

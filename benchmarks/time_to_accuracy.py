@@ -1,7 +1,7 @@
 """Time-to-accuracy benchmark: segmentation quality reached per minute of CPU training, per candidate.
 
-    python benchmarks/time_to_accuracy.py [--candidates A,B] [--budgets 10,30,60] [--threads 2] [--quick]
-    python benchmarks/time_to_accuracy.py --report          # tables and plot from the records so far
+    python -m benchmarks.time_to_accuracy [--candidates A,B] [--budgets 10,30,60] [--threads 2] [--quick]
+    python -m benchmarks.time_to_accuracy --report          # tables and plot from the records so far
 
 Each candidate (a backbone + precision + settings over conf/segmenter/maskrcnn_mobilenet.yaml, the CPU profile
 before this benchmark, see CANDIDATES)
@@ -33,10 +33,9 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.common import RESULTS, git_commit, machine, write_report
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import RESULTS, git_commit, machine, write_report  # noqa: E402
 
 log = logging.getLogger("benchmark.time_to_accuracy")
 

@@ -261,7 +261,7 @@ def model_card(arch: dict, record: dict, scores: str | None) -> str:
         "",
         "## Scores",
         "",
-        scores.strip() if scores else "Run `python benchmarks/generalist.py` to score it.",
+        scores.strip() if scores else "Run `python -m benchmarks.generalist` to score it.",
         "",
         "## Licence",
         "",

@@ -17,7 +17,8 @@ def test_gpu_check_runs_on_cpu_and_brings_back_fp16_weights(tmp_path):
     result = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "benchmarks" / "gpu_check.py"),
+            "-m",
+            "benchmarks.gpu_check",
             "--device",
             "cpu",
             "--quick",
@@ -29,6 +30,7 @@ def test_gpu_check_runs_on_cpu_and_brings_back_fp16_weights(tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=ROOT,
         env={**os.environ, "OMP_NUM_THREADS": "2", "WANDB_MODE": "disabled"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
