@@ -8,6 +8,14 @@ Follows pytorch-CycleGAN-and-pix2pix (unet_256, basic 70x70 PatchGAN) with two d
   per-image statistics, and the original pix2pix rendered test images in training mode too; instance norm is
   that behaviour stated explicitly, and it keeps rendering independent of batch composition and of
   train/eval mode. ``norm="batch"`` is available for the textbook variant.
+
+Two options against what made CPU-budget renders easy to tell from real images (a periodic pattern over
+every flat background, the same in every render):
+
+- ``upsample="resize"``: nearest-neighbour up-sampling then a 3x3 convolution in the decoder instead of
+  stride-2 transposed convolutions, whose uneven kernel overlap prints a checkerboard (Odena et al. 2016).
+- ``noise_channels=n``: n channels of Gaussian noise appended to the mask, so a background without any mask
+  pixel still has an input to turn into texture, different in every render.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import torch
 from torch import nn
 
 NORMS = ("instance", "batch")
+UPSAMPLES = ("transpose", "resize")
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
@@ -40,7 +49,8 @@ class UnetGenerator(nn.Module):
     Input float32 (B, in_channels, H, W) in [-1, 1], H and W multiples of 2**depth; output float32
     (B, out_channels, H, W) in [-1, 1]. depth=8, base_filters=64 is the paper's unet_256.
     Dropout acts in the inner decoder blocks whose input and output both have 8x base filters (three of them
-    in unet_256), as in the original.
+    in unet_256), as in the original. ``in_channels`` counts the mask channels only; ``noise_channels`` of
+    N(0, 1) noise are appended to them inside ``forward`` (drawn from torch's global generator unless given).
     """
 
     def __init__(
@@ -51,19 +61,26 @@ class UnetGenerator(nn.Module):
         base_filters: int = 64,
         dropout: float = 0.5,
         norm: str = "instance",
+        upsample: str = "transpose",
+        noise_channels: int = 0,
     ) -> None:
         super().__init__()
+        if upsample not in UPSAMPLES:
+            raise ValueError(f"net_g.upsample must be one of {UPSAMPLES}, got {upsample!r}")
+        if noise_channels < 0:
+            raise ValueError(f"net_g.noise_channels must be >= 0, got {noise_channels}")
         if depth < 2:
             raise ValueError(f"net_g.depth must be at least 2, got {depth}")
         if base_filters < 1:
             raise ValueError(f"net_g.base_filters must be positive, got {base_filters}")
         self.depth = depth
+        self.noise_channels = noise_channels
         filters = level_filters(base_filters, depth)
         innermost = depth - 1
         self.encoder = nn.ModuleList()
         for level in range(depth):
             if level == 0:
-                self.encoder.append(nn.Conv2d(in_channels, filters[0], 4, 2, 1))
+                self.encoder.append(nn.Conv2d(in_channels + noise_channels, filters[0], 4, 2, 1))
                 continue
             layers: list[nn.Module] = [nn.LeakyReLU(0.2)]
             if level == innermost:
@@ -79,10 +96,10 @@ class UnetGenerator(nn.Module):
             in_ch = filters[level] if level == innermost else 2 * filters[level]
             layers = [nn.ReLU()]
             if level == 0:
-                layers += [nn.ConvTranspose2d(in_ch, out_channels, 4, 2, 1), nn.Tanh()]
+                layers += [up_conv(upsample, in_ch, out_channels, bias=True), nn.Tanh()]
             else:
                 layers += [
-                    nn.ConvTranspose2d(in_ch, filters[level - 1], 4, 2, 1, bias=False),
+                    up_conv(upsample, in_ch, filters[level - 1], bias=False),
                     make_norm(norm, filters[level - 1]),
                 ]
                 if 4 <= level < innermost and dropout > 0:
@@ -95,7 +112,14 @@ class UnetGenerator(nn.Module):
         """Input height and width must be multiples of this (2**depth)."""
         return 2**self.depth
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """x: mask (B, in_channels, H, W); noise: (B, noise_channels, H, W), drawn here when None."""
+        if self.noise_channels:
+            if noise is None:
+                noise = torch.randn(
+                    x.shape[0], self.noise_channels, *x.shape[2:], device=x.device, dtype=x.dtype
+                )
+            x = torch.cat([x, noise.to(x)], dim=1)
         skips = []
         h = x
         for block in self.encoder:
@@ -105,6 +129,15 @@ class UnetGenerator(nn.Module):
         for level in range(self.depth - 2, -1, -1):
             h = self.decoder[level](torch.cat([skips[level], h], dim=1))
         return h
+
+
+def up_conv(kind: str, in_channels: int, out_channels: int, bias: bool) -> nn.Module:
+    """A x2 up-sampling convolution: stride-2 4x4 transposed (pix2pix) or nearest resize + 3x3 convolution."""
+    if kind == "transpose":
+        return nn.ConvTranspose2d(in_channels, out_channels, 4, 2, 1, bias=bias)
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=bias)
+    )
 
 
 class PatchDiscriminator(nn.Module):

@@ -37,6 +37,30 @@ def test_shapes_and_range(norm):
     assert discriminator(torch.cat([x, y], 1)).shape == (2, 1, 64 // 8 - 2, 96 // 8 - 2)
 
 
+def test_resize_upsampling_has_no_transposed_convolution_and_keeps_shapes():
+    generator = UnetGenerator(depth=4, base_filters=8, upsample="resize")
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in generator.modules())
+    assert any(isinstance(m, nn.Upsample) for m in generator.modules())
+    out = generator(torch.rand(2, 1, 32, 48) * 2 - 1)
+    assert out.shape == (2, 3, 32, 48) and out.abs().max() <= 1
+    with pytest.raises(ValueError, match="net_g.upsample"):
+        UnetGenerator(depth=4, upsample="pixelshuffle")
+
+
+def test_noise_channels_make_renders_of_one_mask_differ_unless_the_noise_is_the_same():
+    torch.manual_seed(0)
+    generator = UnetGenerator(depth=4, base_filters=8, dropout=0.0, noise_channels=1).eval()
+    assert generator.encoder[0].in_channels == 2
+    mask = -torch.ones(1, 1, 32, 32)  # an empty mask: without noise, every render would be the same
+    noise = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        same = [generator(mask, noise) for _ in range(2)]
+        drawn = [generator(mask) for _ in range(2)]
+    assert torch.equal(same[0], same[1])
+    assert not torch.equal(drawn[0], drawn[1])
+    assert (same[0] - drawn[0]).abs().mean() > 1e-4
+
+
 def test_bad_norm_names_the_key():
     with pytest.raises(ValueError, match="net_g.norm"):
         UnetGenerator(depth=3, base_filters=4, norm="group")

@@ -85,6 +85,20 @@ def test_render_any_size_batched_like_alone(trained):
     np.testing.assert_array_equal(stacked[0], images[4])
 
 
+def test_a_generator_with_noise_renders_a_mask_the_same_in_any_batch_and_other_masks_differently():
+    torch.manual_seed(0)
+    model = Pix2Pix(net_g={**NET_G, "upsample": "resize", "noise_channels": 1}, net_d=NET_D, tile_size=TILE)
+    empty = np.zeros((64, 64), bool)
+    other = empty.copy()
+    other[0, 0] = True
+    alone = render_masks(model, [empty], device="cpu")[0]
+    batch = render_masks(model, [other, empty, other], batch_size=3, device="cpu")
+    np.testing.assert_array_equal(batch[1], alone)
+    # a different mask (one pixel) draws different noise: its empty background renders differently
+    assert np.abs(batch[0][32:, 32:].astype(int) - alone[32:, 32:]).mean() > 0.5
+    assert not np.array_equal(render_masks(model, [empty], device="cpu", seed=1)[0], alone)
+
+
 def test_save_load_round_trip_gives_identical_output(trained, tmp_path):
     model = trained[0]
     masks = trained[2]
