@@ -1,0 +1,162 @@
+"""How much adaptation budget the CPU profile needs before AUTOstyle beats NOstyle: a study on one target.
+
+    python -m benchmarks.adaptation_budget [--target cpm15] [--points NAME,...] [--threads 2] [--work DIR]
+
+Each budget point is benchmarks/domain_shift.py's adaptation run (AUTOstyle and NOstyle fine-tuned from the
+same start for the same steps) with some Hydra overrides on top of its CPU budget, in its own work folder, then
+scored on the target's labels exactly as domain_shift.py scores it. A point whose runs are finished is only
+re-scored (train.py resumes finished stages), so an interrupted study continues where it stopped.
+
+Writes benchmarks/results/adaptation_budget.{json,md}: per point the DSB of the start, NOstyle, AUTOstyle and
+Otsu + watershed, the gain AUTOstyle - NOstyle, the synthetic pairs, their realism (C2ST accuracy per style),
+the fine-tuning steps and synthetic crops seen, and the wall time of the adaptation run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks import domain_shift
+from benchmarks.common import git_commit, machine, write_report
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The style generator before this study: pix2pix's transposed convolutions and no input noise.
+TRANSPOSE = ["stylegen.train.net_g.upsample=transpose", "stylegen.train.net_g.noise_channels=0"]
+MORE = [
+    "stylegen.train.budget.max_steps=600",
+    "masks.n_per_style=60",
+    "segmenter.synthetic_share=0.5",
+    "segmenter.finetune_stages=[{trainable:all,lr:1.0e-4,epochs:3}]",
+    "segmenter.steps_per_epoch=200",
+]
+# name -> (what it changes, overrides on top of domain_shift's BUDGET and ADAPT_ONLY)
+POINTS = {
+    "base": ("domain_shift's budget: 200 pix2pix steps, 20 masks per style, share 0.3, 200 steps", []),
+    "base_transpose": ("base, with the transposed-convolution generator without noise", TRANSPOSE),
+    "more_pairs": ("600 pix2pix steps, 60 masks per style, share 0.5, 600 fine-tuning steps", MORE),
+    "more_pairs_transpose": (
+        "more_pairs, with the transposed-convolution generator without noise",
+        MORE + TRANSPOSE,
+    ),
+    "share05": ("base with synthetic share 0.5", ["segmenter.synthetic_share=0.5"]),
+}
+log = logging.getLogger("benchmark.adaptation_budget")
+
+
+def finetune_budget(overrides: list[str]) -> tuple[int, float]:
+    """Fine-tuning steps and synthetic share of a point, from train.py's config composed with its overrides."""
+    from hydra import compose, initialize_config_dir
+
+    from nucleaizer.config_files import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        config = compose("train", [*domain_shift.BUDGET, *domain_shift.ADAPT_ONLY, *overrides]).segmenter
+    epochs = sum(stage.epochs for stage in config.finetune_stages)
+    return int(epochs * config.steps_per_epoch), float(config.synthetic_share)
+
+
+def run_point(work: Path, target_name: str, name: str, overrides: list[str], threads: int) -> dict:
+    """Adapt (or resume) and score one budget point; its figures, also saved as work/NAME/point.json (a point
+    finished with the same overrides is read from there)."""
+    point_work = work / name
+    done = point_work / "point.json"
+    if done.is_file() and json.loads(done.read_text())["overrides"] == overrides:
+        return json.loads(done.read_text())
+    data = domain_shift.prepare_data(point_work, quick=False)
+    seconds = domain_shift.adapt(
+        point_work, data, [target_name], domain_shift.BUDGET, overrides, 1, threads, with_gt=False
+    )
+    table, evaluation = domain_shift.score_target(
+        point_work, data[target_name], target_name, os.cpu_count() or 1
+    )
+    scores = domain_shift.summarise(table)[target_name]
+    run = domain_shift.run_diagnostics(point_work, [target_name])[f"{target_name}_auto"]
+    steps, share = finetune_budget(overrides)
+    point = {
+        "commit": git_commit(),
+        "overrides": overrides,
+        "dsb": {method: s["dsb"] for method, s in scores.items()},
+        "gain": round(scores["autostyle"]["dsb"] - scores["nostyle"]["dsb"], 4),
+        "finetune_steps": steps,
+        "synthetic_share": share,
+        "synthetic_pairs": run["synthetic_pairs"],
+        "realism": {k: v.get("c2st_accuracy") for k, v in (run["realism"] or {}).items()},
+        "adapt_seconds": round(sum(seconds.values())),
+        "stage_seconds": run["stage_seconds"],
+        "median_size_error": evaluation["median_size_error"],
+    }
+    (point_work / "point.json").write_text(json.dumps(point, indent=2) + "\n")
+    return point
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        f"# Adaptation budget study on {report['target']} ({report['date']})",
+        "",
+        f"Machine: {m.get('platform')}, {m.get('cpu_count')} CPUs, torch {m.get('torch')}, {report['threads']} "
+        f"thread(s); commit {report['commit']}. Every point is benchmarks/domain_shift.py's run (budget "
+        f"`{' '.join(domain_shift.BUDGET)}`, `{' '.join(domain_shift.ADAPT_ONLY)}`) with its overrides on top; "
+        "AUTOstyle and NOstyle are fine-tuned from the same start for the same steps. Synthetic crops seen = "
+        "steps x batch 2 x share.",
+        "",
+        "| point | what changes | start | NOstyle | AUTOstyle | Otsu | gain | steps | synthetic crops seen "
+        "| pairs | realism (C2ST) | adapt min | commit |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, p in report["points"].items():
+        d = p["dsb"]
+        seen = round(p["finetune_steps"] * 2 * (p["synthetic_share"] or 0))
+        lines.append(
+            f"| {name} | {POINTS[name][0]} | {d.get('source_only', float('nan')):.3f} | {d['nostyle']:.3f} | "
+            f"{d['autostyle']:.3f} | {d['classical_baseline']:.3f} | {p['gain']:+.3f} | {p['finetune_steps']} | "
+            f"{seen} | {p['synthetic_pairs']} | {p['realism']} | {p['adapt_seconds'] / 60:.0f} | {p.get('commit')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="cpm15", choices=("tissue", "cpm15", "nih3t3"))
+    parser.add_argument("--points", default=",".join(POINTS), help=f"comma-separated, of {', '.join(POINTS)}")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the adaptation run")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/nucleaizer_bench/adaptation_budget"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if not (domain_shift.DATA / "dsb2018_train").is_dir():
+        raise SystemExit(f"needs the shared data at {domain_shift.DATA}")
+    names = [n for n in args.points.split(",") if n]
+    unknown = sorted(set(names) - set(POINTS))
+    if unknown:
+        raise SystemExit(f"unknown budget points {unknown}; known: {', '.join(POINTS)}")
+    work = args.work / args.target
+    points = {}
+    for name in names:
+        log.info("budget point %s: %s", name, POINTS[name][0])
+        points[name] = run_point(work, args.target, name, POINTS[name][1], args.threads)
+        # the report grows point by point: an interrupted study still leaves its finished points
+        for done in sorted(work.glob("*/point.json")):
+            if done.parent.name in POINTS:
+                points.setdefault(done.parent.name, json.loads(done.read_text()))
+        report = {
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "machine": machine(),
+            "commit": git_commit(),
+            "target": args.target,
+            "threads": args.threads,
+            "points": {n: points[n] for n in POINTS if n in points},
+        }
+        write_report("adaptation_budget", report, markdown(report))
+    print(pd.DataFrame({n: p["dsb"] for n, p in points.items()}).T.round(3))
+
+
+if __name__ == "__main__":
+    main()
