@@ -18,6 +18,7 @@ from nucleaizer import io, simulate
 from nucleaizer.bundle import write_bundle
 from nucleaizer.cli import check_config
 from nucleaizer.config_files import CONF_DIR
+from nucleaizer.errors import UserError
 from nucleaizer.evaluate import main as evaluate_main
 from nucleaizer.output_folder import MARKER
 from nucleaizer.pipeline import validate_config as validate_train
@@ -110,6 +111,21 @@ def test_train_datasets_as_a_plain_path_is_one_folder(experiment, tmp_path):
         )
     validate_train(cfg)
     assert list(cfg.train.datasets) == [str(experiment)]
+
+
+def test_train_without_source_data_is_refused_before_anything_runs(experiment, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    def config(*extra):
+        overrides = ["+target=new_experiment", f"target.images={experiment / 'images'}"]
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("train", [*overrides, f"run_dir={tmp_path / 'run'}", *extra])
+
+    with pytest.raises(UserError, match=r"train.datasets=\[DIR"):
+        validate_train(config())
+    validate_train(config("stages=[preseg,sizes,styles,stylegen]"))  # the shipped preseg model is enough
+    validate_train(config("stages=[masks]", f"masks.database={tmp_path / 'nuclei.sqlite'}"))
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,8 @@ STAGES: dict[str, Stage] = {
 STYLE_VARIANTS = tuple(STYLE_NAMES)
 TARGETS_HINT = "+target=demo, or +target=new_experiment target.images=DIR"
 PRESEG_METHODS = ("model", "classical")
+# stages that read train.datasets even when the preseg model is given (masks: unless masks.database is set)
+SOURCE_STAGES = ("masks", "segmenter", "postprocess")
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -66,6 +68,13 @@ def validate_config(cfg: DictConfig) -> None:
     if isinstance(cfg.train.datasets, str):  # one folder given as a plain path
         cfg.train.datasets = [cfg.train.datasets]
     check_run_dir(cfg)
+    needs_source = [s for s in cfg.stages if s in SOURCE_STAGES and not (s == "masks" and cfg.masks.database)]
+    if not cfg.train.datasets and needs_source:
+        raise UserError(
+            f"stage(s) {needs_source} need annotated source data (fine-tuning keeps it in every batch; the "
+            "masks stage builds its nucleus shape database from it): give train.datasets=[DIR,...] "
+            "(folders of images/ + labels/, or the DSB layout)"
+        )
 
 
 def check_run_dir(cfg: DictConfig) -> None:
