@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks import domain_shift
-from benchmarks.common import git_commit, machine, write_report
+from benchmarks.common import describe_machine, git_commit, machine, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,7 +102,7 @@ def markdown(report: dict) -> str:
     lines = [
         f"# Adaptation budget study on {report['target']} ({report['date']})",
         "",
-        f"Machine: {m.get('platform')}, {m.get('cpu_count')} CPUs, torch {m.get('torch')}, {report['threads']} "
+        f"Machine: {describe_machine(m)}, {report['threads']} "
         f"thread(s); commit {report['commit']}. Every point is benchmarks/domain_shift.py's run (budget "
         f"`{' '.join(domain_shift.BUDGET)}`, `{' '.join(domain_shift.ADAPT_ONLY)}`) with its overrides on top; "
         "AUTOstyle and NOstyle are fine-tuned from the same start for the same steps. Synthetic crops seen = "

@@ -50,6 +50,11 @@ def machine() -> dict:
     }
 
 
+def describe_machine(record: dict) -> str:
+    """ "PLATFORM, N CPUs, torch VERSION" of a ``machine()`` record, for a report's first lines."""
+    return f"{record.get('platform')}, {record.get('cpu_count')} CPUs, torch {record.get('torch')}"
+
+
 SCORE_HEADER = "| images | DSB | mAP | mF1 | F1@0.5 | missed | extra | merges | splits |"
 SCORE_RULE = "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 

@@ -51,6 +51,7 @@ from benchmarks.common import (
     RESULTS,
     SCORE_HEADER,
     SCORE_RULE,
+    describe_machine,
     git_commit,
     machine,
     score_cells,
@@ -363,7 +364,7 @@ def markdown(report: dict) -> str:
     lines = [
         f"# Domain-shift benchmark ({report['date']})",
         "",
-        f"Machine: {m.get('platform')}, {m.get('cpu_count')} CPUs, torch {m.get('torch')}, "
+        f"Machine: {describe_machine(m)}, "
         f"{report['threads']} thread(s) per run, {report['jobs']} run(s) in parallel; commit {report['commit']}.",
         "",
         f"Budget (Hydra overrides of every run): `{' '.join(report['budget'])}`; the adaptation runs add "

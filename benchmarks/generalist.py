@@ -28,7 +28,15 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from benchmarks.common import SCORE_HEADER, SCORE_RULE, git_commit, machine, score_cells, write_report
+from benchmarks.common import (
+    SCORE_HEADER,
+    SCORE_RULE,
+    describe_machine,
+    git_commit,
+    machine,
+    score_cells,
+    write_report,
+)
 from benchmarks.segmenter import GROUPS
 from nucleaizer import io, metrics, size
 from nucleaizer.generalist import UNSEEN_SETS, dsb_split
@@ -180,7 +188,7 @@ def markdown(report: dict) -> str:
     lines = [
         f"# Generalist model benchmark ({report['date']})",
         "",
-        f"Machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']}, {m['torch_threads']} threads; "
+        f"Machine: {describe_machine(m)}, {m['torch_threads']} threads; "
         f"commit {report['commit']}; model `{report['model']}`. Held-out: the 133 test images of the fixed "
         f"dsb2018_train split; unseen: sets the model never trained on; subset: every "
         f"{report['subset']['every']}th image, at most {report['subset']['max_per_set']} per set (the image "

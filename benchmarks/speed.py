@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS, git_commit, machine
+from benchmarks.common import RESULTS, describe_machine, git_commit, machine
 from nucleaizer.config_files import CONF_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -748,7 +748,7 @@ def write_markdown(path: Path, result: dict) -> None:
     lines = [
         f"# Speed benchmark ({result['date']})",
         "",
-        f"`{command}`; commit {result['commit']}; {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']}, "
+        f"`{command}`; commit {result['commit']}; {describe_machine(m)}, "
         f"device {result['device']}, torch threads {result['threads']}; load average {m['load_average_1min_at_start']:.1f} "
         f"at the start (the machine is shared: wall times are pessimistic); {result.get('total_wall_s', '?')} s "
         "in all.",

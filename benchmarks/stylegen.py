@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks.common import RESULTS, git_commit, machine
+from benchmarks.common import RESULTS, describe_machine, git_commit, machine
 from nucleaizer.config_files import load_config
 from stylegen import Pix2Pix, realism_report, render_masks, sample_grid, save_style, train_style
 
@@ -222,7 +222,7 @@ def markdown(r: dict) -> str:
     lines = [
         f"# stylegen benchmark ({r['profile']} profile)",
         "",
-        f"{r['date']}, commit {r['git_commit']}; {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']} "
+        f"{r['date']}, commit {r['git_commit']}; {describe_machine(m)} "
         f"({m['torch_threads']} threads), GPU {m['gpu']}; load average before {m['load_average_before'][0]:.1f}, "
         f"after {m['load_average'][0]:.1f} (shared machine).",
         "",
