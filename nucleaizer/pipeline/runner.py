@@ -69,7 +69,8 @@ def validate_config(cfg: DictConfig) -> None:
         cfg.train.datasets = [cfg.train.datasets]
     check_run_dir(cfg)
     needs_source = [s for s in cfg.stages if s in SOURCE_STAGES and not (s == "masks" and cfg.masks.database)]
-    if not cfg.train.datasets and needs_source:
+    # a missing target.images is reported first, where it is read
+    if not cfg.train.datasets and needs_source and not OmegaConf.is_missing(cfg.target, "images"):
         raise UserError(
             f"stage(s) {needs_source} need annotated source data (fine-tuning keeps it in every batch; the "
             "masks stage builds its nucleus shape database from it): give train.datasets=[DIR,...] "
