@@ -99,13 +99,6 @@ def score_sources(
     return rows
 
 
-def score_folders(pred_dir: str | Path, gt_dir: str | Path, **scoring) -> list[dict]:
-    """Per-image scores of two folders (see `score_sources`; `scoring` goes to `metrics.score_image`)."""
-    _, gt_sources = find_label_sources(gt_dir, "ground truth")
-    _, pred_sources = find_label_sources(pred_dir, "prediction")
-    return score_sources(pred_sources, gt_sources, **scoring)
-
-
 def evaluate_folders(
     pred_dir: str | Path,
     gt_dir: str | Path,
