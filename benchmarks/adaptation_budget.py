@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks import domain_shift
+from benchmarks import domain_shift, domain_shift_data, domain_shift_scoring
 from benchmarks.common import describe_machine, git_commit, machine, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,15 +70,15 @@ def run_point(work: Path, target_name: str, name: str, overrides: list[str], thr
     done = point_work / "point.json"
     if done.is_file() and json.loads(done.read_text())["overrides"] == overrides:
         return json.loads(done.read_text())
-    data = domain_shift.prepare_data(point_work, quick=False)
+    data = domain_shift_data.prepare_data(point_work, quick=False)
     seconds = domain_shift.adapt(
         point_work, data, [target_name], domain_shift.BUDGET, overrides, 1, threads, with_gt=False
     )
-    table, evaluation = domain_shift.score_target(
+    table, evaluation = domain_shift_scoring.score_target(
         point_work, data[target_name], target_name, os.cpu_count() or 1
     )
-    scores = domain_shift.summarise(table)[target_name]
-    run = domain_shift.run_diagnostics(point_work, [target_name])[f"{target_name}_auto"]
+    scores = domain_shift_scoring.summarise(table)[target_name]
+    run = domain_shift_scoring.run_diagnostics(point_work, [target_name])[f"{target_name}_auto"]
     steps, share = finetune_budget(overrides)
     point = {
         "commit": git_commit(),
@@ -131,8 +131,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/nucleaizer_bench/adaptation_budget"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if not (domain_shift.DATA / "dsb2018_train").is_dir():
-        raise SystemExit(f"needs the shared data at {domain_shift.DATA}")
+    if not (domain_shift_data.DATA / "dsb2018_train").is_dir():
+        raise SystemExit(f"needs the shared data at {domain_shift_data.DATA}")
     names = [n for n in args.points.split(",") if n]
     unknown = sorted(set(names) - set(POINTS))
     if unknown:

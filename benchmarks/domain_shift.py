@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import logging
 import os
@@ -40,12 +39,10 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from benchmarks.common import (
     RESULTS,
@@ -57,16 +54,17 @@ from benchmarks.common import (
     score_cells,
     write_report,
 )
-from nucleaizer import io
+from benchmarks.domain_shift_data import (
+    DATA,
+    TRAINED_SOURCE,
+    Target,
+    prepare_data,
+    start_checkpoint,
+)
+from benchmarks.domain_shift_scoring import run_diagnostics, score_target, summarise
 
 ROOT = Path(__file__).resolve().parent.parent
 
-DATA = ROOT.parent / "shared" / "data"
-SOURCE_GROUPS = ("gray_darkbg_fluorescence", "gray_brightbg_brightfield")
-TISSUE_GROUP = "colour_brightbg_HE_like"
-VARIANTS = {"nostyle": ("auto", "none"), "autostyle": ("auto", "auto"), "gtstyle": ("gt", "gt")}
-SHIPPED = "generalist"  # the start of the targets the shipped model never saw
-TRAINED_SOURCE = "trained"  # the start trained here, in the run ``source``
 # The CPU budget: the cpu profile with bigger styles (fewer pix2pix models) and shorter pix2pix training;
 # every model keeps detections scoring >= 0.8 (the shipped model's threshold), so that the comparison of a
 # fine-tuned model with its start measures the weights, not the threshold.
@@ -90,64 +88,6 @@ QUICK_BUDGET = ["profile=tiny", "preseg.checkpoint=null", "segmenter.box_score_t
 # runs 200 steps per variant.
 ADAPT_ONLY = ["segmenter.max_val_images=8", "segmenter.finetune_stages=[{trainable:all,lr:1.0e-4,epochs:2}]"]
 log = logging.getLogger("benchmark.domain_shift")
-
-
-@dataclass(frozen=True)
-class Target:
-    """A target's folders (links into ../shared/data), its annotated source and the model adaptation starts from."""
-
-    adapt: Path
-    eval: Path
-    source: Path
-    start: str  # SHIPPED or TRAINED_SOURCE
-
-
-def half_of(image_id: str) -> str:
-    """adapt | eval: a fixed split of the tissue images by the sha1 of the id."""
-    return "eval" if int(hashlib.sha1(image_id.encode()).hexdigest(), 16) % 2 == 0 else "adapt"
-
-
-def link_folder(folder: Path, ids: list[str], dataset: Path) -> Path:
-    """``folder/{images,labels}`` of symbolic links to ``dataset``'s files of ``ids`` (data are never copied)."""
-    for kind in ("images", "labels"):
-        (folder / kind).mkdir(parents=True, exist_ok=True)
-        for image_id in ids:
-            link = folder / kind / f"{image_id}.png"
-            if not link.exists():
-                link.symlink_to(dataset / kind / f"{image_id}.png")
-    return folder
-
-
-def prepare_data(work: Path, quick: bool) -> dict[str, Target]:
-    """Every target's folders: links into ../shared/data (data are never copied)."""
-    dsb = DATA / "dsb2018_train"
-    manifest = pd.read_csv(dsb / "manifest.csv")
-    source_ids = sorted(manifest.loc[manifest["group"].isin(SOURCE_GROUPS), "id"])
-    tissue_ids = sorted(manifest.loc[manifest["group"] == TISSUE_GROUP, "id"])
-    cpm_ids = sorted(p.stem for p in (DATA / "cpm15_he" / "images").glob("*.png"))
-    nih_ids = sorted(p.stem for p in (DATA / "nih3t3_fluo" / "images").glob("*.png"))
-    all_dsb = sorted(manifest["id"])
-    if quick:
-        source_ids, tissue_ids, cpm_ids, nih_ids = source_ids[:12], tissue_ids[:12], cpm_ids[:3], nih_ids[:3]
-        all_dsb = source_ids + tissue_ids
-    data = work / "data"
-    # quick: a tiny model trained here starts every target (the shipped one would not run the tiny profile)
-    start = TRAINED_SOURCE if quick else SHIPPED
-    tissue_adapt = link_folder(data / "tissue_adapt", [i for i in tissue_ids if half_of(i) == "adapt"], dsb)
-    cpm = link_folder(data / "cpm15", cpm_ids, DATA / "cpm15_he")
-    nih = link_folder(data / "nih3t3", nih_ids, DATA / "nih3t3_fluo")
-    fluo_bf = link_folder(data / "source", source_ids, dsb)
-    dsb_all = link_folder(data / "dsb2018_all", all_dsb, dsb)
-    return {
-        "tissue": Target(
-            tissue_adapt,
-            link_folder(data / "tissue_eval", [i for i in tissue_ids if half_of(i) == "eval"], dsb),
-            fluo_bf,
-            TRAINED_SOURCE,
-        ),
-        "cpm15": Target(cpm, cpm, fluo_bf if quick else dsb_all, start),
-        "nih3t3": Target(nih, nih, fluo_bf if quick else dsb_all, start),
-    }
 
 
 def train_py(
@@ -174,11 +114,6 @@ def train_py(
     if result.returncode != 0:
         raise RuntimeError(f"{run_dir.name} failed (exit {result.returncode}); see {log_file}")
     return time.perf_counter() - started
-
-
-def start_checkpoint(work: Path, target: Target) -> str:
-    """What ``preseg.checkpoint`` names for a target: the shipped model or the source model trained here."""
-    return SHIPPED if target.start == SHIPPED else str(work / "runs" / "source" / "preseg" / "preseg.pt")
 
 
 def adapt(
@@ -239,124 +174,6 @@ def adapt(
         for result in pool.map(target_runs, targets):
             seconds.update(result)
     return seconds
-
-
-def score_target(work: Path, target: Target, name: str, threads: int) -> tuple[pd.DataFrame, dict]:
-    """Per-image scores of every variant, the source model and the classical baseline on the eval images.
-
-    Also the nucleus diameter every method was given (the source model's estimate) beside the labels' own.
-    """
-    import torch
-
-    from nucleaizer import baseline, metrics
-    from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter
-    from nucleaizer.maskrcnn import MaskRCNNPredictor
-    from nucleaizer.models import segmenter_file
-    from nucleaizer.size import SizeRule
-
-    torch.set_num_threads(threads)
-    runs = work / "runs"
-    checkpoints = {"source_only": segmenter_file(start_checkpoint(work, target))}
-    for variant, (run_style, model) in VARIANTS.items():
-        checkpoints[variant] = runs / f"{name}_{run_style}" / "segmenter" / f"{model}.pt"
-    # the size pass starts from the classical guess, as infer.py and the runs' sizes stage do (without it the
-    # model's first look at cpm15's original scale misses small nuclei: DSB 0.168 instead of 0.214)
-    segmenters = {
-        method: NucleusSegmenter(
-            MaskRCNNPredictor.from_file(path), size=SizeRule(), size_guess=baseline.ClassicalPredictor()
-        )
-        for method, path in checkpoints.items()
-        if path.is_file()
-    }
-    # where the evaluation images are the adaptation images (cpm15, nih3t3), the runs segmented them already,
-    # at the diameters of their sizes stage: those labels are scored instead of segmenting again
-    made_by_runs = {
-        variant: runs / f"{name}_{run_style}" / "segmenter" / model / "labels"
-        for variant, (run_style, model) in VARIANTS.items()
-    }
-    rows, diameters, size_errors = [], {}, []
-    samples = io.list_samples(target.eval, require_labels=True)
-    rule = SizeRule()
-    for sample in tqdm(samples, desc=f"scoring {name}", unit="image"):
-        image, truth = sample.read_image(), sample.read_labels()
-        # one size for every method, measured as the runs' sizes stage measured the adaptation images
-        scale = segmenters["source_only"].scale_for(image)
-        diameters[sample.name] = round(rule.target_diameter_px / scale, 2)
-        true_diameter = rule.diameter_of(truth)
-        if true_diameter:
-            size_errors.append(abs(diameters[sample.name] / true_diameter - 1))
-        predictions = {}
-        for method, segmenter in segmenters.items():
-            made = made_by_runs[method] / f"{sample.name}.png" if method in made_by_runs else None
-            predictions[method] = (
-                io.read_labels(made) if made and made.is_file() else segmenter.segment(image, scale=scale)
-            )
-        predictions["classical_baseline"] = baseline.segment_classical(image)
-        for method, labels in predictions.items():
-            rows.append(
-                {
-                    "target": name,
-                    "image": sample.name,
-                    "method": method,
-                    **metrics.score_image(truth, labels),
-                }
-            )
-    evaluation = {
-        "images": len(samples),
-        "start": target.start,
-        "median_size_error": round(float(np.median(size_errors)), 4) if size_errors else None,
-        "estimated_diameters_px": diameters,
-    }
-    return pd.DataFrame(rows), evaluation
-
-
-SUMMARY_KEYS = (
-    "images",
-    "dsb",
-    "map",
-    "mf1",
-    "f1_50",
-    "mean_iou",
-    "n_gt",
-    "n_pred",
-    "missed",
-    "extra",
-    "merges",
-    "splits",
-    "miss_rate",
-)
-
-
-def summarise(table: pd.DataFrame) -> dict:
-    from nucleaizer import metrics
-
-    result = {}
-    for (target, method), rows in table.groupby(["target", "method"], sort=False):
-        summary = metrics.summarize(rows.drop(columns=["target", "image", "method"]).to_dict("records"))
-        result.setdefault(target, {})[method] = {
-            k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items() if k in SUMMARY_KEYS
-        }
-    return result
-
-
-def run_diagnostics(work: Path, targets: list[str]) -> dict:
-    """What each run learned and made: styles, synthetic pairs, realism, preseg objects, stage seconds."""
-    result = {}
-    for name in ["source", *[f"{t}_{s}" for t in targets for s in ("auto", "gt")]]:
-        report_file = work / "runs" / name / "report.json"
-        if not report_file.is_file():
-            continue
-        stages = json.loads(report_file.read_text())["stages"]
-        summary = {stage: record["summary"] for stage, record in stages.items()}
-        result[name] = {
-            "stage_seconds": {stage: round(record["seconds"]) for stage, record in stages.items()},
-            "preseg_objects": summary.get("preseg", {}).get("objects"),
-            "styles": summary.get("styles"),
-            "synthetic_pairs": summary.get("synthetic", {}).get("pairs"),
-            "realism": summary.get("synthetic", {}).get("realism"),
-            "median_diameter_px": summary.get("sizes", {}).get("median_diameter_px"),
-        }
-    return result
 
 
 def markdown(report: dict) -> str:
