@@ -25,7 +25,7 @@ def score_target(work: Path, target: Target, name: str, threads: int) -> tuple[p
 
     from nucleaizer import baseline, metrics
     from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter
-    from nucleaizer.maskrcnn import MaskRCNNPredictor
+    from nucleaizer.maskrcnn_predictor import MaskRCNNPredictor
     from nucleaizer.models import segmenter_file
     from nucleaizer.size import SizeRule
 

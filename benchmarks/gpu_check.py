@@ -26,7 +26,8 @@ import torch
 
 from nucleaizer import simulate
 from nucleaizer.data import image_to_tensor, instance_targets
-from nucleaizer.maskrcnn import MaskRCNNPredictor, build_maskrcnn, load_segmenter, save_segmenter
+from nucleaizer.maskrcnn import build_maskrcnn, load_segmenter, save_segmenter
+from nucleaizer.maskrcnn_predictor import MaskRCNNPredictor
 
 ROOT = Path(__file__).resolve().parent.parent
 

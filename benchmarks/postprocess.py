@@ -69,7 +69,7 @@ def raw_segmenter(kind: str, checkpoint: Path):
     if kind in ("auto", "maskrcnn"):
         try:
             from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter
-            from nucleaizer.maskrcnn import MaskRCNNPredictor
+            from nucleaizer.maskrcnn_predictor import MaskRCNNPredictor
 
             if not checkpoint.is_file():
                 raise FileNotFoundError(checkpoint)

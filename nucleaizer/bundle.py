@@ -235,7 +235,7 @@ def load_predictors(bundle: Bundle, device: str = "cpu", batch_size: int = 4, ma
     The segmenter (and a preseg model) load as ``MaskRCNNPredictor``; a bundle whose size estimation is
     classical gets a ``ClassicalPredictor`` for it.
     """
-    from nucleaizer.maskrcnn import MaskRCNNPredictor  # the network alone: no Lightning import
+    from nucleaizer.maskrcnn_predictor import MaskRCNNPredictor  # the network alone: no Lightning import
 
     def predictor(path: Path):
         return MaskRCNNPredictor.from_file(

@@ -140,7 +140,7 @@ def choose_score_threshold(model, samples: list[Sample], rule) -> tuple[float, d
     from nucleaizer.infer.nucleus_segmenter import as_rgb8
     from nucleaizer.infer.tiling import TileParams, predict_image
     from nucleaizer.instances import paint_instances
-    from nucleaizer.maskrcnn import MaskRCNNPredictor
+    from nucleaizer.maskrcnn_predictor import MaskRCNNPredictor
     from nucleaizer.metrics import dsb_score
     from nucleaizer.size import median_diameter, rescale_image, rescale_labels
 

@@ -29,15 +29,14 @@ from nucleaizer.io import write_table
 from nucleaizer.maskrcnn import (  # noqa: F401  (re-exported: the contract names them in this module)
     ARCH_KEYS,
     BACKBONES,
-    MaskRCNNPredictor,
     arch_from_config,
     build_maskrcnn,
     load_segmenter,
-    predict_instances,
     read_segmenter_file,
     save_segmenter,
     weight_shape_differences,
 )
+from nucleaizer.maskrcnn_predictor import MaskRCNNPredictor, predict_instances  # noqa: F401  (re-exported)
 from nucleaizer.segmenter_module import SegmenterData, SegmenterModule, Throughput, check_stages
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ from nucleaizer import metrics
 from nucleaizer.data import CropDataset, MixedBatchSampler, ValidationDataset, collate_lists
 from nucleaizer.errors import UserError
 from nucleaizer.instances import paint_instances
-from nucleaizer.maskrcnn import build_maskrcnn, predict_instances
+from nucleaizer.maskrcnn import build_maskrcnn
+from nucleaizer.maskrcnn_predictor import predict_instances
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 from nucleaizer import simulate
 from nucleaizer.data import image_to_tensor
 from nucleaizer.instances import Instances, paint_instances
-from nucleaizer.maskrcnn import MaskRCNNPredictor, build_maskrcnn, detections_to_instances
+from nucleaizer.maskrcnn import build_maskrcnn
+from nucleaizer.maskrcnn_predictor import MaskRCNNPredictor, detections_to_instances
 
 # a narrow random-init CPU model; score threshold 0 so that it has detections
 TINY = {

@@ -86,7 +86,7 @@ def segment_folder(
     """
     from nucleaizer.baseline import ClassicalPredictor
     from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter
-    from nucleaizer.maskrcnn import MaskRCNNPredictor
+    from nucleaizer.maskrcnn_predictor import MaskRCNNPredictor
 
     predictor = MaskRCNNPredictor.from_file(checkpoint, device=device_of(cfg))
     segmenter = NucleusSegmenter(predictor, size=size_rule(cfg), size_guess=ClassicalPredictor())

@@ -48,7 +48,7 @@ def working_scale_source(cfg: DictConfig, samples: list[io.Sample]):
 
 def run(ctx: Context, out: Path, summary: dict) -> None:
     from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter
-    from nucleaizer.maskrcnn import MaskRCNNPredictor
+    from nucleaizer.maskrcnn_predictor import MaskRCNNPredictor
     from nucleaizer.postprocess.genetic import GASearch
     from nucleaizer.postprocess.stage import fit_postprocess
 
