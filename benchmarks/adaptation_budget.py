@@ -28,8 +28,9 @@ from benchmarks.common import describe_machine, git_commit, machine, write_repor
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The style generator before this study: pix2pix's transposed convolutions and no input noise.
-TRANSPOSE = ["stylegen.train.net_g.upsample=transpose", "stylegen.train.net_g.noise_channels=0"]
+# The style generator without the checkerboard: resize up-sampling and a noise channel (docs/stylegen.md).
+RESIZE_NOISE = ["stylegen.train.net_g.upsample=resize", "stylegen.train.net_g.noise_channels=1"]
+# The CPU profile's adaptation budget (conf/profile/cpu.yaml), in this study's steps.
 MORE = [
     "stylegen.train.budget.max_steps=600",
     "masks.n_per_style=60",
@@ -40,12 +41,9 @@ MORE = [
 # name -> (what it changes, overrides on top of domain_shift's BUDGET and ADAPT_ONLY)
 POINTS = {
     "base": ("domain_shift's budget: 200 pix2pix steps, 20 masks per style, share 0.3, 200 steps", []),
-    "base_transpose": ("base, with the transposed-convolution generator without noise", TRANSPOSE),
+    "base_resize_noise": ("base, with the resize + noise generator", RESIZE_NOISE),
     "more_pairs": ("600 pix2pix steps, 60 masks per style, share 0.5, 600 fine-tuning steps", MORE),
-    "more_pairs_transpose": (
-        "more_pairs, with the transposed-convolution generator without noise",
-        MORE + TRANSPOSE,
-    ),
+    "more_pairs_resize_noise": ("more_pairs, with the resize + noise generator", MORE + RESIZE_NOISE),
     "share05": ("base with synthetic share 0.5", ["segmenter.synthetic_share=0.5"]),
 }
 log = logging.getLogger("benchmark.adaptation_budget")

@@ -65,14 +65,18 @@ from benchmarks.domain_shift_scoring import run_diagnostics, score_target, summa
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The CPU budget: the cpu profile with bigger styles (fewer pix2pix models) and shorter pix2pix training;
-# every model keeps detections scoring >= 0.8 (the shipped model's threshold), so that the comparison of a
+# The CPU budget of the 2026-12-04 run: the cpu profile with bigger styles (fewer pix2pix models), shorter
+# pix2pix training, 20 masks per style and 30% synthetic crops (the profile's defaults before the budget study
+# of benchmarks/adaptation_budget.py, which varies them on top of this); every model keeps detections scoring >= 0.8 (the shipped model's threshold), so that the comparison of a
 # fine-tuned model with its start measures the weights, not the threshold.
 BUDGET = [
     "profile=cpu",
     "segmenter.box_score_thresh=0.8",
     "styles.images_per_style_range=[15,30]",
     "stylegen.train.budget.max_steps=200",
+    "masks.n_per_style=20",
+    "masks.n_per_style_large=40",
+    "segmenter.synthetic_share=0.3",
 ]
 # The tissue target's source model: 800 steps from the ImageNet backbone (about 10 minutes on 2 threads).
 SOURCE_TRAINING = [
