@@ -44,6 +44,10 @@ POINTS = {
     "base_resize_noise": ("base, with the resize + noise generator", RESIZE_NOISE),
     "more_pairs": ("600 pix2pix steps, 60 masks per style, share 0.5, 600 fine-tuning steps", MORE),
     "more_pairs_resize_noise": ("more_pairs, with the resize + noise generator", MORE + RESIZE_NOISE),
+    "more_pairs_seed1": (
+        "more_pairs with seed 1 (styles, masks, fine-tuning): the noise of a gain",
+        [*MORE, "seed=1"],
+    ),
     "share05": ("base with synthetic share 0.5", ["segmenter.synthetic_share=0.5"]),
 }
 log = logging.getLogger("benchmark.adaptation_budget")
