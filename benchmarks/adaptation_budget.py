@@ -38,6 +38,14 @@ MORE = [
     "segmenter.finetune_stages=[{trainable:all,lr:1.0e-4,epochs:3}]",
     "segmenter.steps_per_epoch=200",
 ]
+# Twice the fine-tuning and mask budget, and 2000 pix2pix steps: does the gain keep growing with the budget?
+LONG = [
+    "stylegen.train.budget.max_steps=2000",
+    "masks.n_per_style=120",
+    "segmenter.synthetic_share=0.5",
+    "segmenter.finetune_stages=[{trainable:all,lr:1.0e-4,epochs:6}]",
+    "segmenter.steps_per_epoch=200",
+]
 # name -> (what it changes, overrides on top of domain_shift's BUDGET and ADAPT_ONLY)
 POINTS = {
     "base": ("domain_shift's budget: 200 pix2pix steps, 20 masks per style, share 0.3, 200 steps", []),
@@ -48,6 +56,7 @@ POINTS = {
         "more_pairs with seed 1 (styles, masks, fine-tuning): the noise of a gain",
         [*MORE, "seed=1"],
     ),
+    "long": ("2000 pix2pix steps, 120 masks per style, share 0.5, 1200 fine-tuning steps", LONG),
     "share05": ("base with synthetic share 0.5", ["segmenter.synthetic_share=0.5"]),
 }
 log = logging.getLogger("benchmark.adaptation_budget")
