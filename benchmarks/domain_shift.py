@@ -71,7 +71,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # fine-tuned model with its start measures the weights, not the threshold.
 BUDGET = [
     "profile=cpu",
-    "segmenter.box_score_thresh=0.8",
+    "segmenter.arch.box_score_thresh=0.8",
     "styles.images_per_style_range=[15,30]",
     "stylegen.train.budget.max_steps=200",
     "masks.n_per_style=20",
@@ -87,7 +87,7 @@ SOURCE_TRAINING = [
     "preseg.rescale_jitter=0.5",  # the generalist's recipe
 ]
 # quick: an untrained tiny model keeps its low-score boxes so every stage has objects to work with
-QUICK_BUDGET = ["profile=tiny", "preseg.checkpoint=null", "segmenter.box_score_thresh=0.01"]
+QUICK_BUDGET = ["profile=tiny", "preseg.checkpoint=null", "segmenter.arch.box_score_thresh=0.01"]
 # Fine-tuning validates on fewer source images than the source model did (it only picks the best epoch) and
 # runs 200 steps per variant.
 ADAPT_ONLY = ["segmenter.max_val_images=8", "segmenter.finetune_stages=[{trainable:all,lr:1.0e-4,epochs:2}]"]

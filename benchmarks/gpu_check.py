@@ -27,10 +27,12 @@ import torch
 from nucleaizer import simulate
 from nucleaizer.data import image_to_tensor, instance_targets
 from nucleaizer.maskrcnn import build_maskrcnn, load_segmenter, save_segmenter
+from nucleaizer.maskrcnn_arch import MaskRCNNArch
 from nucleaizer.maskrcnn_predictor import MaskRCNNPredictor
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# the pretrained Lite0 with torchvision's FPN width, as changes to the GPU profile's network (maskrcnn_r50)
 LITE0 = {
     "backbone": "efficientnet_lite0",
     "returned_layers": None,
@@ -39,7 +41,13 @@ LITE0 = {
     "fpn_channels": 256,
     "anchor_sizes": [[24, 40], [48, 80], [96, 160], [192, 320]],
 }
-RESNET50 = {"backbone": "resnet50", "anchor_sizes": [16, 32, 64, 128, 256]}
+
+
+def gpu_segmenter_config() -> dict:
+    """The GPU profile's segmenter section (conf/segmenter/maskrcnn_r50.yaml)."""
+    from nucleaizer.config_files import load_config
+
+    return load_config("segmenter", "maskrcnn_r50")
 
 
 def environment(device: str) -> dict:
@@ -60,9 +68,11 @@ def simulated_pairs(count: int, size: int) -> list[tuple[np.ndarray, np.ndarray]
     ]
 
 
-def steps_per_second(arch: dict, device: str, batch: int, crop: int, steps: int, warmup: int = 2) -> float:
+def steps_per_second(
+    arch: MaskRCNNArch, device: str, batch: int, crop: int, steps: int, warmup: int = 2
+) -> float:
     """Bare bf16 training steps/s (AdamW) of a Mask R-CNN on simulated crops, after ``warmup`` steps."""
-    model = build_maskrcnn(**arch).to(device).train()
+    model = build_maskrcnn(arch).to(device).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     pairs = simulated_pairs(batch, crop)
     images = [image_to_tensor(image).to(device) for image, _ in pairs]
@@ -90,11 +100,11 @@ def steps_per_second(arch: dict, device: str, batch: int, crop: int, steps: int,
 
 def short_training(device: str, minutes: float, work: Path, quick: bool) -> tuple[Path, dict]:
     """Train the pretrained Lite0 with the project's trainer; returns (checkpoint, scores on held-out images)."""
-    from nucleaizer.config_files import load_config
     from nucleaizer.segmenter import fit_segmenter, training_kwargs_from_config
 
-    config = load_config("segmenter", "maskrcnn_r50")
-    config.update({**LITE0, "box_batch_size_per_image": 128, "ema_decay": 0.998})
+    config = gpu_segmenter_config()
+    config["arch"].update({**LITE0, "box_batch_size_per_image": 128})
+    config["ema_decay"] = 0.998
     kwargs = training_kwargs_from_config(config)
     kwargs.update(
         stages=[{"trainable": "all", "lr": 4e-4, "epochs": 10_000}],
@@ -113,8 +123,7 @@ def short_training(device: str, minutes: float, work: Path, quick: bool) -> tupl
     data = ROOT.parent / "shared" / "data" / "dsb2018_train"
     real = data.is_dir() and not quick
     if real:
-        import segmenter as bench
-
+        from benchmarks import segmenter as bench
         from nucleaizer.io import list_samples
 
         samples = list_samples(data, require_labels=True)
@@ -131,7 +140,8 @@ def short_training(device: str, minutes: float, work: Path, quick: bool) -> tupl
     }
     if real:
         import pandas as pd
-        import segmenter as bench
+
+        from benchmarks import segmenter as bench
 
         manifest = pd.read_csv(data / "manifest.csv").set_index("id")
         test = [s for s in samples if bench.dsb_split(s.name) == "test"]
@@ -192,13 +202,14 @@ def main() -> None:
     parser.add_argument("--save", type=Path, default=None, help="write the trained weights (fp16) here")
     args = parser.parse_args()
     batch, crop, steps, warmup = (2, 96, 1, 0) if args.quick else (8, 512, 20, 2)
+    resnet50 = MaskRCNNArch.from_config(gpu_segmenter_config()["arch"])
     report = {
         "environment": environment(args.device),
         "batch": batch,
         "crop_px": crop,
         "train_steps_per_s_bf16": {
             name: round(steps_per_second(arch, args.device, batch, crop, steps, warmup), 3)
-            for name, arch in (("resnet50_fpn", RESNET50), ("lite0_fpn256", LITE0))
+            for name, arch in (("resnet50_fpn", resnet50), ("lite0_fpn256", resnet50.replace(**LITE0)))
         },
     }
     minutes = 0.05 if args.quick else args.train_minutes

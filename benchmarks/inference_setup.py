@@ -29,18 +29,18 @@ def load_maskrcnn(checkpoint: Path | None, device: str):
     """(MaskRCNNPredictor, description) from the checkpoint, or from an untrained CPU-profile network."""
     from nucleaizer import segmenter
     from nucleaizer.config_files import load_config
+    from nucleaizer.maskrcnn_arch import MaskRCNNArch
 
     if checkpoint is not None:
         model, arch = segmenter.load_segmenter(checkpoint, device=device)
-        description = f"Mask R-CNN {arch.get('backbone')}, trained checkpoint {checkpoint}"
+        description = f"Mask R-CNN {arch.backbone}, trained checkpoint {checkpoint}"
     else:
         import torch
 
         torch.manual_seed(0)
-        conf = load_config("segmenter", "maskrcnn_small")
-        arch = segmenter.arch_from_config(conf)
-        model = segmenter.build_maskrcnn(**arch).to(device).eval()
-        description = f"Mask R-CNN {arch.get('backbone')}, untrained (throughput only)"
+        arch = MaskRCNNArch.from_config(load_config("segmenter", "maskrcnn_small")["arch"])
+        model = segmenter.build_maskrcnn(arch).to(device).eval()
+        description = f"Mask R-CNN {arch.backbone}, untrained (throughput only)"
     return segmenter.MaskRCNNPredictor(model, device=device, batch_size=TILE_PARAMS.batch_size), description
 
 

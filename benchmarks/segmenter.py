@@ -98,7 +98,7 @@ def train(samples, args, out_dir: Path, size_cfg: dict) -> tuple[Path, dict]:
         "train_images": len(train_pairs),
         "val_images": len(val_pairs),
         "wall_s": round(seconds, 1),
-        "config": {k: v for k, v in kwargs.items()},
+        "config": {**kwargs, "arch": kwargs["arch"].as_dict()},
         "epochs_done": int(len(epochs)),
         "steps_done": int(history["step"].max()) + 1 if "step" in history and len(history) else 0,
         "steps_per_s_mean": float(steps_per_s.mean()) if len(steps_per_s) else None,

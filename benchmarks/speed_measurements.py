@@ -59,7 +59,8 @@ def measure_inference(
             "Otsu + watershed (nucleaizer.baseline), infer.py model=classical",
         )
     else:
-        from nucleaizer.segmenter import MaskRCNNPredictor, arch_from_config, build_maskrcnn, load_segmenter
+        from nucleaizer.maskrcnn_arch import MaskRCNNArch
+        from nucleaizer.segmenter import MaskRCNNPredictor, build_maskrcnn, load_segmenter
 
         rule = size_rule(cfg)
         if checkpoint:
@@ -67,14 +68,14 @@ def measure_inference(
             state = f"trained checkpoint {checkpoint}"
         else:
             torch.manual_seed(seed)
-            arch = arch_from_config(container(cfg.segmenter))
-            model = build_maskrcnn(**arch)
+            arch = MaskRCNNArch.from_config(container(cfg.segmenter.arch))
+            model = build_maskrcnn(arch)
             state = f"untrained {cfg.segmenter.name} (throughput only; detections are random)"
         predictor = MaskRCNNPredictor(
             model, device=device, batch_size=tiles.batch_size, mask_threshold=float(infer_cfg.mask_threshold)
         )
-        config["backbone"], precision = arch.get("backbone"), "32-true"
-        name, notes = f"inference: Mask R-CNN {arch.get('backbone')}", state
+        config["backbone"], precision = arch.backbone, "32-true"
+        name, notes = f"inference: Mask R-CNN {arch.backbone}", state
     segmenter = NucleusSegmenter(predictor, size=rule, tiles=tiles)
     loaded = load_images(images)
     # warm-up: lazy imports and initialisation, the CUDA context
@@ -125,7 +126,7 @@ def measure_segmenter_training(
 
     from nucleaizer.augment import AugmentParams
     from nucleaizer.data import CropDataset, ValidationDataset, load_pairs
-    from nucleaizer.maskrcnn import arch_from_config
+    from nucleaizer.maskrcnn_arch import MaskRCNNArch
     from nucleaizer.segmenter_module import SegmenterData, SegmenterModule
 
     cfg = compose(profile, overrides)
@@ -154,7 +155,7 @@ def measure_segmenter_training(
     )
     stage = {**seg["stages"][0], "epochs": 1}
     module = SegmenterModule(
-        arch_from_config(seg),
+        MaskRCNNArch.from_config(seg["arch"]),
         [stage],
         seg["optimizer"],
         seg["momentum"],
@@ -183,7 +184,7 @@ def measure_segmenter_training(
         "profile": profile,
         "overrides": list(overrides),
         "segmenter": seg["name"],
-        "backbone": seg["backbone"],
+        "backbone": seg["arch"]["backbone"],
         "crop_size": seg["crop_size"],
         "batch_size": seg["batch_size"],
         "optimizer": seg["optimizer"],
@@ -192,7 +193,7 @@ def measure_segmenter_training(
         "untimed_warmup_steps": warmup,
     }
     return {
-        "name": f"segmenter training: {seg['name']} ({seg['backbone']})",
+        "name": f"segmenter training: {seg['name']} ({seg['arch']['backbone']})",
         "value": rate["steps_per_s"],
         "unit": "steps/s",
         "device": device,

@@ -46,7 +46,7 @@ PRETRAINED_LITE0 = {
     "frozen_batchnorm": True,
     "box_batch_size_per_image": 64,
 }
-# name -> (segmenter config overrides, Lightning precision, learning rate)
+# name -> (segmenter.arch overrides, Lightning precision, learning rate)
 CANDIDATES = {
     "mobilenet_v3_scratch_fp32": ({}, "32-true", 5.0e-4),
     "lite0_pretrained_fpn128_fp32": ({**PRETRAINED_LITE0, "fpn_channels": 128}, "32-true", 2.0e-4),
@@ -69,7 +69,7 @@ def segmenter_config(candidate: str) -> tuple[dict, dict]:
 
     overrides, precision, lr = CANDIDATES[candidate]
     config = load_config("segmenter", "maskrcnn_mobilenet")
-    config.update(overrides)
+    config["arch"].update(overrides)
     kwargs = training_kwargs_from_config(config)
     kwargs.update(
         stages=[{"trainable": "all", "lr": lr, "epochs": 10_000}],

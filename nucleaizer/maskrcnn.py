@@ -26,6 +26,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from nucleaizer.efficientnet import IMAGE_MEAN, IMAGE_STD, EfficientNetLite0FPN
 from nucleaizer.errors import UserError
+from nucleaizer.maskrcnn_arch import MaskRCNNArch
 
 log = logging.getLogger(__name__)
 
@@ -34,54 +35,6 @@ BACKBONES = ("resnet50", "resnet18", "mobilenet_v3", "efficientnet_lite0")
 # tiles that start on multiples of it see the image on the same feature grid as the whole image.
 FEATURE_GRID_PX = 64
 CHECKPOINT_FORMAT = "nucleaizer-segmenter"
-# keys of the segmenter config block that describe the network (the rest is about training)
-ARCH_KEYS = (
-    "backbone",
-    "weights",
-    "backbone_weights",
-    "returned_layers",
-    "anchor_sizes",
-    "anchor_ratios",
-    "max_detections",
-    "box_nms_thresh",
-    "rpn_nms_thresh",
-    "box_score_thresh",
-    "rpn_pre_nms_top_n_train",
-    "rpn_post_nms_top_n_train",
-    "rpn_pre_nms_top_n_test",
-    "rpn_post_nms_top_n_test",
-    "box_batch_size_per_image",
-    "mask_head_layers",
-    "box_representation_size",
-    "pretrained",
-    "frozen_batchnorm",
-    "fpn_channels",
-)
-
-
-# the architecture keys that decide the shapes of the weights: two networks that agree on them share weights
-WEIGHT_SHAPE_KEYS = (
-    "backbone",
-    "returned_layers",
-    "fpn_channels",
-    "anchor_sizes",
-    "anchor_ratios",
-    "mask_head_layers",
-    "box_representation_size",
-)
-
-
-def weight_shape_differences(stored: dict, wanted: dict) -> list[str]:
-    """'key: stored != wanted' for each WEIGHT_SHAPE_KEYS entry where two architectures differ."""
-
-    def normal(value):
-        return [normal(v) for v in value] if isinstance(value, (list, tuple)) else value
-
-    return [
-        f"{key}: {stored.get(key)} != {wanted.get(key)}"
-        for key in WEIGHT_SHAPE_KEYS
-        if normal(stored.get(key)) != normal(wanted.get(key))
-    ]
 
 
 class NoResizeTransform(GeneralizedRCNNTransform):
@@ -126,14 +79,14 @@ def _backbone(
     if backbone == "efficientnet_lite0":
         if returned_layers is not None:
             raise UserError(
-                "segmenter.returned_layers does not apply to efficientnet_lite0 (its strides 8, 16 and "
+                "segmenter.arch.returned_layers does not apply to efficientnet_lite0 (its strides 8, 16 and "
                 "32 feed the FPN): set it to null"
             )
         return EfficientNetLite0FPN(fpn_channels, pretrained=pretrained, frozen_batchnorm=frozen_batchnorm)
     if pretrained or frozen_batchnorm or fpn_channels != 256:
         raise UserError(
-            f"segmenter.pretrained, frozen_batchnorm and fpn_channels (other than 256) apply to "
-            f"efficientnet_lite0 only, not to {backbone}; use segmenter.backbone_weights for an "
+            f"segmenter.arch.pretrained, frozen_batchnorm and fpn_channels (other than 256) apply to "
+            f"efficientnet_lite0 only, not to {backbone}; use segmenter.arch.backbone_weights for an "
             "ImageNet file of your own"
         )
     if backbone in ("resnet50", "resnet18"):
@@ -152,128 +105,95 @@ def _backbone(
             norm_layer=nn.BatchNorm2d,
             returned_layers=returned_layers,
         )
-    raise UserError(f"segmenter.backbone={backbone!r} is not one of {list(BACKBONES)}")
+    raise UserError(f"segmenter.arch.backbone={backbone!r} is not one of {list(BACKBONES)}")
 
 
-def build_maskrcnn(
-    backbone: str = "mobilenet_v3",
-    anchor_sizes: list[int | list[int]] = (16, 32, 64),
-    anchor_ratios: list[float] = (0.5, 1.0, 2.0),
-    max_detections: int = 500,
-    box_nms_thresh: float = 0.35,
-    rpn_nms_thresh: float = 0.55,
-    box_score_thresh: float = 0.5,
-    rpn_pre_nms_top_n_train: int = 2000,
-    rpn_post_nms_top_n_train: int = 2000,
-    rpn_pre_nms_top_n_test: int = 1000,
-    rpn_post_nms_top_n_test: int = 300,
-    box_batch_size_per_image: int = 512,
-    returned_layers: list[int] | None = None,
-    mask_head_layers: list[int] = (256, 256, 256, 256),
-    box_representation_size: int = 1024,
-    weights: str | Path | None = None,
-    backbone_weights: str | Path | None = None,
-    pretrained: bool = False,
-    frozen_batchnorm: bool = False,
-    fpn_channels: int = 256,
-) -> MaskRCNN:
-    """A two-class torchvision Mask R-CNN for nuclei about 40 px across; every parameter trainable.
+def build_maskrcnn(arch: MaskRCNNArch) -> MaskRCNN:
+    """The two-class torchvision Mask R-CNN that ``arch`` describes; every parameter trainable.
 
-    backbone: resnet50 | resnet18 (FPN over 4 stages + pool: 5 feature maps) or mobilenet_v3 (large; FPN over
-    its last 2 stages + pool: 3 feature maps). ``anchor_sizes`` has one entry per feature map: a size in px or
-    a list of sizes (the same count on every map).
-    ``returned_layers``: backbone stages fed to the FPN (None: torchvision's default, as above).
-    ``mask_head_layers`` (channels of the mask head's 3x3 convolutions) and ``box_representation_size`` (width
-    of the box head's two fully connected layers) are torchvision's 4 x 256 and 1024 by default; the CPU
-    profile narrows them, because the mask head runs on every positive proposal and dominates a CPU step.
-    weights: optional local file with a full Mask R-CNN state dict (e.g. COCO); tensors whose shapes differ
-    (the class-specific heads) stay freshly initialised. backbone_weights: optional local file with an
-    ImageNet state dict of the bare backbone network.
-    efficientnet_lite0 (strides 8, 16, 32 + pool: 4 feature maps, ``fpn_channels`` wide): ``pretrained`` loads
-    the ImageNet weights shipped by a pip package, ``frozen_batchnorm`` fixes its BatchNorm layers
-    (nucleaizer.efficientnet).
+    The CPU profile narrows the mask and box heads, because the mask head runs on every positive proposal and
+    dominates a CPU step.
     """
-    layers = list(returned_layers) if returned_layers is not None else None
-    body = _backbone(backbone, layers, bool(pretrained), bool(frozen_batchnorm), int(fpn_channels))
-    if backbone_weights is not None:
+    layers = list(arch.returned_layers) if arch.returned_layers is not None else None
+    body = _backbone(arch.backbone, layers, arch.pretrained, arch.frozen_batchnorm, arch.fpn_channels)
+    if arch.backbone_weights is not None:
         _load_matching(
-            body.body, _load_state_dict(backbone_weights, "segmenter.backbone_weights"), "backbone weights"
+            body.body,
+            _load_state_dict(arch.backbone_weights, "segmenter.arch.backbone_weights"),
+            "backbone weights",
         )
     n_maps = len(body.fpn.inner_blocks) + 1  # the FPN adds a max-pooled level
-    if len(anchor_sizes) != n_maps:
+    if len(arch.anchor_sizes) != n_maps:
         raise UserError(
-            f"segmenter.anchor_sizes needs {n_maps} sizes for backbone {backbone} (one per feature "
-            f"map), got {list(anchor_sizes)}"
+            f"segmenter.arch.anchor_sizes needs {n_maps} sizes for backbone {arch.backbone} (one per feature "
+            f"map), got {arch.as_dict()['anchor_sizes']}"
         )
-    sizes = tuple(tuple(int(v) for v in (s if isinstance(s, (list, tuple)) else [s])) for s in anchor_sizes)
+    sizes = tuple(tuple(int(v) for v in (s if isinstance(s, tuple) else [s])) for s in arch.anchor_sizes)
     if len({len(level) for level in sizes}) != 1:
         raise UserError(
-            f"segmenter.anchor_sizes: every feature map needs the same number of sizes, got {sizes}"
+            f"segmenter.arch.anchor_sizes: every feature map needs the same number of sizes, got {sizes}"
         )
-    anchors = AnchorGenerator(sizes=sizes, aspect_ratios=(tuple(float(r) for r in anchor_ratios),) * n_maps)
-    mask_head_layers = [int(c) for c in mask_head_layers]
+    ratios = tuple(float(r) for r in arch.anchor_ratios)
+    anchors = AnchorGenerator(sizes=sizes, aspect_ratios=(ratios,) * n_maps)
+    mask_head_layers = [int(c) for c in arch.mask_head_layers]
+    box_width = int(arch.box_representation_size)
     model = MaskRCNN(
         body,
-        box_head=TwoMLPHead(body.out_channels * 7 * 7, int(box_representation_size)),
-        box_predictor=FastRCNNPredictor(int(box_representation_size), 2),
+        box_head=TwoMLPHead(body.out_channels * 7 * 7, box_width),
+        box_predictor=FastRCNNPredictor(box_width, 2),
         mask_head=MaskRCNNHeads(body.out_channels, mask_head_layers, dilation=1),
         mask_predictor=TorchvisionMaskPredictor(mask_head_layers[-1], mask_head_layers[-1], 2),
         rpn_anchor_generator=anchors,
-        rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train,
-        rpn_post_nms_top_n_train=rpn_post_nms_top_n_train,
-        rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test,
-        rpn_post_nms_top_n_test=rpn_post_nms_top_n_test,
-        rpn_nms_thresh=rpn_nms_thresh,
-        box_score_thresh=box_score_thresh,
-        box_nms_thresh=box_nms_thresh,
-        box_detections_per_img=max_detections,
-        box_batch_size_per_image=box_batch_size_per_image,
+        rpn_pre_nms_top_n_train=arch.rpn_pre_nms_top_n_train,
+        rpn_post_nms_top_n_train=arch.rpn_post_nms_top_n_train,
+        rpn_pre_nms_top_n_test=arch.rpn_pre_nms_top_n_test,
+        rpn_post_nms_top_n_test=arch.rpn_post_nms_top_n_test,
+        rpn_nms_thresh=arch.rpn_nms_thresh,
+        box_score_thresh=arch.box_score_thresh,
+        box_nms_thresh=arch.box_nms_thresh,
+        box_detections_per_img=arch.max_detections,
+        box_batch_size_per_image=arch.box_batch_size_per_image,
     )
     mean, std = (
         (IMAGE_MEAN, IMAGE_STD)
-        if backbone == "efficientnet_lite0"
+        if arch.backbone == "efficientnet_lite0"
         else (model.transform.image_mean, model.transform.image_std)
     )
     model.transform = NoResizeTransform(min_size=1, max_size=1, image_mean=list(mean), image_std=list(std))
-    if weights is not None:
-        _load_matching(model, _load_state_dict(weights, "segmenter.weights"), "Mask R-CNN weights")
+    if arch.weights is not None:
+        _load_matching(model, _load_state_dict(arch.weights, "segmenter.arch.weights"), "Mask R-CNN weights")
     # torchvision freezes early layers for pretrained backbones; from scratch (or fine-tuning) all train
     model.requires_grad_(True)
     return model
 
 
-def arch_from_config(config: dict) -> dict:
-    """The network kwargs of build_maskrcnn from a segmenter config block (plain dict); other keys are dropped."""
-    return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in config.items() if k in ARCH_KEYS}
-
-
 def save_segmenter(
-    path: str | Path, model: nn.Module, arch: dict, dtype: torch.dtype = torch.float32
+    path: str | Path, model: nn.Module, arch: MaskRCNNArch, dtype: torch.dtype = torch.float32
 ) -> Path:
-    """Write one .pt file holding the state dict and the build_maskrcnn kwargs; atomic; returns the path.
+    """Write one .pt file holding the state dict and the architecture; atomic; returns the path.
 
-    Local weight paths and ``pretrained`` are dropped from the stored kwargs: the state dict already holds
-    those weights. ``dtype``: how floating-point tensors are stored (``torch.float16`` halves the file, as the
+    The stored architecture is ``arch.stored()``: the state dict already holds the weights it loaded. ``dtype``: how floating-point tensors are stored (``torch.float16`` halves the file, as the
     shipped models are); :func:`read_segmenter_file` gives them back as float32.
     """
     from nucleaizer.io import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    stored_arch = {**arch, "weights": None, "backbone_weights": None, "pretrained": False}
     state = {
         k: v.detach().cpu().to(dtype) if v.is_floating_point() else v.detach().cpu()
         for k, v in model.state_dict().items()
     }
     with atomic_write(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, "version": 1, "arch": stored_arch, "state_dict": state}, tmp)
+        torch.save(
+            {"format": CHECKPOINT_FORMAT, "version": 1, "arch": arch.stored().as_dict(), "state_dict": state},
+            tmp,
+        )
     return path
 
 
 def read_segmenter_file(path: str | Path) -> dict:
-    """The content of a segmenter .pt file: {"format", "version", "arch", "state_dict"}; UserError if not one.
-
-    Floating-point tensors come back as float32 whatever precision they were stored in.
+    """The content of a segmenter .pt file: {"format", "version", "arch" (a MaskRCNNArch), "state_dict"};
+    UserError if not one. Floating-point tensors come back as float32 whatever precision they were stored in.
     """
     path = Path(path)
     if not path.is_file():
@@ -284,16 +204,17 @@ def read_segmenter_file(path: str | Path) -> dict:
         raise UserError(f"{path} is not a readable segmenter checkpoint ({error})") from error
     if not isinstance(content, dict) or content.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not a nucleaizer segmenter checkpoint (written by save_segmenter)")
+    content["arch"] = MaskRCNNArch.from_config(content["arch"], where=f"the architecture stored in {path}")
     content["state_dict"] = {
         k: v.float() if v.is_floating_point() else v for k, v in content["state_dict"].items()
     }
     return content
 
 
-def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> tuple[MaskRCNN, dict]:
-    """(model in eval mode on ``device``, arch kwargs) from a file written by save_segmenter."""
+def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> tuple[MaskRCNN, MaskRCNNArch]:
+    """(model in eval mode on ``device``, its architecture) from a file written by save_segmenter."""
     content = read_segmenter_file(path)
-    arch = dict(content["arch"])
-    model = build_maskrcnn(**arch)
+    arch = content["arch"]
+    model = build_maskrcnn(arch)
     model.load_state_dict(content["state_dict"])
     return model.to(device).eval(), arch

@@ -27,15 +27,13 @@ from nucleaizer.data import CropDataset, ValidationDataset, load_pairs
 from nucleaizer.errors import UserError
 from nucleaizer.io import write_table
 from nucleaizer.maskrcnn import (  # noqa: F401  (re-exported: the contract names them in this module)
-    ARCH_KEYS,
     BACKBONES,
-    arch_from_config,
     build_maskrcnn,
     load_segmenter,
     read_segmenter_file,
     save_segmenter,
-    weight_shape_differences,
 )
+from nucleaizer.maskrcnn_arch import MaskRCNNArch
 from nucleaizer.maskrcnn_predictor import MaskRCNNPredictor, predict_instances  # noqa: F401  (re-exported)
 from nucleaizer.segmenter_module import SegmenterData, SegmenterModule, Throughput, check_stages
 
@@ -87,7 +85,7 @@ def fit_segmenter(
     train_samples: Iterable,
     val_samples: Iterable,
     out_dir: str | Path,
-    arch: dict,
+    arch: MaskRCNNArch,
     stages: Sequence[dict],
     steps_per_epoch: int = 50,
     optimizer: str = "sgd",
@@ -117,7 +115,7 @@ def fit_segmenter(
 
     train_samples / val_samples / synthetic_samples: (image uint8 (H, W, 3), labels int (H, W)) pairs or
     ``nucleaizer.io.Sample`` objects with labels. Every image is rescaled so its median nucleus diameter
-    (from its labels) is ``target_diameter_px``. arch: build_maskrcnn kwargs (see arch_from_config).
+    (from its labels) is ``target_diameter_px``. arch: the network.
     stages: [{trainable: all|stage5+|heads, lr, epochs}]; an epoch is ``steps_per_epoch`` batches.
     augment: the config's ``augment:`` block; ``augment['rescale'] > 0`` jitters the scale (the preseg model).
     trainer: Lightning settings (accelerator, devices, num_nodes, strategy, precision, num_workers, ...);
@@ -168,7 +166,7 @@ def fit_segmenter(
     init_state = None
     if init_checkpoint is not None:
         content = read_segmenter_file(init_checkpoint)
-        differences = weight_shape_differences(content["arch"], arch)
+        differences = content["arch"].weight_shape_differences(arch)
         if differences:
             raise UserError(
                 f"init checkpoint {init_checkpoint} is another architecture than the config asks for "
@@ -225,7 +223,7 @@ def fit_segmenter(
         state = module.exported_model().state_dict()
         if checkpoint.best_model_path:
             state = lightning_weights(checkpoint.best_model_path)
-        best = build_maskrcnn(**arch)
+        best = build_maskrcnn(arch)
         best.load_state_dict(state)
         save_segmenter(best_path, best, arch)
     return best_path
@@ -239,7 +237,6 @@ def lightning_weights(path: str | Path) -> dict:
     return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
 
 
-# --- command line --------------------------------------------------------------------------------------
 def training_kwargs_from_config(segmenter: dict) -> dict:
     """fit_segmenter kwargs (besides samples, out_dir, trainer) from a segmenter config block (plain dict)."""
     keys = (
@@ -257,7 +254,7 @@ def training_kwargs_from_config(segmenter: dict) -> dict:
         "ema_decay",
     )
     return {
-        "arch": arch_from_config(segmenter),
+        "arch": MaskRCNNArch.from_config(segmenter["arch"]),
         "stages": list(segmenter["stages"]),
         **{k: segmenter[k] for k in keys if k in segmenter},
     }

@@ -21,6 +21,7 @@ from nucleaizer.data import CropDataset, MixedBatchSampler, ValidationDataset, c
 from nucleaizer.errors import UserError
 from nucleaizer.instances import paint_instances
 from nucleaizer.maskrcnn import build_maskrcnn
+from nucleaizer.maskrcnn_arch import MaskRCNNArch
 from nucleaizer.maskrcnn_predictor import predict_instances
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def stage_at_epoch(stages: Sequence[dict], epoch: int) -> int:
 class SegmenterModule(pl.LightningModule):
     """Mask R-CNN with a staged schedule and the DSB score of a validation split as ``val_dsb``.
 
-    arch: build_maskrcnn kwargs. stages: [{trainable: all|stage5+|heads, lr, epochs}]. optimizer: sgd | adamw.
+    arch: the network. stages: [{trainable: all|stage5+|heads, lr, epochs}]. optimizer: sgd | adamw.
     Parameters outside the current stage keep their values (their gradients are dropped before each step, so
     DDP sees the same parameters every step) and their BatchNorm statistics are frozen.
     ema_decay > 0 keeps an exponential moving average of the weights (``ema_model``; the decay ramps up as
@@ -100,7 +101,7 @@ class SegmenterModule(pl.LightningModule):
 
     def __init__(
         self,
-        arch: dict,
+        arch: MaskRCNNArch,
         stages: Sequence[dict],
         optimizer: str = "sgd",
         momentum: float = 0.9,
@@ -110,7 +111,7 @@ class SegmenterModule(pl.LightningModule):
         ema_decay: float = 0.0,
     ):
         super().__init__()
-        self.arch = dict(arch)
+        self.arch = arch
         self.stages = check_stages(stages)
         if optimizer not in ("sgd", "adamw"):
             raise UserError(f"segmenter.optimizer={optimizer!r} is not one of ['sgd', 'adamw']")
@@ -121,7 +122,7 @@ class SegmenterModule(pl.LightningModule):
         )
         self.warmup_steps = int(warmup_steps)
         self.stage_index = 0
-        self.model = build_maskrcnn(**self.arch)
+        self.model = build_maskrcnn(self.arch)
         if init_state_dict is not None:
             self.model.load_state_dict(init_state_dict)
         if not 0.0 <= float(ema_decay) < 1.0:

@@ -11,7 +11,7 @@ from nucleaizer.errors import UserError
 from nucleaizer.infer.settings import postprocess_refiner
 from nucleaizer.instances import Instances
 from nucleaizer.size import SizeRule
-from tests.helpers.predictors import TINY_MASKRCNN
+from tests.helpers.networks import TINY_MASKRCNN
 
 
 @pytest.fixture
@@ -130,7 +130,7 @@ def test_postprocess_switch_and_incomplete_section(tmp_path, weights):
 def test_mask_rcnn_bundle_loads_as_instance_predictors(tmp_path):
     segmenter = pytest.importorskip("nucleaizer.segmenter")
     arch = TINY_MASKRCNN
-    model = segmenter.build_maskrcnn(**arch)
+    model = segmenter.build_maskrcnn(arch)
     checkpoint = segmenter.save_segmenter(tmp_path / "seg.pt", model, arch)
     write_bundle(tmp_path / "m", checkpoint, preseg=checkpoint)
     predictor, preseg = load_predictors(read_bundle(tmp_path / "m"))
@@ -147,7 +147,7 @@ def test_classical_size_estimation_travels_with_the_bundle(tmp_path):
 
     segmenter = pytest.importorskip("nucleaizer.segmenter")
     checkpoint = segmenter.save_segmenter(
-        tmp_path / "seg.pt", segmenter.build_maskrcnn(**TINY_MASKRCNN), TINY_MASKRCNN
+        tmp_path / "seg.pt", segmenter.build_maskrcnn(TINY_MASKRCNN), TINY_MASKRCNN
     )
     write_bundle(tmp_path / "m", checkpoint, preseg=checkpoint, size_estimation="classical")
     bundle = read_bundle(tmp_path / "m")

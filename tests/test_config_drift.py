@@ -2,7 +2,7 @@
 and the same keys: a default changed in one place and not the other fails here."""
 
 import inspect
-from dataclasses import asdict, fields
+from dataclasses import MISSING, asdict, fields
 
 import pytest
 from omegaconf import OmegaConf
@@ -13,6 +13,7 @@ from nucleaizer.config_files import CONF_DIR, load_config
 from nucleaizer.errors import UserError
 from nucleaizer.infer.settings import tile_params
 from nucleaizer.infer.tiling import TileParams
+from nucleaizer.maskrcnn_arch import MaskRCNNArch
 from nucleaizer.postprocess.genetic import GASearch, GeneticAlgorithm
 from nucleaizer.size import SizeRule
 
@@ -63,3 +64,15 @@ def test_the_ga_section_is_the_genetic_algorithm_defaults_and_nothing_else():
         GASearch.from_config(section | {"popsize": 3})
     with pytest.raises(UserError, match="workers"):
         GASearch.from_config({k: v for k, v in section.items() if k != "workers"})
+
+
+@pytest.mark.parametrize("segmenter", sorted(p.stem for p in (CONF_DIR / "segmenter").glob("*.yaml")))
+def test_every_segmenter_network_is_a_complete_arch_whose_defaults_live_in_the_config_only(segmenter):
+    section = load_config("segmenter", segmenter)["arch"]
+    assert set(section) == field_names(MaskRCNNArch)
+    assert MaskRCNNArch.from_config(section).as_dict() == section
+    assert all(f.default is MISSING and f.default_factory is MISSING for f in fields(MaskRCNNArch))
+    with pytest.raises(UserError, match=r"unknown keys \['crop_size'\]"):
+        MaskRCNNArch.from_config(section | {"crop_size": 256})
+    with pytest.raises(UserError, match=r"missing keys \['backbone'\]"):
+        MaskRCNNArch.from_config({k: v for k, v in section.items() if k != "backbone"})

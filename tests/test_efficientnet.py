@@ -18,16 +18,16 @@ from nucleaizer.efficientnet import (
 from nucleaizer.errors import UserError
 from nucleaizer.maskrcnn import build_maskrcnn, load_segmenter, save_segmenter
 from nucleaizer.segmenter_module import trainable_mask
+from tests.helpers.networks import arch
 
 CATS = {281, 282, 283, 284, 285}  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967
-LITE0 = {
-    "backbone": "efficientnet_lite0",
-    "returned_layers": None,
-    "anchor_sizes": [32, 64, 128, 256],
-    "mask_head_layers": [16],
-    "box_representation_size": 64,
-}
+LITE0 = arch(
+    backbone="efficientnet_lite0",
+    anchor_sizes=[32, 64, 128, 256],
+    mask_head_layers=[16],
+    box_representation_size=64,
+)
 
 
 def top_class(classifier: torch.nn.Module, image: np.ndarray) -> int:
@@ -78,7 +78,8 @@ def test_missing_extra_or_misshapen_tensors_fail_loudly(packaged_weights):
 
 
 def test_pretrained_backbone_holds_the_imagenet_weights_with_frozen_batchnorm(tmp_path):
-    model = build_maskrcnn(**LITE0, pretrained=True, frozen_batchnorm=True, fpn_channels=64)
+    pretrained = LITE0.replace(pretrained=True, frozen_batchnorm=True, fpn_channels=64)
+    model = build_maskrcnn(pretrained)
     reference = imagenet_state_dict()
     body = model.backbone.body.state_dict()
     assert torch.equal(body["conv_stem.weight"], reference["conv_stem.weight"])
@@ -104,18 +105,14 @@ def test_pretrained_backbone_holds_the_imagenet_weights_with_frozen_batchnorm(tm
         and stage5["backbone.fpn.inner_blocks.0.0.weight"]
     )
     # a checkpoint rebuilds without reading the ImageNet file again, with the same (trained) weights
-    path = save_segmenter(
-        tmp_path / "seg.pt",
-        model,
-        {**LITE0, "pretrained": True, "frozen_batchnorm": True, "fpn_channels": 64},
-    )
-    rebuilt, arch = load_segmenter(path)
-    assert arch["pretrained"] is False and arch["frozen_batchnorm"] is True
+    path = save_segmenter(tmp_path / "seg.pt", model, pretrained)
+    rebuilt, stored = load_segmenter(path)
+    assert stored.pretrained is False and stored.frozen_batchnorm is True
     assert torch.equal(rebuilt.backbone.body.conv_stem.weight, model.backbone.body.conv_stem.weight)
 
 
 def test_lite0_options_are_checked():
     with pytest.raises(UserError, match="efficientnet_lite0 only"):
-        build_maskrcnn(backbone="mobilenet_v3", anchor_sizes=[16, 32, 64], pretrained=True)
+        build_maskrcnn(arch(pretrained=True))
     with pytest.raises(UserError, match="returned_layers"):
-        build_maskrcnn(**{**LITE0, "returned_layers": [3, 4, 5]})
+        build_maskrcnn(LITE0.replace(returned_layers=[3, 4, 5]))

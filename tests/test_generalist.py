@@ -64,7 +64,7 @@ def test_training_resumes_and_exports_a_checked_fp16_bundle(tmp_path):
     # the proposal counts at inference come from the config; the training's own are in the run's file
     kwargs, _, _ = generalist.training_config()
     assert {k: stored["arch"][k] for k in generalist.INFERENCE_KEYS} == {
-        k: kwargs["arch"][k] for k in generalist.INFERENCE_KEYS
+        k: getattr(kwargs["arch"], k) for k in generalist.INFERENCE_KEYS
     }
 
     # exporting again (after the benchmark, with its scores) keeps the weights file byte for byte

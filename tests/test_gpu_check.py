@@ -43,4 +43,4 @@ def test_gpu_check_runs_on_cpu_and_brings_back_fp16_weights(tmp_path):
     state = torch.load(saved, weights_only=True)["state_dict"]
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
     model, arch = load_segmenter(saved)
-    assert arch["backbone"] == "efficientnet_lite0" and arch["pretrained"] is False
+    assert arch.backbone == "efficientnet_lite0" and arch.pretrained is False

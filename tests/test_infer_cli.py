@@ -15,7 +15,7 @@ from nucleaizer.bundle import write_bundle
 from nucleaizer.cli import check_config
 from nucleaizer.config_files import CONF_DIR
 from nucleaizer.infer.settings import validate_config
-from tests.helpers.predictors import TINY_MASKRCNN
+from tests.helpers.networks import TINY_MASKRCNN
 from tests.helpers.scripts import run_script
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,7 +161,7 @@ def test_incomplete_bundle_is_reported(dataset, tmp_path, capsys):
 def test_mask_rcnn_bundle_end_to_end(dataset, tmp_path):
     segmenter = pytest.importorskip("nucleaizer.segmenter")
     arch = TINY_MASKRCNN
-    checkpoint = segmenter.save_segmenter(tmp_path / "seg.pt", segmenter.build_maskrcnn(**arch), arch)
+    checkpoint = segmenter.save_segmenter(tmp_path / "seg.pt", segmenter.build_maskrcnn(arch), arch)
     write_bundle(tmp_path / "model", checkpoint)
     out = tmp_path / "out"
     result = infer(
@@ -186,7 +186,7 @@ def test_bundle_with_post_processing_is_refined_unless_switched_off(dataset, tmp
 
     maskrcnn = pytest.importorskip("nucleaizer.segmenter")
     checkpoint = maskrcnn.save_segmenter(
-        tmp_path / "seg.pt", maskrcnn.build_maskrcnn(**TINY_MASKRCNN), TINY_MASKRCNN
+        tmp_path / "seg.pt", maskrcnn.build_maskrcnn(TINY_MASKRCNN), TINY_MASKRCNN
     )
     specs = member_specs(1, [0.0], 2, 4)
     ensemble = UNetEnsemble([UNet(depth=2, base_filters=4)], specs).save(tmp_path / "unet.pt")

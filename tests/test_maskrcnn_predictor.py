@@ -10,19 +10,18 @@ from nucleaizer.data import image_to_tensor
 from nucleaizer.instances import Instances, paint_instances
 from nucleaizer.maskrcnn import build_maskrcnn
 from nucleaizer.maskrcnn_predictor import MaskRCNNPredictor, detections_to_instances
+from tests.helpers.networks import arch
 
 # a narrow random-init CPU model; score threshold 0 so that it has detections
-TINY = {
-    "backbone": "mobilenet_v3",
-    "anchor_sizes": [16, 32, 64],
-    "mask_head_layers": [16, 16],
-    "box_representation_size": 64,
-    "box_batch_size_per_image": 32,
-    "rpn_pre_nms_top_n_test": 200,
-    "rpn_post_nms_top_n_test": 100,
-    "box_score_thresh": 0.0,
-    "max_detections": 60,
-}
+TINY = arch(
+    mask_head_layers=[16, 16],
+    box_representation_size=64,
+    box_batch_size_per_image=32,
+    rpn_pre_nms_top_n_test=200,
+    rpn_post_nms_top_n_test=100,
+    box_score_thresh=0.0,
+    max_detections=60,
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -36,7 +35,7 @@ def assert_same_instances(got: Instances, expected: Instances) -> None:
 
 def test_crops_equal_torchvision_masks_cut_to_their_boxes():
     torch.manual_seed(0)
-    model = build_maskrcnn(**TINY).eval()
+    model = build_maskrcnn(TINY).eval()
     tiles = [
         simulate.sample("fluorescence", 96, 40, 0.3, seed=1)[0],
         simulate.sample("he", (80, 112), 40, seed=5)[0],
@@ -89,7 +88,7 @@ def test_pasting_matches_torchvision_at_image_edges_and_drops_empty_masks():
 
 def test_empty_output_tile():
     torch.manual_seed(0)
-    model = build_maskrcnn(**TINY).eval()
+    model = build_maskrcnn(TINY).eval()
     model.roi_heads.score_thresh = 1.0  # no detection passes
     tiles = [np.zeros((64, 64, 3), np.uint8), simulate.sample("fluorescence", 96, 40, 0.3, seed=1)[0]]
     for instances in MaskRCNNPredictor(model, batch_size=1)(tiles):
@@ -106,7 +105,7 @@ def test_tiles_start_on_the_coarsest_feature_grid_of_every_backbone(backbone, re
     """The predictor's grid_px is what the tiling aligns tile starts to: every feature stride must divide it,
     and the coarsest one must equal it (a coarser map would leave tiles off its grid)."""
     model = build_maskrcnn(
-        backbone=backbone, returned_layers=returned_layers, anchor_sizes=[32] * n_maps
+        arch(backbone=backbone, returned_layers=returned_layers, anchor_sizes=[32] * n_maps)
     ).eval()
     with torch.inference_mode():
         features = model.backbone(torch.zeros(1, 3, 256, 256))

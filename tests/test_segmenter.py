@@ -19,20 +19,19 @@ from nucleaizer.segmenter import (
     split_train_val,
 )
 from nucleaizer.segmenter_module import stage_at_epoch, trainable_mask
+from tests.helpers.networks import arch
 
 # a narrow CPU model: MobileNetV3-FPN with small heads, few proposals
-TINY = {
-    "backbone": "mobilenet_v3",
-    "anchor_sizes": [16, 32, 64],
-    "mask_head_layers": [16, 16],
-    "box_representation_size": 64,
-    "box_batch_size_per_image": 32,
-    "rpn_pre_nms_top_n_train": 200,
-    "rpn_post_nms_top_n_train": 100,
-    "rpn_pre_nms_top_n_test": 200,
-    "rpn_post_nms_top_n_test": 100,
-    "box_score_thresh": 0.0,
-}
+TINY = arch(
+    mask_head_layers=[16, 16],
+    box_representation_size=64,
+    box_batch_size_per_image=32,
+    rpn_pre_nms_top_n_train=200,
+    rpn_post_nms_top_n_train=100,
+    rpn_pre_nms_top_n_test=200,
+    rpn_post_nms_top_n_test=100,
+    box_score_thresh=0.0,
+)
 AUGMENT_OFF = {
     "flip": 0,
     "rotate": 0,
@@ -64,7 +63,7 @@ def pairs(n: int = 3, size: int = 96):
     ],
 )
 def test_build_each_backbone_trainable_from_scratch(backbone, anchors, n_maps):
-    model = build_maskrcnn(backbone=backbone, anchor_sizes=anchors, max_detections=600)
+    model = build_maskrcnn(arch(backbone=backbone, anchor_sizes=anchors, max_detections=600))
     assert all(p.requires_grad for p in model.parameters())
     assert not any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.backbone.body.modules())
@@ -72,14 +71,14 @@ def test_build_each_backbone_trainable_from_scratch(backbone, anchors, n_maps):
     assert model.roi_heads.detections_per_img == 600
     assert model.rpn.anchor_generator.num_anchors_per_location() == [3] * n_maps
     with pytest.raises(UserError, match="anchor_sizes"):
-        build_maskrcnn(backbone=backbone, anchor_sizes=[32, 64])
+        build_maskrcnn(arch(backbone=backbone, anchor_sizes=[32, 64]))
 
 
 def test_unknown_backbone_and_missing_weights_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="backbone"):
-        build_maskrcnn(backbone="vgg16")
+        build_maskrcnn(arch(backbone="vgg16"))
     with pytest.raises(UserError, match="does not exist"):
-        build_maskrcnn(**TINY, weights=tmp_path / "missing.pth")
+        build_maskrcnn(TINY.replace(weights=tmp_path / "missing.pth"))
     with pytest.raises(UserError, match="does not exist"):
         load_segmenter(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
@@ -88,17 +87,17 @@ def test_unknown_backbone_and_missing_weights_are_user_errors(tmp_path):
 
 
 def test_images_are_not_resized_inside_the_model():
-    model = build_maskrcnn(**TINY).eval()
+    model = build_maskrcnn(TINY).eval()
     images, _ = model.transform([torch.rand(3, 96, 130)])
     assert images.image_sizes == [(96, 130)]
 
 
 def test_save_load_round_trip_gives_identical_predictions(tmp_path):
     torch.manual_seed(0)
-    model = build_maskrcnn(**TINY)
+    model = build_maskrcnn(TINY)
     path = save_segmenter(tmp_path / "m.pt", model, TINY)
-    loaded, arch = load_segmenter(path)
-    assert arch["backbone"] == "mobilenet_v3" and read_segmenter_file(path)["version"] == 1
+    loaded, stored = load_segmenter(path)
+    assert stored == TINY and read_segmenter_file(path)["version"] == 1
     tiles = [pairs(1)[0][0], simulate.sample("he", (80, 112), 40, seed=5)[0]]
     for a, b, tile in zip(
         MaskRCNNPredictor(model.eval(), mask_threshold=0.2)(tiles),
@@ -110,12 +109,12 @@ def test_save_load_round_trip_gives_identical_predictions(tmp_path):
         assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
         assert all(np.array_equal(x, y) for x, y in zip(a.crops, b.crops, strict=True))
     # weights given as a file are loaded where names and shapes match
-    rebuilt = build_maskrcnn(**TINY, weights=path)
+    rebuilt = build_maskrcnn(TINY.replace(weights=path))
     assert torch.equal(rebuilt.backbone.body["0"][0].weight, model.backbone.body["0"][0].weight)
 
 
 def test_trainable_groups_and_stage_boundaries():
-    model = build_maskrcnn(backbone="resnet18", anchor_sizes=[16, 32, 64, 128, 256])
+    model = build_maskrcnn(arch(backbone="resnet18", anchor_sizes=[16, 32, 64, 128, 256]))
     heads, stage5 = trainable_mask(model, "heads"), trainable_mask(model, "stage5+")
     assert not heads["backbone.body.layer4.0.conv1.weight"] and stage5["backbone.body.layer4.0.conv1.weight"]
     assert not stage5["backbone.body.layer3.0.conv1.weight"]
@@ -124,7 +123,7 @@ def test_trainable_groups_and_stage_boundaries():
         and heads["roi_heads.mask_predictor.mask_fcn_logits.weight"]
     )
     assert all(trainable_mask(model, "all").values())
-    mobile = trainable_mask(build_maskrcnn(**TINY), "stage5+")
+    mobile = trainable_mask(build_maskrcnn(TINY), "stage5+")
     assert 0 < sum(mobile.values()) < len(mobile)
     stages = [{"trainable": "all", "lr": 1e-3, "epochs": 2}, {"trainable": "heads", "lr": 1e-4, "epochs": 1}]
     assert [stage_at_epoch(stages, e) for e in range(5)] == [0, 0, 1, 1, 1]
@@ -132,7 +131,7 @@ def test_trainable_groups_and_stage_boundaries():
 
 def test_loss_falls_over_a_few_steps_on_procedural_data():
     torch.manual_seed(0)
-    model = build_maskrcnn(**TINY).train()
+    model = build_maskrcnn(TINY).train()
     dataset = CropDataset(pairs(2), crop_size=80)
     images, targets = collate_lists([dataset[(0, 0, 1)], dataset[(0, 1, 2)]])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -148,7 +147,7 @@ def test_loss_falls_over_a_few_steps_on_procedural_data():
 
 def test_fit_keeps_frozen_parameters_and_writes_the_best_checkpoint(tmp_path):
     torch.manual_seed(0)
-    start = save_segmenter(tmp_path / "start.pt", build_maskrcnn(**TINY), TINY)
+    start = save_segmenter(tmp_path / "start.pt", build_maskrcnn(TINY), TINY)
     path = fit_segmenter(
         pairs(2),
         pairs(1),
@@ -196,17 +195,43 @@ def test_profile_configs_build_and_split_into_kwargs(name):
 
     config = load_config("segmenter", name)
     kwargs = training_kwargs_from_config(config)
-    model = build_maskrcnn(**kwargs["arch"])
+    model = build_maskrcnn(kwargs["arch"])
     assert model.roi_heads.detections_per_img >= 500
     assert len(set(model.rpn.anchor_generator.num_anchors_per_location())) == 1
     assert {"stages", "crop_size", "batch_size", "augment", "steps_per_epoch"} <= set(kwargs)
 
 
+def test_architectures_compare_by_value_and_name_their_weight_shape_differences():
+    from_yaml = arch(anchor_sizes=[16, 32, 64])
+    from_checkpoint = arch(anchor_sizes=(16, 32, 64))
+    assert from_yaml == from_checkpoint and from_yaml.as_dict()["anchor_sizes"] == [16, 32, 64]
+    inference_only = from_yaml.replace(box_score_thresh=0.9, rpn_post_nms_top_n_test=50)
+    assert from_yaml.weight_shape_differences(inference_only) == []
+    wider = from_yaml.replace(mask_head_layers=[32, 32], box_representation_size=128)
+    assert from_yaml.weight_shape_differences(wider) == [
+        "mask_head_layers: [128, 128, 128, 128] != [32, 32]",
+        "box_representation_size: 512 != 128",
+    ]
+
+
+def test_fine_tuning_refuses_a_start_of_another_network(tmp_path):
+    start = save_segmenter(tmp_path / "start.pt", build_maskrcnn(TINY), TINY)
+    with pytest.raises(UserError, match="another architecture.*box_representation_size: 64 != 32"):
+        fit_segmenter(
+            pairs(1),
+            [],
+            tmp_path / "run",
+            arch=TINY.replace(box_representation_size=32),
+            stages=[{"trainable": "all", "lr": 1e-4, "epochs": 1}],
+            init_checkpoint=start,
+        )
+
+
 def test_anchor_sizes_per_map_may_be_lists_of_equal_length():
-    model = build_maskrcnn(**{**TINY, "anchor_sizes": [[16, 24], [32, 48], [64, 96]]})
+    model = build_maskrcnn(TINY.replace(anchor_sizes=[[16, 24], [32, 48], [64, 96]]))
     assert model.rpn.anchor_generator.num_anchors_per_location() == [6, 6, 6]
     with pytest.raises(UserError, match="same number"):
-        build_maskrcnn(**{**TINY, "anchor_sizes": [[16, 24], [32], [64]]})
+        build_maskrcnn(TINY.replace(anchor_sizes=[[16, 24], [32], [64]]))
 
 
 def test_train_val_split_is_fixed_by_name_and_capped():

@@ -65,9 +65,9 @@ def test_model_names_and_paths(tmp_path):
 
 def test_fp16_storage_halves_the_file_and_loads_as_float32(tmp_path):
     from nucleaizer.maskrcnn import build_maskrcnn, load_segmenter, save_segmenter
-    from tests.helpers.predictors import TINY_MASKRCNN
+    from tests.helpers.networks import TINY_MASKRCNN
 
-    model = build_maskrcnn(**TINY_MASKRCNN)
+    model = build_maskrcnn(TINY_MASKRCNN)
     full = save_segmenter(tmp_path / "full.pt", model, TINY_MASKRCNN)
     half = save_segmenter(tmp_path / "half.pt", model, TINY_MASKRCNN, dtype=torch.float16)
     assert half.stat().st_size < 0.6 * full.stat().st_size

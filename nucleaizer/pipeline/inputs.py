@@ -34,12 +34,13 @@ def prepare_inputs(cfg: DictConfig) -> None:
 
 def check_preseg_architecture(cfg: DictConfig) -> None:
     """The preseg model must be the segmenter config's network: the fine-tuning starts from its weights."""
-    from nucleaizer.maskrcnn import arch_from_config, read_segmenter_file, weight_shape_differences
+    from nucleaizer.maskrcnn import read_segmenter_file
+    from nucleaizer.maskrcnn_arch import MaskRCNNArch
     from nucleaizer.models import segmenter_file
 
     path = segmenter_file(cfg.preseg.checkpoint)
-    differences = weight_shape_differences(
-        read_segmenter_file(path)["arch"], arch_from_config(plain(cfg.segmenter))
+    differences = read_segmenter_file(path)["arch"].weight_shape_differences(
+        MaskRCNNArch.from_config(plain(cfg.segmenter.arch))
     )
     if differences:
         raise UserError(

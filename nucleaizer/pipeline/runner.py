@@ -87,8 +87,8 @@ def check_run_dir(cfg: DictConfig) -> None:
             "target.images",
             "target.labels",
             "preseg.checkpoint",
-            "segmenter.weights",
-            "segmenter.backbone_weights",
+            "segmenter.arch.weights",
+            "segmenter.arch.backbone_weights",
         )
     }
     inputs.update({f"train.datasets[{i}]": folder for i, folder in enumerate(cfg.train.datasets)})

@@ -1,18 +1,7 @@
-"""Exact instance predictor, label comparisons and a tiny Mask R-CNN shared by the inference tests."""
+"""Exact instance predictor and label comparisons shared by the inference tests."""
 
 import numpy as np
 from scipy import ndimage
-
-# a small untrained Mask R-CNN: narrow heads and few proposals keep a CPU prediction around a second
-TINY_MASKRCNN = {
-    "backbone": "mobilenet_v3",
-    "anchor_sizes": [16, 32, 64],
-    "mask_head_layers": [16],
-    "box_representation_size": 64,
-    "rpn_pre_nms_top_n_test": 200,
-    "rpn_post_nms_top_n_test": 100,
-    "max_detections": 50,
-}
 
 
 def threshold_predictor(tiles):
