@@ -37,7 +37,7 @@ from benchmarks.common import (
     score_cells,
     write_report,
 )
-from benchmarks.segmenter import GROUPS
+from benchmarks.segmenter_scoring import GROUPS
 from nucleaizer import io, metrics, size
 from nucleaizer.generalist import UNSEEN_SETS, dsb_split
 

@@ -139,19 +139,22 @@ def short_training(device: str, minutes: float, work: Path, quick: bool) -> tupl
         "train_s": round(time.perf_counter() - started, 1),
     }
     if real:
+        from dataclasses import asdict
+
         import pandas as pd
 
-        from benchmarks import segmenter as bench
+        from benchmarks import segmenter_scoring as scoring
+        from nucleaizer.generalist import dsb_split
+        from nucleaizer.size import SizeRule
 
         manifest = pd.read_csv(data / "manifest.csv").set_index("id")
-        test = [s for s in samples if bench.dsb_split(s.name) == "test"]
-        val_samples = [s for s in samples if bench.dsb_split(s.name) == "val"]
-        size_cfg = {"target_diameter_px": 40, "min_scale": 0.25, "max_scale": 4.0, "min_object_area_px": 16}
-        table, _, chosen = bench.evaluate(
+        test = [s for s in samples if dsb_split(s.name) == "test"]
+        val_samples = [s for s in samples if dsb_split(s.name) == "val"]
+        table, _, chosen = scoring.evaluate(
             test,
             path,
             manifest,
-            size_cfg,
+            asdict(SizeRule()),
             val_samples,
             [0.5, 0.6, 0.7],
             [0.5],
@@ -159,7 +162,7 @@ def short_training(device: str, minutes: float, work: Path, quick: bool) -> tupl
             with_baseline=False,
             device=device,
         )
-        result["held_out_dsb"] = bench.summarise(table)["model"]
+        result["held_out_dsb"] = scoring.summarise(table)["model"]
         result["score_threshold"] = chosen["model"]["chosen"]
     return path, result
 
