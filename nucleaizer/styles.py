@@ -22,7 +22,6 @@ Command line: ``python -m nucleaizer.styles IMAGES_DIR OUT_DIR`` writes ``featur
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 from collections.abc import Iterable, Mapping
@@ -41,7 +40,7 @@ from tqdm import tqdm
 from nucleaizer import output_folder
 from nucleaizer.config_files import CONF_DIR
 from nucleaizer.errors import UserError, fail
-from nucleaizer.io import atomic_write, iter_samples, list_samples, write_image
+from nucleaizer.io import iter_samples, list_samples
 from nucleaizer.style_features import (
     BLOCKS,
     FeatureSettings,
@@ -50,6 +49,7 @@ from nucleaizer.style_features import (
     feature_names,
     image_features,
 )
+from nucleaizer.style_outputs import write_style_outputs
 
 log = logging.getLogger(__name__)
 DEFAULT_CONFIG = CONF_DIR / "styles" / "default.yaml"
@@ -317,44 +317,6 @@ def describe_images(
     return table, thumbnails
 
 
-def montage(thumbnails: list[np.ndarray], tile_px: int, gap_px: int = 2) -> np.ndarray:
-    """A near-square grid (uint8 (H, W, 3), white gaps) of thumbnails, each centred in a ``tile_px`` square."""
-    columns = math.ceil(math.sqrt(len(thumbnails)))
-    rows = math.ceil(len(thumbnails) / columns)
-    step = tile_px + gap_px
-    grid = np.full((rows * step + gap_px, columns * step + gap_px, 3), 255, dtype=np.uint8)
-    for i, thumb in enumerate(thumbnails):
-        thumb = downscale(thumb, tile_px)
-        top = gap_px + (i // columns) * step + (tile_px - thumb.shape[0]) // 2
-        left = gap_px + (i % columns) * step + (tile_px - thumb.shape[1]) // 2
-        grid[top : top + thumb.shape[0], left : left + thumb.shape[1]] = thumb
-    return grid
-
-
-def write_style_outputs(
-    out_dir: Path,
-    features: pd.DataFrame,
-    result: StyleClustering,
-    thumbnails: list[np.ndarray],
-    settings: ClusterSettings,
-) -> None:
-    """features.csv, clusters.csv, summary.json and style_<k>.png (stale montages of earlier runs removed)."""
-    with atomic_write(out_dir / "features.csv") as tmp:
-        features.to_csv(tmp, float_format="%.8g")
-    with atomic_write(out_dir / "clusters.csv") as tmp:
-        result.table().to_csv(tmp, index=False)
-    with atomic_write(out_dir / "summary.json") as tmp:
-        tmp.write_text(json.dumps(result.summary(), indent=2))
-    for stale in out_dir.glob("style_*.png"):
-        stale.unlink()
-    for style in range(result.k):
-        members = np.flatnonzero(result.labels == style)[: settings.montage_max_images]
-        write_image(
-            out_dir / f"style_{style}.png",
-            montage([thumbnails[i] for i in members], settings.montage_tile_px),
-        )
-
-
 def style_images(
     named_images: Iterable[tuple[str, np.ndarray]],
     out_dir: str | Path,
@@ -368,7 +330,15 @@ def style_images(
     result = cluster_features(table.to_numpy(), list(table.index), clustering, feature_blocks(features), seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_style_outputs(out_dir, table, result, thumbnails, clustering)
+    write_style_outputs(
+        out_dir,
+        table,
+        result.table(),
+        result.summary(),
+        thumbnails,
+        clustering.montage_max_images,
+        clustering.montage_tile_px,
+    )
     return result
 
 

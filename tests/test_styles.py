@@ -26,6 +26,7 @@ from nucleaizer.style_features import (
     image_features,
     uniform_lbp,
 )
+from nucleaizer.style_outputs import montage
 from nucleaizer.styles import (
     DEFAULT_CONFIG,
     ClusterSettings,
@@ -34,7 +35,6 @@ from nucleaizer.styles import (
     find_styles,
     main,
     merge_small_clusters,
-    montage,
     settings_from_mapping,
 )
 
