@@ -1,14 +1,16 @@
 """How much adaptation budget the CPU profile needs before AUTOstyle beats NOstyle: a study on one target.
 
-    python -m benchmarks.adaptation_budget [--target cpm15] [--points NAME,...] [--threads 2] [--work DIR]
+    python -m benchmarks.adaptation_budget [--target cpm15] [--points NAME,...] [--styles auto,gt] [--threads 2]
+        [--work DIR]
 
 Each budget point is benchmarks/domain_shift.py's adaptation run (AUTOstyle and NOstyle fine-tuned from the
 same start for the same steps) with some Hydra overrides on top of its CPU budget, in its own work folder, then
 scored on the target's labels exactly as domain_shift.py scores it. A point whose runs are finished is only
 re-scored (train.py resumes finished stages), so an interrupted study continues where it stopped.
 
-Writes benchmarks/results/adaptation_budget.{json,md}: per point the DSB of the start, NOstyle, AUTOstyle and
-Otsu + watershed, the gain AUTOstyle - NOstyle, the synthetic pairs, their realism (C2ST accuracy per style),
+``--styles gt`` adds GTstyle (the same budget, styles and masks from the target's labels) to a point.
+Writes benchmarks/results/adaptation_budget.{json,md}: per point the DSB of the start, NOstyle, AUTOstyle,
+GTstyle where run and Otsu + watershed, the gain AUTOstyle - NOstyle, the synthetic pairs, their realism (C2ST accuracy per style),
 the fine-tuning steps and synthetic crops seen, and the wall time of the adaptation run.
 """
 
@@ -74,16 +76,24 @@ def finetune_budget(overrides: list[str]) -> tuple[int, float]:
     return int(epochs * config.steps_per_epoch), float(config.synthetic_share)
 
 
-def run_point(work: Path, target_name: str, name: str, overrides: list[str], threads: int) -> dict:
+# the score each adaptation run adds (domain_shift.adapt's styles)
+SCORED_AS = {"auto": "autostyle", "gt": "gtstyle"}
+
+
+def run_point(
+    work: Path, target_name: str, name: str, overrides: list[str], threads: int, styles: tuple[str, ...]
+) -> dict:
     """Adapt (or resume) and score one budget point; its figures, also saved as work/NAME/point.json (a point
-    finished with the same overrides is read from there)."""
+    finished with the same overrides and a score of every style is read from there). ``styles``: the
+    adaptation runs to make (auto: AUTOstyle + NOstyle, gt: GTstyle); the scores cover every run present."""
     point_work = work / name
     done = point_work / "point.json"
-    if done.is_file() and json.loads(done.read_text())["overrides"] == overrides:
-        return json.loads(done.read_text())
+    earlier = json.loads(done.read_text()) if done.is_file() else {}
+    if earlier.get("overrides") == overrides and all(SCORED_AS[s] in earlier["dsb"] for s in styles):
+        return earlier
     data = domain_shift_data.prepare_data(point_work, quick=False)
     seconds = domain_shift.adapt(
-        point_work, data, [target_name], domain_shift.BUDGET, overrides, 1, threads, with_gt=False
+        point_work, data, [target_name], domain_shift.BUDGET, overrides, 1, threads, styles=styles
     )
     table, evaluation = domain_shift_scoring.score_target(
         point_work, data[target_name], target_name, os.cpu_count() or 1
@@ -100,7 +110,11 @@ def run_point(work: Path, target_name: str, name: str, overrides: list[str], thr
         "synthetic_share": share,
         "synthetic_pairs": run["synthetic_pairs"],
         "realism": {k: v.get("c2st_accuracy") for k, v in (run["realism"] or {}).items()},
-        "adapt_seconds": round(sum(seconds.values())),
+        # wall time of the AUTOstyle + NOstyle run and of the GTstyle run (from the earlier record if not run now)
+        "adapt_seconds": round(seconds[f"{target_name}_auto"])
+        if "auto" in styles
+        else earlier["adapt_seconds"],
+        "gt_seconds": round(seconds[f"{target_name}_gt"]) if "gt" in styles else earlier.get("gt_seconds"),
         "stage_seconds": run["stage_seconds"],
         "median_size_error": evaluation["median_size_error"],
     }
@@ -119,16 +133,17 @@ def markdown(report: dict) -> str:
         "AUTOstyle and NOstyle are fine-tuned from the same start for the same steps. Synthetic crops seen = "
         "steps x batch 2 x share.",
         "",
-        "| point | what changes | start | NOstyle | AUTOstyle | Otsu | gain | steps | synthetic crops seen "
+        "| point | what changes | start | NOstyle | AUTOstyle | GTstyle | Otsu | gain | steps | synthetic crops seen "
         "| pairs | realism (C2ST) | adapt min | commit |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, p in report["points"].items():
         d = p["dsb"]
+        gt = f"{d['gtstyle']:.3f}" if "gtstyle" in d else "-"
         seen = round(p["finetune_steps"] * 2 * (p["synthetic_share"] or 0))
         lines.append(
             f"| {name} | {POINTS[name][0]} | {d.get('source_only', float('nan')):.3f} | {d['nostyle']:.3f} | "
-            f"{d['autostyle']:.3f} | {d['classical_baseline']:.3f} | {p['gain']:+.3f} | {p['finetune_steps']} | "
+            f"{d['autostyle']:.3f} | {gt} | {d['classical_baseline']:.3f} | {p['gain']:+.3f} | {p['finetune_steps']} | "
             f"{seen} | {p['synthetic_pairs']} | {p['realism']} | {p['adapt_seconds'] / 60:.0f} | {p.get('commit')} |"
         )
     return "\n".join(lines) + "\n"
@@ -139,12 +154,20 @@ def main() -> None:
     parser.add_argument("--target", default="cpm15", choices=("tissue", "cpm15", "nih3t3"))
     parser.add_argument("--points", default=",".join(POINTS), help=f"comma-separated, of {', '.join(POINTS)}")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the adaptation run")
+    parser.add_argument(
+        "--styles",
+        default="auto",
+        help="adaptation runs per point: auto (AUTOstyle + NOstyle), gt (GTstyle: styles from the labels)",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/nucleaizer_bench/adaptation_budget"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if not (domain_shift_data.DATA / "dsb2018_train").is_dir():
         raise SystemExit(f"needs the shared data at {domain_shift_data.DATA}")
     names = [n for n in args.points.split(",") if n]
+    styles = tuple(s for s in args.styles.split(",") if s)
+    if not styles or set(styles) - set(SCORED_AS):
+        raise SystemExit(f"--styles {args.styles!r}: a comma-separated list of {', '.join(SCORED_AS)}")
     unknown = sorted(set(names) - set(POINTS))
     if unknown:
         raise SystemExit(f"unknown budget points {unknown}; known: {', '.join(POINTS)}")
@@ -152,7 +175,7 @@ def main() -> None:
     points = {}
     for name in names:
         log.info("budget point %s: %s", name, POINTS[name][0])
-        points[name] = run_point(work, args.target, name, POINTS[name][1], args.threads)
+        points[name] = run_point(work, args.target, name, POINTS[name][1], args.threads, styles)
         # the report grows point by point: an interrupted study still leaves its finished points
         for done in sorted(work.glob("*/point.json")):
             if done.parent.name in POINTS:

@@ -128,7 +128,7 @@ def adapt(
     extra: list[str],
     jobs: int,
     threads: int,
-    with_gt: bool = True,
+    styles: tuple[str, ...] = ("auto", "gt"),
 ) -> dict[str, float]:
     """Train the source model where needed, then every target's runs (targets in parallel).
 
@@ -152,10 +152,13 @@ def adapt(
     def target_runs(name: str) -> dict[str, float]:
         target = data[name]
         done = {}
-        runs_of_target = [("auto", ["style=auto", "compare=[none]"])]
-        if with_gt:
-            runs_of_target.append(("gt", ["style=gt", f"target.labels={target.adapt / 'labels'}"]))
-        for style, more in runs_of_target:
+        # auto: AUTOstyle and NOstyle from one run (same steps); gt: GTstyle (styles from the target's labels)
+        runs_of_target = {
+            "auto": ["style=auto", "compare=[none]"],
+            "gt": ["style=gt", f"target.labels={target.adapt / 'labels'}"],
+        }
+        for style in styles:
+            more = runs_of_target[style]
             run = f"{name}_{style}"
             done[run] = train_py(
                 runs / run,
@@ -282,7 +285,14 @@ def main() -> None:
     seconds_file = work / "run_seconds.json"
     if args.phase in ("all", "adapt"):
         seconds = adapt(
-            work, data, targets, budget, args.overrides, args.jobs, args.threads, with_gt=not args.without_gt
+            work,
+            data,
+            targets,
+            budget,
+            args.overrides,
+            args.jobs,
+            args.threads,
+            styles=("auto",) if args.without_gt else ("auto", "gt"),
         )
         seconds_file.write_text(json.dumps(seconds, indent=2))
     if args.phase == "adapt":
