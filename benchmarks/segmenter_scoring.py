@@ -169,6 +169,7 @@ def evaluate(
 
 
 def summarise(table: pd.DataFrame) -> dict:
+    """method -> group ('all' and each) -> nucleaizer.metrics summary of a table of per-image scores."""
     from nucleaizer import metrics
 
     keys = (
@@ -192,9 +193,8 @@ def summarise(table: pd.DataFrame) -> dict:
     for method, by_method in table.groupby("method"):
         result[method] = {}
         for group, rows in [("all", by_method), *by_method.groupby("group")]:
-            summary = metrics.summarize(
-                rows.drop(columns=["image", "group", "method", "scale"]).to_dict("records")
-            )
+            scores = rows.drop(columns=[c for c in ("image", "group", "method", "scale") if c in rows])
+            summary = metrics.summarize(scores.to_dict("records"))
             result[method][group] = {
                 k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items() if k in keys
             }

@@ -30,7 +30,7 @@ from benchmarks.common import (
     score_cells,
     write_report,
 )
-from benchmarks.segmenter_scoring import GROUPS
+from benchmarks.segmenter_scoring import GROUPS, summarise
 from nucleaizer import io, metrics, size
 from nucleaizer.generalist import dsb_split
 
@@ -78,18 +78,6 @@ def score(models: dict[str, Path], samples: list[tuple[io.Sample, str]]) -> pd.D
                 {"image": sample.name, "group": group, "method": name, **metrics.score_image(truth, labels)}
             )
     return pd.DataFrame(rows)
-
-
-def summarise(table: pd.DataFrame) -> dict[str, dict[str, dict]]:
-    """method -> group ('all' and each) -> nucleaizer.metrics summary."""
-    result: dict[str, dict[str, dict]] = {}
-    for method, rows in table.groupby("method", sort=False):
-        for group, part in [("all", rows), *rows.groupby("group")]:
-            summary = metrics.summarize(part.drop(columns=["image", "group", "method"]).to_dict("records"))
-            result.setdefault(method, {})[group] = {
-                k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()
-            }
-    return result
 
 
 def markdown(report: dict) -> str:
