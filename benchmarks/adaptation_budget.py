@@ -19,6 +19,7 @@ seen, and the wall time of the adaptation run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import logging
@@ -62,7 +63,14 @@ POINTS = {
     ),
     "long": ("2000 pix2pix steps, 120 masks per style, share 0.5, 1200 fine-tuning steps", LONG),
     "share05": ("base with synthetic share 0.5", ["segmenter.synthetic_share=0.5"]),
+    "more_pairs_round2": (
+        "more_pairs again, from more_pairs' AUTOstyle model: it pre-segments the target, and both variants start "
+        "from it (a second round)",
+        MORE,
+    ),
 }
+# point -> the point whose AUTOstyle model it starts from (instead of the target's start)
+SECOND_ROUND = {"more_pairs_round2": "more_pairs"}
 log = logging.getLogger("benchmark.adaptation_budget")
 
 
@@ -94,6 +102,10 @@ def run_point(
     if earlier.get("overrides") == overrides and all(SCORED_AS[s] in earlier["dsb"] for s in styles):
         return earlier
     data = domain_shift_data.prepare_data(point_work, quick=False)
+    if name in SECOND_ROUND:
+        data[target_name] = dataclasses.replace(
+            data[target_name], start=str(first_round_model(work, target_name, name))
+        )
     seconds = domain_shift.adapt(
         point_work, data, [target_name], domain_shift.BUDGET, overrides, 1, threads, styles=styles
     )
@@ -120,27 +132,46 @@ def run_point(
         "stage_seconds": run["stage_seconds"],
         "median_size_error": evaluation["median_size_error"],
     }
+    if name in SECOND_ROUND:
+        point["preseg"] = preseg_quality(point_work, target_name)
     (point_work / "point.json").write_text(json.dumps(point, indent=2) + "\n")
     return point
 
 
-def preseg_quality(work: Path, target_name: str) -> dict | None:
-    """The start's pre-segmentation of the target images (what AUTOstyle's styles, pix2pix pairs and mask sizes
-    come from; the same in every point, as it depends on the start alone) against their labels: DSB, and recall
-    and precision of its objects at IoU 0.5. None before any point has pre-segmented."""
+def first_round_model(work: Path, target_name: str, name: str) -> Path:
+    """The AUTOstyle model of the point that a second-round point ``name`` starts from."""
+    model = work / SECOND_ROUND[name] / "runs" / f"{target_name}_auto" / "segmenter" / "auto.pt"
+    if not model.is_file():
+        raise SystemExit(
+            f"budget point {name} starts from {SECOND_ROUND[name]}'s AUTOstyle model: run that first"
+        )
+    return model
+
+
+def preseg_quality(point_work: Path, target_name: str) -> dict:
+    """A point's pre-segmentation of the target images (what AUTOstyle's styles, pix2pix pairs and mask sizes
+    come from) against their labels: DSB, and recall and precision of its objects at IoU 0.5."""
     from nucleaizer.evaluate import evaluate_folders
 
+    target = domain_shift_data.prepare_data(point_work, quick=False)[target_name]
+    found = evaluate_folders(
+        point_work / "runs" / f"{target_name}_auto" / "preseg" / "labels", target.adapt / "labels"
+    )
+    return {
+        "dsb": round(found["dsb"], 4),
+        "recall": round(found["matched"] / found["n_gt"], 3),
+        "precision": round(found["matched"] / found["n_pred"], 3),
+        "objects": found["n_pred"],
+        "labelled": found["n_gt"],
+    }
+
+
+def start_preseg_quality(work: Path, target_name: str) -> dict | None:
+    """The pre-segmentation by the target's start, the same in every first-round point (it depends on the
+    start alone); None before any of them has pre-segmented."""
     for labels in sorted(work.glob(f"*/runs/{target_name}_auto/preseg/labels")):
-        point_work = labels.parents[3]
-        target = domain_shift_data.prepare_data(point_work, quick=False)[target_name]
-        found = evaluate_folders(labels, target.adapt / "labels")
-        return {
-            "dsb": round(found["dsb"], 4),
-            "recall": round(found["matched"] / found["n_gt"], 3),
-            "precision": round(found["matched"] / found["n_pred"], 3),
-            "objects": found["n_pred"],
-            "labelled": found["n_gt"],
-        }
+        if labels.parents[3].name not in SECOND_ROUND:
+            return preseg_quality(labels.parents[3], target_name)
     return None
 
 
@@ -160,7 +191,7 @@ def markdown(report: dict) -> str:
     if preseg:
         lines += [
             f"The start's pre-segmentation of the target (what AUTOstyle's styles, pix2pix pairs and mask sizes "
-            f"come from; the same in every point): DSB {preseg['dsb']:.3f}, recall {preseg['recall']:.2f} and "
+            f"come from; the same in every first-round point): DSB {preseg['dsb']:.3f}, recall {preseg['recall']:.2f} and "
             f"precision {preseg['precision']:.2f} at IoU 0.5 ({preseg['objects']} objects for "
             f"{preseg['labelled']} labelled nuclei). GTstyle learns the same styles from the labels instead.",
             "",
@@ -174,8 +205,11 @@ def markdown(report: dict) -> str:
         d = p["dsb"]
         gt = f"{d['gtstyle']:.3f}" if "gtstyle" in d else "-"
         seen = round(p["finetune_steps"] * 2 * (p["synthetic_share"] or 0))
+        what = POINTS[name][0]
+        if "preseg" in p:
+            what += f"; its pre-segmentation: recall {p['preseg']['recall']:.2f}, precision {p['preseg']['precision']:.2f}"
         lines.append(
-            f"| {name} | {POINTS[name][0]} | {d.get('source_only', float('nan')):.3f} | {d['nostyle']:.3f} | "
+            f"| {name} | {what} | {d.get('source_only', float('nan')):.3f} | {d['nostyle']:.3f} | "
             f"{d['autostyle']:.3f} | {gt} | {d['classical_baseline']:.3f} | {p['gain']:+.3f} | {p['finetune_steps']} | "
             f"{seen} | {p['synthetic_pairs']} | {p['realism']} | {p['adapt_seconds'] / 60:.0f} | "
             f"{p.get('commit')} |"
@@ -220,7 +254,7 @@ def main() -> None:
             "commit": git_commit(),
             "target": args.target,
             "threads": args.threads,
-            "preseg": preseg_quality(work, args.target),
+            "preseg": start_preseg_quality(work, args.target),
             "points": {n: points[n] for n in POINTS if n in points},
         }
         write_report(f"adaptation_budget_{args.target}", report, markdown(report))

@@ -24,7 +24,7 @@ class Target:
     adapt: Path
     eval: Path
     source: Path
-    start: str  # SHIPPED or TRAINED_SOURCE
+    start: str  # SHIPPED, TRAINED_SOURCE or the path of a segmenter checkpoint
 
 
 def half_of(image_id: str) -> str:
@@ -76,5 +76,10 @@ def prepare_data(work: Path, quick: bool) -> dict[str, Target]:
 
 
 def start_checkpoint(work: Path, target: Target) -> str:
-    """What ``preseg.checkpoint`` names for a target: the shipped model or the source model trained here."""
-    return SHIPPED if target.start == SHIPPED else str(work / "runs" / "source" / "preseg" / "preseg.pt")
+    """What ``preseg.checkpoint`` names for a target: the shipped model, the source model trained here or the
+    checkpoint its start names."""
+    return (
+        str(work / "runs" / "source" / "preseg" / "preseg.pt")
+        if target.start == TRAINED_SOURCE
+        else target.start
+    )
