@@ -63,6 +63,10 @@ POINTS = {
     ),
     "long": ("2000 pix2pix steps, 120 masks per style, share 0.5, 1200 fine-tuning steps", LONG),
     "share05": ("base with synthetic share 0.5", ["segmenter.synthetic_share=0.5"]),
+    "more_pairs_share03": (
+        "more_pairs with synthetic share 0.3 (share 0 is NOstyle, 0.5 more_pairs): what the gain comes from",
+        [*MORE, "segmenter.synthetic_share=0.3"],
+    ),
     "more_pairs_round2": (
         "more_pairs again, from more_pairs' AUTOstyle model: it pre-segments the target, and both variants start "
         "from it (a second round)",
