@@ -62,7 +62,6 @@ POINTS = {
         [*MORE, "seed=1"],
     ),
     "long": ("2000 pix2pix steps, 120 masks per style, share 0.5, 1200 fine-tuning steps", LONG),
-    "share05": ("base with synthetic share 0.5", ["segmenter.synthetic_share=0.5"]),
     "more_pairs_share03": (
         "more_pairs with synthetic share 0.3 (share 0 is NOstyle, 0.5 more_pairs): what the gain comes from",
         [*MORE, "segmenter.synthetic_share=0.3"],
@@ -137,7 +136,7 @@ def run_point(
         "median_size_error": evaluation["median_size_error"],
     }
     if name in SECOND_ROUND:
-        point["preseg"] = preseg_quality(point_work, target_name)
+        point["preseg"] = preseg_quality(point_work, target_name, data[target_name])
     (point_work / "point.json").write_text(json.dumps(point, indent=2) + "\n")
     return point
 
@@ -152,12 +151,11 @@ def first_round_model(work: Path, target_name: str, name: str) -> Path:
     return model
 
 
-def preseg_quality(point_work: Path, target_name: str) -> dict:
+def preseg_quality(point_work: Path, target_name: str, target: domain_shift_data.Target) -> dict:
     """A point's pre-segmentation of the target images (what AUTOstyle's styles, pix2pix pairs and mask sizes
     come from) against their labels: DSB, and recall and precision of its objects at IoU 0.5."""
     from nucleaizer.evaluate import evaluate_folders
 
-    target = domain_shift_data.prepare_data(point_work, quick=False)[target_name]
     found = evaluate_folders(
         point_work / "runs" / f"{target_name}_auto" / "preseg" / "labels", target.adapt / "labels"
     )
@@ -174,8 +172,10 @@ def start_preseg_quality(work: Path, target_name: str) -> dict | None:
     """The pre-segmentation by the target's start, the same in every first-round point (it depends on the
     start alone); None before any of them has pre-segmented."""
     for labels in sorted(work.glob(f"*/runs/{target_name}_auto/preseg/labels")):
-        if labels.parents[3].name not in SECOND_ROUND:
-            return preseg_quality(labels.parents[3], target_name)
+        point_work = labels.parents[3]
+        if point_work.name not in SECOND_ROUND:
+            target = domain_shift_data.prepare_data(point_work, quick=False)[target_name]
+            return preseg_quality(point_work, target_name, target)
     return None
 
 
