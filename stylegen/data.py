@@ -5,6 +5,9 @@ Tiling: each image is covered by a grid of ``tile_size`` tiles; the last row and
 image edge, so tiles overlap a little instead of running off the image. An image smaller than a tile in
 either direction is first padded by reflection (the mask identically, so image and mask stay aligned).
 Tiles whose mask is empty are skipped (a style model learns nothing about nuclei from them).
+
+Optional ignore masks mark pixels that are left out of the losses (e.g. nuclei the masks missed); they are
+tiled and flipped exactly like the masks.
 """
 
 from __future__ import annotations
@@ -53,29 +56,44 @@ def tile_origins(length: int, tile_size: int) -> list[int]:
 
 
 def cut_tiles(
-    images: Sequence[np.ndarray], masks: Sequence[np.ndarray], tile_size: int, skip_empty: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    tile_size: int,
+    skip_empty: bool = True,
+    ignore: Sequence[np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Cut every (image, mask) pair into square tiles.
 
-    images: uint8 (H, W, 3) each; masks: bool or integer (H, W) each (non-zero = nucleus).
-    Returns image tiles uint8 (N, tile, tile, 3) and mask tiles bool (N, tile, tile); with ``skip_empty``,
-    tiles without any nucleus pixel are left out.
+    images: uint8 (H, W, 3) each; masks: bool or integer (H, W) each (non-zero = nucleus); ignore: None or
+    bool (H, W) per image, cut like its mask.
+    Returns image tiles uint8 (N, tile, tile, 3), mask tiles bool (N, tile, tile) and ignore tiles bool
+    (N, tile, tile) or None; with ``skip_empty``, tiles without any nucleus pixel are left out.
     """
     check_pairs(images, masks)
-    image_tiles, mask_tiles = [], []
-    for image, mask in zip(images, masks, strict=True):
+    if ignore is not None:
+        check_pairs(images, ignore)
+    image_tiles, mask_tiles, ignore_tiles = [], [], []
+    for index, (image, mask) in enumerate(zip(images, masks, strict=True)):
         image = pad_bottom_right(image, tile_size, tile_size)
         mask = pad_bottom_right(np.asarray(mask) != 0, tile_size, tile_size)
+        left_out = (
+            None
+            if ignore is None
+            else pad_bottom_right(np.asarray(ignore[index], bool), tile_size, tile_size)
+        )
         for y in tile_origins(image.shape[0], tile_size):
             for x in tile_origins(image.shape[1], tile_size):
-                mask_tile = mask[y : y + tile_size, x : x + tile_size]
-                if skip_empty and not mask_tile.any():
+                window = (slice(y, y + tile_size), slice(x, x + tile_size))
+                if skip_empty and not mask[window].any():
                     continue
-                image_tiles.append(image[y : y + tile_size, x : x + tile_size])
-                mask_tiles.append(mask_tile)
+                image_tiles.append(image[window])
+                mask_tiles.append(mask[window])
+                if left_out is not None:
+                    ignore_tiles.append(left_out[window])
     if not image_tiles:
-        return np.zeros((0, tile_size, tile_size, 3), np.uint8), np.zeros((0, tile_size, tile_size), bool)
-    return np.stack(image_tiles), np.stack(mask_tiles)
+        empty = np.zeros((0, tile_size, tile_size), bool)
+        return np.zeros((0, tile_size, tile_size, 3), np.uint8), empty, None if ignore is None else empty
+    return np.stack(image_tiles), np.stack(mask_tiles), None if ignore is None else np.stack(ignore_tiles)
 
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -98,26 +116,38 @@ class TileDataset(Dataset):
     """(mask, image) training pairs from pre-cut tiles, with random horizontal and vertical flips.
 
     Tiles stay uint8/bool in memory (a quarter of float32) and are converted one at a time. Items are
-    (mask float32 (1, T, T), image float32 (3, T, T)), both in [-1, 1]. Flips draw from torch's global
-    generator, which Lightning seeds (also in workers), so a seed fixes them.
+    (mask float32 (1, T, T), image float32 (3, T, T)), both in [-1, 1]; with ignore tiles, a third item
+    ``keep`` float32 (1, T, T): 0 where a pixel is left out of the losses, 1 elsewhere. Flips draw from torch's
+    global generator, which Lightning seeds (also in workers), so a seed fixes them.
     """
 
-    def __init__(self, image_tiles: np.ndarray, mask_tiles: np.ndarray, flip: bool = True) -> None:
+    def __init__(
+        self,
+        image_tiles: np.ndarray,
+        mask_tiles: np.ndarray,
+        flip: bool = True,
+        ignore_tiles: np.ndarray | None = None,
+    ) -> None:
         if len(image_tiles) == 0:
             raise ValueError("no tile contains a nucleus; check that the masks are not empty")
         self.images = image_tiles
         self.masks = mask_tiles
+        self.ignore = ignore_tiles
         self.flip = flip
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = masks_to_tensor(self.masks[index : index + 1])[0]
-        image = images_to_tensor(self.images[index : index + 1])[0]
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        item = [
+            masks_to_tensor(self.masks[index : index + 1])[0],
+            images_to_tensor(self.images[index : index + 1])[0],
+        ]
+        if self.ignore is not None:
+            item.append(torch.from_numpy(~self.ignore[index]).unsqueeze(0).float())
         if self.flip:
             flips = torch.rand(2) < 0.5
             dims = [dim for dim, do in zip((1, 2), flips.tolist(), strict=True) if do]
             if dims:
-                mask, image = mask.flip(dims), image.flip(dims)
-        return mask, image
+                item = [tensor.flip(dims) for tensor in item]
+        return tuple(item)

@@ -3,6 +3,10 @@
 Loss as in pix2pix: the generator minimises the vanilla GAN loss (BCE on PatchGAN logits) plus
 ``lambda_l1`` x L1 to the real image; the discriminator sees (mask, image) pairs and halves its loss.
 Both use Adam (lr, beta1); the learning rate follows the budget rule of ``stylegen.budget``.
+
+Pixels an ignore mask marks (e.g. nuclei the training masks missed, which would otherwise teach the generator
+to paint unlabelled nuclei into the background) are left out of both losses: of the L1 term pixel by pixel,
+of the GAN terms every PatchGAN cell whose share of the tile contains one.
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ log = logging.getLogger(__name__)
 class Pix2Pix(pl.LightningModule):
     """Generator ``net_g`` (mask -> image) and conditional discriminator ``net_d``, trained adversarially.
 
-    net_g: UnetGenerator kwargs (depth, base_filters, dropout, norm); net_d: PatchDiscriminator kwargs
-    (base_filters, n_layers, norm). constant_steps / decay_steps: the learning-rate schedule (see
-    ``stylegen.budget``). Batches are (mask float32 (B, 1, T, T), image float32 (B, 3, T, T)) in [-1, 1].
+        net_g: UnetGenerator kwargs (depth, base_filters, dropout, norm); net_d: PatchDiscriminator kwargs
+        (base_filters, n_layers, norm). constant_steps / decay_steps: the learning-rate schedule (see
+        ``stylegen.budget``). Batches are (mask float32 (B, 1, T, T), image float32 (B, 3, T, T)) in [-1, 1],
+    optionally with ``keep`` float32 (B, 1, T, T) (0 = left out of the losses; see TileDataset).
     """
 
     def __init__(
@@ -73,8 +78,9 @@ class Pix2Pix(pl.LightningModule):
         schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, self.plan.lr_factor) for opt in (opt_g, opt_d)]
         return [opt_g, opt_d], schedulers
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        real_a, real_b = batch
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        real_a, real_b, *rest = batch
+        keep = rest[0] if rest else None
         opt_g, opt_d = self.optimizers()
         fake_b = self.net_g(real_a)
 
@@ -82,15 +88,15 @@ class Pix2Pix(pl.LightningModule):
         self.net_d.requires_grad_(True)
         pred_fake = self.net_d(torch.cat([real_a, fake_b.detach()], dim=1))
         pred_real = self.net_d(torch.cat([real_a, real_b], dim=1))
-        loss_d = 0.5 * (gan_loss(pred_fake, False) + gan_loss(pred_real, True))
+        loss_d = 0.5 * (gan_loss(pred_fake, False, keep) + gan_loss(pred_real, True, keep))
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss_d)
         opt_d.step()
 
         # generator: fool the (frozen) discriminator and stay close to the real image
         self.net_d.requires_grad_(False)
-        loss_gan = gan_loss(self.net_d(torch.cat([real_a, fake_b], dim=1)), True)
-        loss_l1 = F.l1_loss(fake_b, real_b)
+        loss_gan = gan_loss(self.net_d(torch.cat([real_a, fake_b], dim=1)), True, keep)
+        loss_l1 = l1_loss(fake_b, real_b, keep)
         loss_g = loss_gan + self.hparams.lambda_l1 * loss_l1
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
@@ -133,10 +139,25 @@ class Pix2Pix(pl.LightningModule):
         return grid
 
 
-def gan_loss(logits: torch.Tensor, target_is_real: bool) -> torch.Tensor:
-    """Vanilla GAN loss: BCE between PatchGAN logits and an all-real or all-fake target."""
+def gan_loss(logits: torch.Tensor, target_is_real: bool, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Vanilla GAN loss: BCE between PatchGAN logits (B, 1, h, w) and an all-real or all-fake target.
+
+    keep: None, or float (B, 1, H, W) of the input tiles (0 = ignored pixel); a cell of the logit map is left
+    out when its share of the tile holds an ignored pixel (the mean runs over the cells kept).
+    """
     target = torch.ones_like(logits) if target_is_real else torch.zeros_like(logits)
-    return F.binary_cross_entropy_with_logits(logits, target)
+    if keep is None:
+        return F.binary_cross_entropy_with_logits(logits, target)
+    kept_cells = -F.adaptive_max_pool2d(-keep, logits.shape[-2:])
+    losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return (losses * kept_cells).sum() / kept_cells.sum().clamp(min=1.0)
+
+
+def l1_loss(fake: torch.Tensor, real: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean absolute difference of images (B, C, H, W); keep: None or (B, 1, H, W), the mean over kept pixels."""
+    if keep is None:
+        return F.l1_loss(fake, real)
+    return ((fake - real).abs() * keep).sum() / (keep.sum() * fake.shape[1]).clamp(min=1.0)
 
 
 def resolve_trainer_settings(settings: dict | None) -> dict:
@@ -160,6 +181,7 @@ def train_style(
     images: Sequence[np.ndarray],
     masks: Sequence[np.ndarray],
     *,
+    ignore: Sequence[np.ndarray] | None = None,
     net_g: dict,
     net_d: dict,
     budget: dict,
@@ -179,14 +201,17 @@ def train_style(
     """Train one style model on a style's images and their binary nucleus masks.
 
     images: uint8 (H, W, 3) RGB, sizes may differ; masks: bool (H, W) each, same sizes (non-zero =
-    nucleus). The keyword arguments mirror ``conf/stylegen/*.yaml`` (budget = {epochs_budget, decay_epochs,
+    nucleus); ignore: None or bool (H, W) per image, pixels left out of the losses. The other keyword arguments
+    mirror ``conf/stylegen/*.yaml`` (budget = {epochs_budget, decay_epochs,
     max_steps}); trainer: Lightning Trainer settings (accelerator, devices, precision, strategy, ...,
     plus num_workers for the DataLoader), e.g. ``conf/trainer/*.yaml``; logger: a Lightning logger or None.
     Returns the trained model on the CPU in eval mode, with ``train_record`` (tiles, steps, seconds).
     """
     started = time.perf_counter()
-    image_tiles, mask_tiles = cut_tiles(images, masks, tile_size, skip_empty=True)
-    dataset = TileDataset(image_tiles, mask_tiles, flip=flip)
+    image_tiles, mask_tiles, ignore_tiles = cut_tiles(
+        images, masks, tile_size, skip_empty=True, ignore=ignore
+    )
+    dataset = TileDataset(image_tiles, mask_tiles, flip=flip, ignore_tiles=ignore_tiles)
     plan = plan_budget(len(dataset), batch_size, **budget)
     log.info(
         "style model: %d tiles of %d px from %d images; %d steps (%d constant + %d decay, %.1f epochs)",
@@ -244,6 +269,7 @@ def train_style(
         "seconds": round(time.perf_counter() - started, 2),
         "precision": str(settings.get("precision", "32-true")),
         "seed": seed,
+        "ignored_share": None if ignore_tiles is None else round(float(ignore_tiles.mean()), 4),
     }
     log.info("style model trained: %d steps in %.1f s", model.steps_done, model.train_record["seconds"])
     return model

@@ -6,7 +6,15 @@ import torch
 from torch import nn
 
 from stylegen.budget import plan_budget
-from stylegen.data import cut_tiles, images_to_tensor, masks_to_tensor, tensor_to_images, tile_origins
+from stylegen.data import (
+    TileDataset,
+    cut_tiles,
+    images_to_tensor,
+    masks_to_tensor,
+    tensor_to_images,
+    tile_origins,
+)
+from stylegen.model import gan_loss, l1_loss
 from stylegen.networks import PatchDiscriminator, UnetGenerator
 
 
@@ -77,16 +85,66 @@ def test_cut_tiles_pads_small_images_and_skips_empty_tiles():
     image = rng.integers(0, 256, (40, 150, 3), dtype=np.uint8)
     mask = np.zeros((40, 150), bool)
     mask[10:20, 5:15] = True  # only the first of the three tiles along x has a nucleus
-    tiles, masks = cut_tiles([image], [mask], 64)
-    assert tiles.shape == (1, 64, 64, 3) and masks.shape == (1, 64, 64)
+    tiles, masks, ignored = cut_tiles([image], [mask], 64)
+    assert tiles.shape == (1, 64, 64, 3) and masks.shape == (1, 64, 64) and ignored is None
     np.testing.assert_array_equal(tiles[0, :40], image[:, :64])
     # reflect padding: row 40 mirrors row 38
     np.testing.assert_array_equal(tiles[0, 40], image[38, :64])
     # the mask is padded the same way, so the nucleus is mirrored with the image
     np.testing.assert_array_equal(masks[0, :40], mask[:, :64])
     assert masks[0, 40:].sum() == 5 * 10
-    all_tiles, _ = cut_tiles([image], [mask], 64, skip_empty=False)
+    all_tiles, _, _ = cut_tiles([image], [mask], 64, skip_empty=False)
     assert len(all_tiles) == 3
+
+
+def test_ignore_masks_are_cut_with_their_masks_and_do_not_decide_which_tiles_are_kept():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 150, 3), dtype=np.uint8)
+    mask = np.zeros((40, 150), bool)
+    mask[10:20, 5:15] = True
+    ignore = np.zeros((40, 150), bool)
+    ignore[30:40, 20:30] = True  # beside the nucleus, in the same tile
+    ignore[0:10, 100:110] = True  # alone in a tile without a nucleus: that tile stays out
+    tiles, masks, ignored = cut_tiles([image], [mask], 64, ignore=[ignore])
+    assert ignored.shape == masks.shape == (1, 64, 64)
+    np.testing.assert_array_equal(ignored[0, :40], ignore[:, :64])
+    assert ignored[0, 40:].sum() == 9 * 10  # reflect-padded like the mask: rows 40..48 mirror 38..30
+    with pytest.raises(ValueError, match="mask 0"):
+        cut_tiles([image], [mask], 64, ignore=[ignore[:20]])
+
+
+def test_tile_dataset_flips_the_keep_map_with_its_pair():
+    mask = np.zeros((1, 8, 8), bool)
+    mask[0, 0, 0] = True
+    ignore = mask.copy()  # the same pixel, so flips must keep them together
+    image = np.zeros((1, 8, 8, 3), np.uint8)
+    dataset = TileDataset(image, mask, flip=True, ignore_tiles=ignore)
+    for seed in range(8):
+        torch.manual_seed(seed)
+        mask_t, _, keep = dataset[0]
+        assert keep.shape == (1, 8, 8)
+        torch.testing.assert_close(keep, (mask_t < 0).float())
+    assert len(TileDataset(image, mask, flip=False)[0]) == 2
+
+
+def test_ignored_pixels_and_patches_do_not_count_in_the_losses():
+    torch.manual_seed(0)
+    fake, real = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    logits = torch.randn(2, 1, 6, 6)
+    everything = torch.ones(2, 1, 64, 64)
+    # keeping every pixel is the plain loss
+    torch.testing.assert_close(l1_loss(fake, real, everything), l1_loss(fake, real))
+    torch.testing.assert_close(gan_loss(logits, True, everything), gan_loss(logits, True))
+    keep = everything.clone()
+    keep[:, :, :20, :20] = 0
+    changed_fake, changed_logits = fake.clone(), logits.clone()
+    changed_fake[:, :, :20, :20] = 5.0  # only ignored pixels change
+    changed_logits[:, :, 0, 0] = -50.0  # the map's first cell covers ignored pixels
+    torch.testing.assert_close(l1_loss(changed_fake, real, keep), l1_loss(fake, real, keep))
+    torch.testing.assert_close(gan_loss(changed_logits, True, keep), gan_loss(logits, True, keep))
+    # ... while the same changes count without the ignore mask
+    assert l1_loss(changed_fake, real) > l1_loss(fake, real) + 0.1
+    assert gan_loss(changed_logits, True) > gan_loss(logits, True) + 0.5
 
 
 def test_cut_tiles_rejects_mismatched_pairs():

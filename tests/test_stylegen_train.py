@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from pytorch_lightning.loggers import Logger
+from scipy import ndimage
 from test_stylegen_support import one_thread  # noqa: F401 (autouse fixture)
 
 from nucleaizer import simulate
@@ -169,3 +170,24 @@ def test_tile_size_must_fit_the_depth():
     images, masks = fluorescence_set(range(1))
     with pytest.raises(ValueError, match="net_g.depth"):
         train_style(images, masks, **{**tiny_settings(2), "tile_size": 40})
+
+
+def test_ignoring_the_nuclei_the_masks_miss_keeps_them_out_of_the_rendered_background():
+    """Masks that miss half the nuclei teach a generator to paint nuclei into the background; leaving the
+    missed nuclei out of the losses does not."""
+    images, full = fluorescence_set(range(6))
+    # every second nucleus is unlabelled
+    missed = [(ndimage.label(mask)[0] % 2 == 0) & mask for mask in full]
+    masks = [mask & ~dropped for mask, dropped in zip(full, missed, strict=True)]
+    held = fluorescence_set(range(100, 103))[1]
+
+    def background(ignore) -> float:
+        model = train_style(images, masks, ignore=ignore, seed=0, **tiny_settings(150))
+        fakes = render_masks(model, held, device="cpu")
+        return float(np.mean([f[~m].mean() for f, m in zip(fakes, held, strict=True)]))
+
+    real_background = np.mean([i[~m].mean() for i, m in zip(images, full, strict=True)])
+    without, ignoring = background(None), background(missed)
+    # (measured at seeds 0 and 1: 18.9 vs 20.4 and 17.9 vs 19.3, the real background 16.4)
+    assert ignoring < without - 1.0, (ignoring, without, real_background)
+    assert ignoring - real_background < 0.75 * (without - real_background)

@@ -1,0 +1,58 @@
+"""The stylegen stage's ignore masks: the nuclei a pre-segmentation missed, found by the classical segmentation."""
+
+import shutil
+
+import numpy as np
+from test_stylegen_support import one_thread  # noqa: F401 (autouse fixture)
+
+from nucleaizer import io, pipeline, simulate
+from nucleaizer.pipeline import preseg
+from nucleaizer.pipeline.stylegen import unlabelled_nuclei
+from nucleaizer.run_folder import RunFolder
+from tests.helpers.configs import compose_demo_train
+
+
+def test_unlabelled_nuclei_are_the_missed_ones_and_never_a_labelled_pixel():
+    image, labels = simulate.sample("fluorescence", size=160, diameter_px=14, density=0.3, seed=3)
+    ids = np.unique(labels)[1:]
+    missed_ids = ids[::2]
+    kept = np.where(np.isin(labels, missed_ids), 0, labels)
+    missed = np.isin(labels, missed_ids)
+
+    found = unlabelled_nuclei(image, kept)
+    assert not (found & (kept > 0)).any()
+    # most pixels of the missed nuclei, little else
+    assert (found & missed).sum() > 0.7 * missed.sum()
+    assert (found & (labels == 0)).sum() < 0.3 * found.sum()
+    # complete labels leave (almost) nothing to ignore
+    assert unlabelled_nuclei(image, labels).sum() < 0.05 * missed.sum()
+
+
+def test_the_stage_leaves_the_nuclei_the_preseg_missed_out_of_pix2pix(tmp_path):
+    def config(*overrides):
+        return compose_demo_train(
+            tmp_path,
+            "profile=tiny",
+            "style=auto",
+            "compare=[none]",
+            "preseg.method=classical",
+            "size.diameter_px=30",
+            "target.demo.n_target=4",
+            "target.demo.image_size=96",
+            "stylegen.ignore_unlabelled=true",
+            *overrides,
+        )
+
+    pipeline.run(config("stages=[preseg,sizes,styles]"))
+    # a pre-segmentation that missed every second nucleus the classical segmentation finds
+    labels_folder = preseg.labels_folder(RunFolder(tmp_path / "run"))
+    for path in sorted(labels_folder.glob("*.png")):
+        labels = io.read_labels(path)
+        io.write_labels(path, np.where(labels % 2 == 0, 0, labels))
+    report = pipeline.run(config("stages=[stylegen]"))
+    shares = report["stages"]["stylegen"]["summary"]["ignored_share"]
+    assert shares and all(share > 0.01 for share in shares.values()), shares
+    # GTstyle's labels are complete: nothing is ignored
+    given = shutil.copytree(labels_folder, tmp_path / "labels")
+    report = pipeline.run(config("stages=[styles,stylegen]", "style=gt", f"target.labels={given}"))
+    assert report["stages"]["stylegen"]["summary"]["ignored_share"] == {"0": None}
