@@ -66,6 +66,11 @@ POINTS = {
         "more_pairs with synthetic share 0.3 (share 0 is NOstyle, 0.5 more_pairs): what the gain comes from",
         [*MORE, "segmenter.synthetic_share=0.3"],
     ),
+    "more_pairs_ignore": (
+        "more_pairs, with the nuclei the pre-segmentation missed (classical objects outside its nuclei) left "
+        "out of pix2pix's losses",
+        [*MORE, "stylegen.ignore_unlabelled=true"],
+    ),
     "more_pairs_round2": (
         "more_pairs again, from more_pairs' AUTOstyle model: it pre-segments the target, and both variants start "
         "from it (a second round)",
