@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 from scipy import ndimage
-from test_stylegen_support import one_thread  # noqa: F401 (autouse fixture)
 
 from nucleaizer import simulate
 from stylegen.realism import channel_wasserstein, classifier_two_sample_test, cut_patches, realism_report
+from tests.helpers.threads import one_thread  # noqa: F401 (autouse fixture)
 
 C2ST = {"patch_size": 32, "epochs": 30, "batch_size": 32, "lr": 3e-3, "seed": 0}
 

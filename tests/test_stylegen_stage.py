@@ -3,13 +3,13 @@
 import shutil
 
 import numpy as np
-from test_stylegen_support import one_thread  # noqa: F401 (autouse fixture)
 
 from nucleaizer import io, pipeline, simulate
 from nucleaizer.pipeline import preseg
 from nucleaizer.pipeline.stylegen import unlabelled_nuclei
 from nucleaizer.run_folder import RunFolder
 from tests.helpers.configs import compose_demo_train
+from tests.helpers.threads import one_thread  # noqa: F401 (autouse fixture)
 
 
 def test_unlabelled_nuclei_are_the_missed_ones_and_never_a_labelled_pixel():

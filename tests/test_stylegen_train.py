@@ -5,10 +5,10 @@ import pytest
 import torch
 from pytorch_lightning.loggers import Logger
 from scipy import ndimage
-from test_stylegen_support import one_thread  # noqa: F401 (autouse fixture)
 
 from nucleaizer import simulate
 from stylegen import Pix2Pix, load_style, render_masks, save_style, train_style
+from tests.helpers.threads import one_thread  # noqa: F401 (autouse fixture)
 
 TILE = 64
 NET_G = {"depth": 4, "base_filters": 16, "dropout": 0.0, "norm": "instance"}

@@ -1,4 +1,4 @@
-"""Shared by the stylegen test files (no tests of its own): one CPU thread per test module."""
+"""One CPU thread per test module (the stylegen tests import the fixture)."""
 
 import pytest
 import torch
