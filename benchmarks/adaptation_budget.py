@@ -39,17 +39,17 @@ RESIZE_NOISE = ["stylegen.train.net_g.upsample=resize", "stylegen.train.net_g.no
 MORE = [
     "stylegen.train.budget.max_steps=600",
     "masks.n_per_style=60",
-    "segmenter.synthetic_share=0.5",
-    "segmenter.finetune_stages=[{trainable:all,lr:1.0e-4,epochs:3}]",
-    "segmenter.steps_per_epoch=200",
+    "segmenter.train.synthetic_share=0.5",
+    "segmenter.train.finetune_stages=[{trainable:all,lr:1.0e-4,epochs:3}]",
+    "segmenter.train.steps_per_epoch=200",
 ]
 # Twice the fine-tuning and mask budget, and 2000 pix2pix steps: does the gain keep growing with the budget?
 LONG = [
     "stylegen.train.budget.max_steps=2000",
     "masks.n_per_style=120",
-    "segmenter.synthetic_share=0.5",
-    "segmenter.finetune_stages=[{trainable:all,lr:1.0e-4,epochs:6}]",
-    "segmenter.steps_per_epoch=200",
+    "segmenter.train.synthetic_share=0.5",
+    "segmenter.train.finetune_stages=[{trainable:all,lr:1.0e-4,epochs:6}]",
+    "segmenter.train.steps_per_epoch=200",
 ]
 # name -> (what it changes, overrides on top of domain_shift's BUDGET and ADAPT_ONLY)
 POINTS = {
@@ -64,7 +64,7 @@ POINTS = {
     "long": ("2000 pix2pix steps, 120 masks per style, share 0.5, 1200 fine-tuning steps", LONG),
     "more_pairs_share03": (
         "more_pairs with synthetic share 0.3 (share 0 is NOstyle, 0.5 more_pairs): what the gain comes from",
-        [*MORE, "segmenter.synthetic_share=0.3"],
+        [*MORE, "segmenter.train.synthetic_share=0.3"],
     ),
     "more_pairs_ignore": (
         "more_pairs, with the nuclei the pre-segmentation missed (classical objects outside its nuclei) left "
@@ -89,7 +89,9 @@ def finetune_budget(overrides: list[str]) -> tuple[int, float]:
     from nucleaizer.config_files import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        config = compose("train", [*domain_shift.BUDGET, *domain_shift.ADAPT_ONLY, *overrides]).segmenter
+        config = compose(
+            "train", [*domain_shift.BUDGET, *domain_shift.ADAPT_ONLY, *overrides]
+        ).segmenter.train
     epochs = sum(stage.epochs for stage in config.finetune_stages)
     return int(epochs * config.steps_per_epoch), float(config.synthetic_share)
 

@@ -76,21 +76,24 @@ BUDGET = [
     "stylegen.train.budget.max_steps=200",
     "masks.n_per_style=20",
     "masks.n_per_style_large=40",
-    "segmenter.synthetic_share=0.3",
+    "segmenter.train.synthetic_share=0.3",
 ]
 # The tissue target's source model: 800 steps from the ImageNet backbone (about 10 minutes on 2 threads).
 SOURCE_TRAINING = [
     "preseg.checkpoint=null",
-    "segmenter.max_val_images=20",
-    "segmenter.steps_per_epoch=200",
-    "segmenter.stages=[{trainable:all,lr:2.0e-4,epochs:4}]",
+    "segmenter.train.max_val_images=20",
+    "segmenter.train.steps_per_epoch=200",
+    "segmenter.train.stages=[{trainable:all,lr:2.0e-4,epochs:4}]",
     "preseg.rescale_jitter=0.5",  # the generalist's recipe
 ]
 # quick: an untrained tiny model keeps its low-score boxes so every stage has objects to work with
 QUICK_BUDGET = ["profile=tiny", "preseg.checkpoint=null", "segmenter.arch.box_score_thresh=0.01"]
 # Fine-tuning validates on fewer source images than the source model did (it only picks the best epoch) and
 # runs 200 steps per variant.
-ADAPT_ONLY = ["segmenter.max_val_images=8", "segmenter.finetune_stages=[{trainable:all,lr:1.0e-4,epochs:2}]"]
+ADAPT_ONLY = [
+    "segmenter.train.max_val_images=8",
+    "segmenter.train.finetune_stages=[{trainable:all,lr:1.0e-4,epochs:2}]",
+]
 log = logging.getLogger("benchmark.domain_shift")
 
 

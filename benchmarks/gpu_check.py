@@ -104,7 +104,7 @@ def short_training(device: str, minutes: float, work: Path, quick: bool) -> tupl
 
     config = gpu_segmenter_config()
     config["arch"].update({**LITE0, "box_batch_size_per_image": 128})
-    config["ema_decay"] = 0.998
+    config["train"]["ema_decay"] = 0.998
     kwargs = training_kwargs_from_config(config)
     kwargs.update(
         stages=[{"trainable": "all", "lr": 4e-4, "epochs": 10_000}],

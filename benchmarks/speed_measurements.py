@@ -130,7 +130,11 @@ def measure_segmenter_training(
     from nucleaizer.segmenter_module import SegmenterData, SegmenterModule
 
     cfg = compose(profile, overrides)
-    seg = container(cfg.segmenter)
+    seg = {
+        **container(cfg.segmenter.train),
+        "name": cfg.segmenter.name,
+        "arch": container(cfg.segmenter.arch),
+    }
     settings = trainer_settings(cfg, device)
     num_workers = int(settings.pop("num_workers", 0))
     size_kwargs = asdict(size_rule(cfg))

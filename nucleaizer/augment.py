@@ -48,7 +48,9 @@ class AugmentParams:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise UserError(f"segmenter.augment: unknown key(s) {unknown}; known keys are {sorted(known)}")
+            raise UserError(
+                f"segmenter.train.augment: unknown key(s) {unknown}; known keys are {sorted(known)}"
+            )
         params = cls(**{k: float(v) for k, v in values.items()})
         probabilities = (
             "flip",
@@ -63,7 +65,7 @@ class AugmentParams:
         )
         bad = [name for name in probabilities if not 0.0 <= getattr(params, name) <= 1.0]
         if bad:
-            raise UserError(f"segmenter.augment: {bad} must be probabilities between 0 and 1")
+            raise UserError(f"segmenter.train.augment: {bad} must be probabilities between 0 and 1")
         return params
 
     @classmethod

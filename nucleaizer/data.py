@@ -210,12 +210,12 @@ class MixedBatchSampler(Sampler[list[tuple[int, int, int]]]):
         world_size: int = 1,
     ):
         if not 0.0 <= synthetic_share <= 1.0:
-            raise UserError(f"segmenter.synthetic_share must be between 0 and 1, got {synthetic_share}")
+            raise UserError(f"segmenter.train.synthetic_share must be between 0 and 1, got {synthetic_share}")
         if synthetic_share > 0 and n_synthetic == 0:
-            raise UserError("segmenter.synthetic_share > 0 but there are no synthetic pairs")
+            raise UserError("segmenter.train.synthetic_share > 0 but there are no synthetic pairs")
         if synthetic_share < 1 and n_real == 0:
             raise UserError(
-                "no real annotated pairs: set segmenter.synthetic_share=1 or give annotated images"
+                "no real annotated pairs: set segmenter.train.synthetic_share=1 or give annotated images"
             )
         self.n = (n_real, n_synthetic)
         self.batch_size = int(batch_size)

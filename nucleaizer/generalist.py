@@ -80,7 +80,7 @@ def training_config(rescale_octaves: float = RESCALE_OCTAVES) -> tuple[dict, dic
         augment={**kwargs["augment"], "rescale": rescale_octaves},
     )
     trainer = load_config("trainer", "cpu")
-    trainer.update(precision=segmenter["precision"], enable_progress_bar=False)
+    trainer.update(precision=segmenter["train"]["precision"], enable_progress_bar=False)
     size = SizeRule.from_config(load_config("train")["size"], ignore=("diameter_px",))
     return kwargs, trainer, size
 

@@ -238,7 +238,8 @@ def lightning_weights(path: str | Path) -> dict:
 
 
 def training_kwargs_from_config(segmenter: dict) -> dict:
-    """fit_segmenter kwargs (besides samples, out_dir, trainer) from a segmenter config block (plain dict)."""
+    """fit_segmenter kwargs (besides samples, out_dir, trainer) from a segmenter config block (plain dict: the
+    network ``arch`` and its training ``train``)."""
     keys = (
         "steps_per_epoch",
         "optimizer",
@@ -255,6 +256,6 @@ def training_kwargs_from_config(segmenter: dict) -> dict:
     )
     return {
         "arch": MaskRCNNArch.from_config(segmenter["arch"]),
-        "stages": list(segmenter["stages"]),
-        **{k: segmenter[k] for k in keys if k in segmenter},
+        "stages": list(segmenter["train"]["stages"]),
+        **{k: segmenter["train"][k] for k in keys if k in segmenter["train"]},
     }

@@ -47,7 +47,7 @@ def backbone_stage5_prefixes(model: torch.nn.Module) -> list[str]:
 def trainable_mask(model: torch.nn.Module, trainable: str) -> dict[str, bool]:
     """Per parameter name, whether it trains in a stage: all | stage5+ (last backbone stage, FPN, heads) | heads."""
     if trainable not in TRAINABLE:
-        raise UserError(f"segmenter.stages: trainable={trainable!r} is not one of {list(TRAINABLE)}")
+        raise UserError(f"segmenter.train.stages: trainable={trainable!r} is not one of {list(TRAINABLE)}")
     stage5 = tuple(backbone_stage5_prefixes(model))
     result = {}
     for name, _ in model.named_parameters():
@@ -64,16 +64,16 @@ def trainable_mask(model: torch.nn.Module, trainable: str) -> dict[str, bool]:
 def check_stages(stages: Sequence[dict]) -> list[dict]:
     """Normalised copy of the schedule: a non-empty list of {trainable, lr, epochs}; UserError otherwise."""
     if not stages:
-        raise UserError("segmenter.stages is empty: give at least one {trainable, lr, epochs}")
+        raise UserError("segmenter.train.stages is empty: give at least one {trainable, lr, epochs}")
     result = []
     for i, stage in enumerate(stages):
         stage = dict(stage)
         missing = {"trainable", "lr", "epochs"} - set(stage)
         if missing:
-            raise UserError(f"segmenter.stages[{i}] lacks {sorted(missing)}")
+            raise UserError(f"segmenter.train.stages[{i}] lacks {sorted(missing)}")
         if stage["trainable"] not in TRAINABLE or float(stage["lr"]) <= 0 or int(stage["epochs"]) < 1:
             raise UserError(
-                f"segmenter.stages[{i}]={stage}: trainable in {list(TRAINABLE)}, lr > 0, epochs >= 1"
+                f"segmenter.train.stages[{i}]={stage}: trainable in {list(TRAINABLE)}, lr > 0, epochs >= 1"
             )
         result.append(
             {"trainable": stage["trainable"], "lr": float(stage["lr"]), "epochs": int(stage["epochs"])}
@@ -114,7 +114,7 @@ class SegmenterModule(pl.LightningModule):
         self.arch = arch
         self.stages = check_stages(stages)
         if optimizer not in ("sgd", "adamw"):
-            raise UserError(f"segmenter.optimizer={optimizer!r} is not one of ['sgd', 'adamw']")
+            raise UserError(f"segmenter.train.optimizer={optimizer!r} is not one of ['sgd', 'adamw']")
         self.optimizer_name, self.momentum, self.weight_decay = (
             optimizer,
             float(momentum),
@@ -126,7 +126,9 @@ class SegmenterModule(pl.LightningModule):
         if init_state_dict is not None:
             self.model.load_state_dict(init_state_dict)
         if not 0.0 <= float(ema_decay) < 1.0:
-            raise UserError(f"segmenter.ema_decay={ema_decay}: use 0 (off) or a decay in (0, 1), e.g. 0.998")
+            raise UserError(
+                f"segmenter.train.ema_decay={ema_decay}: use 0 (off) or a decay in (0, 1), e.g. 0.998"
+            )
         self.ema_decay = float(ema_decay)
         self.ema_model = copy.deepcopy(self.model).requires_grad_(False).eval() if self.ema_decay else None
         self.frozen: set[str] = set()

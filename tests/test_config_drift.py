@@ -45,7 +45,7 @@ def test_the_classical_baseline_is_the_infer_classical_section():
 
 @pytest.mark.parametrize("segmenter", sorted(p.stem for p in (CONF_DIR / "segmenter").glob("*.yaml")))
 def test_every_segmenter_config_augments_with_the_augment_defaults(segmenter):
-    section = load_config("segmenter", segmenter)["augment"]
+    section = load_config("segmenter", segmenter)["train"]["augment"]
     assert set(section) == set(asdict(AugmentParams()))
     assert AugmentParams.from_dict(section) == AugmentParams()
 

@@ -48,7 +48,7 @@ def test_segmenter_training(speed, images):
         "profile": "tiny",
         "warmup": 1,
         "steps": 1,
-        "overrides": ["segmenter.crop_size=64", "segmenter.batch_size=1"],
+        "overrides": ["segmenter.train.crop_size=64", "segmenter.train.batch_size=1"],
     }
     row = speed.run_measurement("segmenter_training", spec, threads=1)
     check_row(row, "steps/s")

@@ -57,20 +57,20 @@ def fit_kwargs(cfg: DictConfig, stages_key: str = "stages") -> dict:
     from nucleaizer.segmenter import training_kwargs_from_config
 
     kwargs = training_kwargs_from_config(plain(cfg.segmenter))
-    kwargs["stages"] = plain(cfg.segmenter[stages_key])
+    kwargs["stages"] = plain(cfg.segmenter.train[stages_key])
     kwargs["synthetic_share"] = 0.0  # the segmenter stage sets it for variants that have synthetic pairs
     trainer = trainer_settings(cfg)
-    if cfg.segmenter.get("precision") is not None:  # the segmenter's own (e.g. auto: bf16 where native)
-        trainer["precision"] = cfg.segmenter.precision
+    if cfg.segmenter.train.get("precision") is not None:  # the segmenter's own (e.g. auto: bf16 where native)
+        trainer["precision"] = cfg.segmenter.train.precision
     kwargs.update(asdict(size_rule(cfg)), trainer=trainer, seed=cfg.seed)
     return kwargs
 
 
 def split_train_val(cfg: DictConfig, samples: list[io.Sample]) -> tuple[list[io.Sample], list[io.Sample]]:
-    """The segmenter's fixed split by hash of the sample name (segmenter.val_fraction, max_val_images)."""
+    """The segmenter's fixed split by hash of the sample name (segmenter.train.val_fraction, max_val_images)."""
     from nucleaizer.segmenter import split_train_val as split
 
-    return split(samples, cfg.segmenter.val_fraction, cfg.segmenter.max_val_images)
+    return split(samples, cfg.segmenter.train.val_fraction, cfg.segmenter.train.max_val_images)
 
 
 def segment_folder(

@@ -85,7 +85,7 @@ def run(ctx: Context, out: Path, summary: dict) -> None:
         kwargs = fit_kwargs(cfg, stages_key="finetune_stages")
         if variant != "none":
             kwargs["synthetic_samples"] = synthetic.samples(ctx.run)
-            kwargs["synthetic_share"] = cfg.segmenter.synthetic_share
+            kwargs["synthetic_share"] = cfg.segmenter.train.synthetic_share
         if not model.exists():  # finished before an interruption otherwise
             fit_segmenter(
                 train,
