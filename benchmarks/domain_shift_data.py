@@ -75,6 +75,17 @@ def prepare_data(work: Path, quick: bool) -> dict[str, Target]:
     }
 
 
+def generalist_train_source(work: Path) -> Path:
+    """The dsb2018_train images the shipped generalist trained on (``nucleaizer.generalist.dsb_split`` train;
+    its val and test images left out): an annotated source that holds none of the held-out images
+    benchmarks/source_regression.py scores."""
+    from nucleaizer.generalist import dsb_split
+
+    dsb = DATA / "dsb2018_train"
+    ids = sorted(i for i in pd.read_csv(dsb / "manifest.csv")["id"] if dsb_split(i) == "train")
+    return link_folder(work / "data" / "dsb2018_generalist_train", ids, dsb)
+
+
 def start_checkpoint(work: Path, target: Target) -> str:
     """What ``preseg.checkpoint`` names for a target: the shipped model, the source model trained here or the
     checkpoint its start names."""
