@@ -140,6 +140,7 @@ def run_point(
         "commit": git_commit(),
         "overrides": overrides,
         "dsb": {method: s["dsb"] for method, s in scores.items()},
+        "scores": scores,  # every metric and the error taxonomy per method
         "gain": round(scores["autostyle"]["dsb"] - scores["nostyle"]["dsb"], 4),
         "finetune_steps": steps,
         "synthetic_share": share,
