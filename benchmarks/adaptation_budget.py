@@ -69,7 +69,12 @@ POINTS = {
     "more_pairs_ignore": (
         "more_pairs, with the nuclei the pre-segmentation missed (classical objects outside its nuclei) left "
         "out of pix2pix's losses",
-        [*MORE, "stylegen.ignore_unlabelled=true"],
+        [*MORE, "stylegen.missed_nuclei=ignore"],
+    ),
+    "more_pairs_missed_as_nuclei": (
+        "more_pairs, with the nuclei the pre-segmentation missed (classical objects outside its nuclei) added to "
+        "pix2pix's masks",
+        [*MORE, "stylegen.missed_nuclei=nuclei"],
     ),
     "more_pairs_clean_source": (
         "more_pairs with the generalist's train split as the annotated source (for source_regression.py)",

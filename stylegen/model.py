@@ -269,7 +269,6 @@ def train_style(
         "seconds": round(time.perf_counter() - started, 2),
         "precision": str(settings.get("precision", "32-true")),
         "seed": seed,
-        "ignored_share": None if ignore_tiles is None else round(float(ignore_tiles.mean()), 4),
     }
     log.info("style model trained: %d steps in %.1f s", model.steps_done, model.train_record["seconds"])
     return model

@@ -3,10 +3,12 @@
 import shutil
 
 import numpy as np
+import pytest
 
 from nucleaizer import io, pipeline, simulate
+from nucleaizer.errors import UserError
 from nucleaizer.pipeline import preseg
-from nucleaizer.pipeline.stylegen import unlabelled_nuclei
+from nucleaizer.pipeline.stylegen import training_masks, unlabelled_nuclei
 from nucleaizer.run_folder import RunFolder
 from tests.helpers.configs import compose_demo_train
 from tests.helpers.threads import one_thread  # noqa: F401 (autouse fixture)
@@ -28,6 +30,24 @@ def test_unlabelled_nuclei_are_the_missed_ones_and_never_a_labelled_pixel():
     assert unlabelled_nuclei(image, labels).sum() < 0.05 * missed.sum()
 
 
+def test_missed_nuclei_are_background_ignored_or_added_to_the_masks():
+    image, labels = simulate.sample("fluorescence", size=160, diameter_px=14, density=0.3, seed=3)
+    kept = np.where(np.isin(labels, np.unique(labels)[1::2]), 0, labels)  # every second nucleus missed
+    pairs = [("a", image, kept)]
+    missed = unlabelled_nuclei(image, kept)
+
+    masks, ignore, share = training_masks(pairs, "background")
+    np.testing.assert_array_equal(masks[0], kept > 0)
+    assert ignore is None and share is None
+    masks, ignore, share = training_masks(pairs, "ignore")
+    np.testing.assert_array_equal(masks[0], kept > 0)
+    np.testing.assert_array_equal(ignore[0], missed)
+    assert share == missed.mean() > 0.05
+    masks, ignore, share = training_masks(pairs, "nuclei")
+    np.testing.assert_array_equal(masks[0], (kept > 0) | missed)
+    assert ignore is None and share == missed.mean()
+
+
 def test_the_stage_leaves_the_nuclei_the_preseg_missed_out_of_pix2pix(tmp_path):
     def config(*overrides):
         return compose_demo_train(
@@ -39,7 +59,7 @@ def test_the_stage_leaves_the_nuclei_the_preseg_missed_out_of_pix2pix(tmp_path):
             "size.diameter_px=30",
             "target.demo.n_target=4",
             "target.demo.image_size=96",
-            "stylegen.ignore_unlabelled=true",
+            "stylegen.missed_nuclei=ignore",
             *overrides,
         )
 
@@ -50,9 +70,11 @@ def test_the_stage_leaves_the_nuclei_the_preseg_missed_out_of_pix2pix(tmp_path):
         labels = io.read_labels(path)
         io.write_labels(path, np.where(labels % 2 == 0, 0, labels))
     report = pipeline.run(config("stages=[stylegen]"))
-    shares = report["stages"]["stylegen"]["summary"]["ignored_share"]
+    shares = report["stages"]["stylegen"]["summary"]["missed_share"]
     assert shares and all(share > 0.01 for share in shares.values()), shares
+    with pytest.raises(UserError, match="stylegen.missed_nuclei"):
+        pipeline.run(config("stages=[stylegen]", "stylegen.missed_nuclei=labels"))
     # GTstyle's labels are complete: nothing is ignored
     given = shutil.copytree(labels_folder, tmp_path / "labels")
     report = pipeline.run(config("stages=[styles,stylegen]", "style=gt", f"target.labels={given}"))
-    assert report["stages"]["stylegen"]["summary"]["ignored_share"] == {"0": None}
+    assert report["stages"]["stylegen"]["summary"]["missed_share"] == {"0": None}
