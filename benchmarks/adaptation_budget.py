@@ -1,7 +1,7 @@
 """How much adaptation budget the CPU profile needs before AUTOstyle beats NOstyle: a study on one target.
 
     python -m benchmarks.adaptation_budget [--target cpm15] [--points NAME,...] [--styles auto,gt] [--threads 2]
-        [--work DIR]
+        [--rescore] [--work DIR]
 
 Each budget point is benchmarks/domain_shift.py's adaptation run (AUTOstyle and NOstyle fine-tuned from the
 same start for the same steps) with some Hydra overrides on top of its CPU budget, in its own work folder, then
@@ -123,15 +123,7 @@ def run_point(
     earlier = json.loads(done.read_text()) if done.is_file() else {}
     if earlier.get("overrides") == overrides and all(SCORED_AS[s] in earlier["dsb"] for s in styles):
         return earlier
-    data = domain_shift_data.prepare_data(point_work, quick=False)
-    if name in TRAIN_SPLIT_SOURCE:
-        data[target_name] = dataclasses.replace(
-            data[target_name], source=domain_shift_data.generalist_train_source(point_work)
-        )
-    if name in SECOND_ROUND:
-        data[target_name] = dataclasses.replace(
-            data[target_name], start=str(first_round_model(work, target_name, name))
-        )
+    data = point_data(work, target_name, name)
     seconds = domain_shift.adapt(
         point_work, data, [target_name], domain_shift.BUDGET, overrides, 1, threads, styles=styles
     )
@@ -162,6 +154,37 @@ def run_point(
     if name in SECOND_ROUND:
         point["preseg"] = preseg_quality(point_work, target_name, data[target_name])
     (point_work / "point.json").write_text(json.dumps(point, indent=2) + "\n")
+    return point
+
+
+def point_data(work: Path, target_name: str, name: str) -> dict[str, domain_shift_data.Target]:
+    """The targets' folders of a point, with the source or start the point changes."""
+    point_work = work / name
+    data = domain_shift_data.prepare_data(point_work, quick=False)
+    if name in TRAIN_SPLIT_SOURCE:
+        data[target_name] = dataclasses.replace(
+            data[target_name], source=domain_shift_data.generalist_train_source(point_work)
+        )
+    if name in SECOND_ROUND:
+        data[target_name] = dataclasses.replace(
+            data[target_name], start=str(first_round_model(work, target_name, name))
+        )
+    return data
+
+
+def rescore_point(work: Path, target_name: str, name: str) -> dict:
+    """Score a finished point's runs again (e.g. for figures an older record lacks) and update its record."""
+    done = work / name / "point.json"
+    if not done.is_file():
+        raise SystemExit(f"--rescore: budget point {name} has no finished record at {done}")
+    point = json.loads(done.read_text())
+    data = point_data(work, target_name, name)
+    table, _ = domain_shift_scoring.score_target(
+        work / name, data[target_name], target_name, os.cpu_count() or 1
+    )
+    scores = domain_shift_scoring.summarise(table)[target_name]
+    point.update(dsb={method: s["dsb"] for method, s in scores.items()}, scores=scores)
+    done.write_text(json.dumps(point, indent=2) + "\n")
     return point
 
 
@@ -256,6 +279,9 @@ def main() -> None:
         default="auto",
         help="adaptation runs per point: auto (AUTOstyle + NOstyle), gt (GTstyle: styles from the labels)",
     )
+    parser.add_argument(
+        "--rescore", action="store_true", help="score the points' finished runs again (no adaptation)"
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/nucleaizer_bench/adaptation_budget"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -272,7 +298,11 @@ def main() -> None:
     points = {}
     for name in names:
         log.info("budget point %s: %s", name, POINTS[name][0])
-        points[name] = run_point(work, args.target, name, POINTS[name][1], args.threads, styles)
+        points[name] = (
+            rescore_point(work, args.target, name)
+            if args.rescore
+            else run_point(work, args.target, name, POINTS[name][1], args.threads, styles)
+        )
         # the report grows point by point: an interrupted study still leaves its finished points
         for done in sorted(work.glob("*/point.json")):
             if done.parent.name in POINTS:
