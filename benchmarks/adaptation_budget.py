@@ -24,6 +24,8 @@ import datetime
 import json
 import logging
 import os
+import re
+import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -57,10 +59,6 @@ POINTS = {
     "base_resize_noise": ("base, with the resize + noise generator", RESIZE_NOISE),
     "more_pairs": ("600 pix2pix steps, 60 masks per style, share 0.5, 600 fine-tuning steps", MORE),
     "more_pairs_resize_noise": ("more_pairs, with the resize + noise generator", MORE + RESIZE_NOISE),
-    "more_pairs_seed1": (
-        "more_pairs with seed 1 (styles, masks, fine-tuning): the noise of a gain",
-        [*MORE, "seed=1"],
-    ),
     "long": ("2000 pix2pix steps, 120 masks per style, share 0.5, 1200 fine-tuning steps", LONG),
     "more_pairs_share03": (
         "more_pairs with synthetic share 0.3 (share 0 is NOstyle, 0.5 more_pairs): what the gain comes from",
@@ -91,7 +89,25 @@ SECOND_ROUND = {"more_pairs_round2": "more_pairs"}
 # points whose annotated source is the generalist's train split (not all of dsb2018_train): fine-tuning never sees
 # the held-out images benchmarks/source_regression.py scores
 TRAIN_SPLIT_SOURCE = {"more_pairs_clean_source"}
+# a point run with another seed (styles, pix2pix, masks, fine-tuning): --seeds; its folder and record are
+# "<point>_seed<k>"
+SEEDED = re.compile(r"^(?P<point>.+)_seed(?P<seed>[1-9][0-9]*)$")
 log = logging.getLogger("benchmark.adaptation_budget")
+
+
+def point_key(name: str, seed: int) -> str:
+    return name if seed == 0 else f"{name}_seed{seed}"
+
+
+def base_point(key: str) -> str:
+    """The budget point a record key names (without its seed)."""
+    seeded = SEEDED.match(key)
+    return seeded["point"] if seeded else key
+
+
+def seed_of(key: str) -> int:
+    seeded = SEEDED.match(key)
+    return int(seeded["seed"]) if seeded else 0
 
 
 def finetune_budget(overrides: list[str]) -> tuple[int, float]:
@@ -112,18 +128,19 @@ def finetune_budget(overrides: list[str]) -> tuple[int, float]:
 SCORED_AS = {"auto": "autostyle", "gt": "gtstyle"}
 
 
-def run_point(
-    work: Path, target_name: str, name: str, overrides: list[str], threads: int, styles: tuple[str, ...]
-) -> dict:
-    """Adapt (or resume) and score one budget point; its figures, also saved as work/NAME/point.json (a point
-    finished with the same overrides and a score of every style is read from there). ``styles``: the
-    adaptation runs to make (auto: AUTOstyle + NOstyle, gt: GTstyle); the scores cover every run present."""
-    point_work = work / name
+def run_point(work: Path, target_name: str, key: str, threads: int, styles: tuple[str, ...]) -> dict:
+    """Adapt (or resume) and score one budget point at one seed (``key``: point_key); its figures, also saved as
+    work/KEY/point.json (a point finished with the same overrides and a score of every style is read from
+    there). ``styles``: the adaptation runs to make (auto: AUTOstyle + NOstyle, gt: GTstyle); the scores cover
+    every run present."""
+    name, seed = base_point(key), seed_of(key)
+    overrides = [*POINTS[name][1], *([f"seed={seed}"] if seed else [])]
+    point_work = work / key
     done = point_work / "point.json"
     earlier = json.loads(done.read_text()) if done.is_file() else {}
     if earlier.get("overrides") == overrides and all(SCORED_AS[s] in earlier["dsb"] for s in styles):
         return earlier
-    data = point_data(work, target_name, name)
+    data = point_data(work, target_name, key)
     seconds = domain_shift.adapt(
         point_work, data, [target_name], domain_shift.BUDGET, overrides, 1, threads, styles=styles
     )
@@ -135,6 +152,7 @@ def run_point(
     steps, share = finetune_budget(overrides)
     point = {
         "commit": git_commit(),
+        "platform": machine()["platform"],
         "overrides": overrides,
         "dsb": {method: s["dsb"] for method, s in scores.items()},
         "scores": scores,  # every metric and the error taxonomy per method
@@ -157,9 +175,9 @@ def run_point(
     return point
 
 
-def point_data(work: Path, target_name: str, name: str) -> dict[str, domain_shift_data.Target]:
-    """The targets' folders of a point, with the source or start the point changes."""
-    point_work = work / name
+def point_data(work: Path, target_name: str, key: str) -> dict[str, domain_shift_data.Target]:
+    """The targets' folders of a point (a record key), with the source or start the point changes."""
+    name, point_work = base_point(key), work / key
     data = domain_shift_data.prepare_data(point_work, quick=False)
     if name in TRAIN_SPLIT_SOURCE:
         data[target_name] = dataclasses.replace(
@@ -172,15 +190,15 @@ def point_data(work: Path, target_name: str, name: str) -> dict[str, domain_shif
     return data
 
 
-def rescore_point(work: Path, target_name: str, name: str) -> dict:
+def rescore_point(work: Path, target_name: str, key: str) -> dict:
     """Score a finished point's runs again (e.g. for figures an older record lacks) and update its record."""
-    done = work / name / "point.json"
+    done = work / key / "point.json"
     if not done.is_file():
-        raise SystemExit(f"--rescore: budget point {name} has no finished record at {done}")
+        raise SystemExit(f"--rescore: budget point {key} has no finished record at {done}")
     point = json.loads(done.read_text())
-    data = point_data(work, target_name, name)
+    data = point_data(work, target_name, key)
     table, _ = domain_shift_scoring.score_target(
-        work / name, data[target_name], target_name, os.cpu_count() or 1
+        work / key, data[target_name], target_name, os.cpu_count() or 1
     )
     scores = domain_shift_scoring.summarise(table)[target_name]
     point.update(dsb={method: s["dsb"] for method, s in scores.items()}, scores=scores)
@@ -257,16 +275,56 @@ def markdown(report: dict) -> str:
         d = p["dsb"]
         gt = f"{d['gtstyle']:.3f}" if "gtstyle" in d else "-"
         seen = round(p["finetune_steps"] * 2 * (p["synthetic_share"] or 0))
-        what = POINTS[name][0]
+        what = POINTS[base_point(name)][0] + (f" (seed {seed_of(name)})" if seed_of(name) else "")
         if "preseg" in p:
             what += f"; its pre-segmentation: recall {p['preseg']['recall']:.2f}, precision {p['preseg']['precision']:.2f}"
         lines.append(
             f"| {name} | {what} | {d.get('source_only', float('nan')):.3f} | {d['nostyle']:.3f} | "
             f"{d['autostyle']:.3f} | {gt} | {d['classical_baseline']:.3f} | {p['gain']:+.3f} | {p['finetune_steps']} | "
             f"{seen} | {p['synthetic_pairs']} | {p['realism']} | {p['median_size_error']:.1%} | {p['adapt_seconds'] / 60:.0f} | "
-            f"{p.get('commit')} |"
+            f"{p.get('commit')}{', ' + p['platform'] if 'platform' in p else ''} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + seed_lines(report["points"])) + "\n"
+
+
+def seed_summary(points: dict) -> dict:
+    """point -> mean and spread over its seeds (points run at two seeds or more): NOstyle, AUTOstyle, gain."""
+    groups: dict[str, list[dict]] = {}
+    for key, p in points.items():
+        groups.setdefault(base_point(key), []).append(p)
+    summary = {}
+    for name, records in groups.items():
+        if len(records) < 2:
+            continue
+        gains = [p["gain"] for p in records]
+        summary[name] = {
+            "seeds": len(records),
+            "nostyle": round(statistics.mean(p["dsb"]["nostyle"] for p in records), 4),
+            "autostyle": round(statistics.mean(p["dsb"]["autostyle"] for p in records), 4),
+            "gain": round(statistics.mean(gains), 4),
+            "gain_sd": round(statistics.stdev(gains), 4),
+            "gains": gains,
+        }
+    return summary
+
+
+def seed_lines(points: dict) -> list[str]:
+    summary = seed_summary(points)
+    if not summary:
+        return []
+    lines = [
+        "",
+        "Over seeds (every record of the point; the seed changes styles, pix2pix, masks and fine-tuning):",
+        "",
+        "| point | seeds | NOstyle | AUTOstyle | gain, mean +- sd | gains |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, s in summary.items():
+        lines.append(
+            f"| {name} | {s['seeds']} | {s['nostyle']:.3f} | {s['autostyle']:.3f} | "
+            f"{s['gain']:+.3f} +- {s['gain_sd']:.3f} | {', '.join(f'{g:+.3f}' for g in s['gains'])} |"
+        )
+    return lines
 
 
 def main() -> None:
@@ -278,6 +336,11 @@ def main() -> None:
         "--styles",
         default="auto",
         help="adaptation runs per point: auto (AUTOstyle + NOstyle), gt (GTstyle: styles from the labels)",
+    )
+    parser.add_argument(
+        "--seeds",
+        default="0",
+        help="comma-separated seeds to run every point at (0: the configuration's own)",
     )
     parser.add_argument(
         "--rescore", action="store_true", help="score the points' finished runs again (no adaptation)"
@@ -296,16 +359,18 @@ def main() -> None:
         raise SystemExit(f"unknown budget points {unknown}; known: {', '.join(POINTS)}")
     work = args.work / args.target
     points = {}
-    for name in names:
-        log.info("budget point %s: %s", name, POINTS[name][0])
-        points[name] = (
-            rescore_point(work, args.target, name)
+    keys = [point_key(name, int(seed)) for name in names for seed in args.seeds.split(",")]
+    order = {name: index for index, name in enumerate(POINTS)}
+    for key in keys:
+        log.info("budget point %s: %s", key, POINTS[base_point(key)][0])
+        points[key] = (
+            rescore_point(work, args.target, key)
             if args.rescore
-            else run_point(work, args.target, name, POINTS[name][1], args.threads, styles)
+            else run_point(work, args.target, key, args.threads, styles)
         )
         # the report grows point by point: an interrupted study still leaves its finished points
         for done in sorted(work.glob("*/point.json")):
-            if done.parent.name in POINTS:
+            if base_point(done.parent.name) in POINTS:
                 points.setdefault(done.parent.name, json.loads(done.read_text()))
         report = {
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -314,8 +379,11 @@ def main() -> None:
             "target": args.target,
             "threads": args.threads,
             "preseg": start_preseg_quality(work, args.target),
-            "points": {n: points[n] for n in POINTS if n in points},
+            "points": dict(
+                sorted(points.items(), key=lambda item: (order[base_point(item[0])], seed_of(item[0])))
+            ),
         }
+        report["over_seeds"] = seed_summary(report["points"])
         write_report(f"adaptation_budget_{args.target}", report, markdown(report))
     print(pd.DataFrame({n: p["dsb"] for n, p in points.items()}).T.round(3))
 
