@@ -1,7 +1,7 @@
 """How much adaptation budget the CPU profile needs before AUTOstyle beats NOstyle: a study on one target.
 
-    python -m benchmarks.adaptation_budget [--target cpm15] [--points NAME,...] [--styles auto,gt] [--threads 2]
-        [--rescore] [--work DIR]
+    python -m benchmarks.adaptation_budget [--target cpm15] [--points NAME,...] [--seeds 0,1,2] [--styles auto,gt]
+        [--threads 2] [--rescore] [--work DIR]
 
 Each budget point is benchmarks/domain_shift.py's adaptation run (AUTOstyle and NOstyle fine-tuned from the
 same start for the same steps) with some Hydra overrides on top of its CPU budget, in its own work folder, then
@@ -144,10 +144,7 @@ def run_point(work: Path, target_name: str, key: str, threads: int, styles: tupl
     seconds = domain_shift.adapt(
         point_work, data, [target_name], domain_shift.BUDGET, overrides, 1, threads, styles=styles
     )
-    table, evaluation = domain_shift_scoring.score_target(
-        point_work, data[target_name], target_name, os.cpu_count() or 1
-    )
-    scores = domain_shift_scoring.summarise(table)[target_name]
+    scores, evaluation = score_point(point_work, data, target_name)
     run = domain_shift_scoring.run_diagnostics(point_work, [target_name])[f"{target_name}_auto"]
     steps, share = finetune_budget(overrides)
     point = {
@@ -190,17 +187,22 @@ def point_data(work: Path, target_name: str, key: str) -> dict[str, domain_shift
     return data
 
 
+def score_point(point_work: Path, data: dict, target_name: str) -> tuple[dict, dict]:
+    """Every method's summary on the target's evaluation images (method -> metrics), and the evaluation's
+    figures (size error), as domain_shift.py scores them."""
+    table, evaluation = domain_shift_scoring.score_target(
+        point_work, data[target_name], target_name, os.cpu_count() or 1
+    )
+    return domain_shift_scoring.summarise(table)[target_name], evaluation
+
+
 def rescore_point(work: Path, target_name: str, key: str) -> dict:
     """Score a finished point's runs again (e.g. for figures an older record lacks) and update its record."""
     done = work / key / "point.json"
     if not done.is_file():
         raise SystemExit(f"--rescore: budget point {key} has no finished record at {done}")
     point = json.loads(done.read_text())
-    data = point_data(work, target_name, key)
-    table, _ = domain_shift_scoring.score_target(
-        work / key, data[target_name], target_name, os.cpu_count() or 1
-    )
-    scores = domain_shift_scoring.summarise(table)[target_name]
+    scores, _ = score_point(work / key, point_data(work, target_name, key), target_name)
     point.update(dsb={method: s["dsb"] for method, s in scores.items()}, scores=scores)
     done.write_text(json.dumps(point, indent=2) + "\n")
     return point
