@@ -75,8 +75,9 @@ POINTS = {
         [*MORE, "stylegen.missed_nuclei=nuclei"],
     ),
     "more_pairs_clean_source": (
-        "more_pairs with the generalist's train split as the annotated source (for source_regression.py)",
-        MORE,
+        "more_pairs_missed_as_nuclei (the CPU profile's pairs) with the generalist's train split as the annotated "
+        "source (for source_regression.py)",
+        [*MORE, "stylegen.missed_nuclei=nuclei"],
     ),
     "more_pairs_round2": (
         "more_pairs again, from more_pairs' AUTOstyle model: it pre-segments the target, and both variants start "
