@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks import domain_shift, domain_shift_data, domain_shift_scoring
-from benchmarks.common import describe_machine, git_commit, machine, write_report
+from benchmarks.common import RESULTS, describe_machine, git_commit, machine, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -247,6 +247,13 @@ def start_preseg_quality(work: Path, target_name: str) -> dict | None:
     return None
 
 
+def earlier_report(target_name: str) -> dict:
+    """The target's results file as it stands: its records survive a work folder that is gone (another
+    machine); a record of the work folder replaces the one of the same key."""
+    path = RESULTS / f"adaptation_budget_{target_name}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [
@@ -361,6 +368,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown budget points {unknown}; known: {', '.join(POINTS)}")
     work = args.work / args.target
+    recorded = earlier_report(args.target)
     points = {}
     keys = [point_key(name, int(seed)) for name in names for seed in args.seeds.split(",")]
     order = {name: index for index, name in enumerate(POINTS)}
@@ -375,13 +383,16 @@ def main() -> None:
         for done in sorted(work.glob("*/point.json")):
             if base_point(done.parent.name) in POINTS:
                 points.setdefault(done.parent.name, json.loads(done.read_text()))
+        for earlier_key, earlier in recorded.get("points", {}).items():  # kept from earlier machines
+            if base_point(earlier_key) in POINTS:
+                points.setdefault(earlier_key, earlier)
         report = {
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "machine": machine(),
             "commit": git_commit(),
             "target": args.target,
             "threads": args.threads,
-            "preseg": start_preseg_quality(work, args.target),
+            "preseg": start_preseg_quality(work, args.target) or recorded.get("preseg"),
             "points": dict(
                 sorted(points.items(), key=lambda item: (order[base_point(item[0])], seed_of(item[0])))
             ),
