@@ -8,7 +8,8 @@ same start for the same steps) with some Hydra overrides on top of its CPU budge
 scored on the target's labels exactly as domain_shift.py scores it. A point whose runs are finished is only
 re-scored (train.py resumes finished stages), so an interrupted study continues where it stopped.
 
-``--styles gt`` adds GTstyle (the same budget, styles and masks from the target's labels) to a point.
+A target whose start is trained here (tissue) trains it once, in WORK/<target>/source, and every point and seed
+starts from it. ``--styles gt`` adds GTstyle (the same budget, styles and masks from the target's labels) to a point.
 Writes benchmarks/results/adaptation_budget_<target>.{json,md}: per point the DSB of the start, NOstyle,
 AUTOstyle, GTstyle where run and Otsu + watershed, the gain AUTOstyle - NOstyle, the synthetic pairs, their
 realism (C2ST accuracy per style), the quality of the pre-segmentation AUTOstyle learns its style from (recall
@@ -177,6 +178,10 @@ def point_data(work: Path, target_name: str, key: str) -> dict[str, domain_shift
     """The targets' folders of a point (a record key), with the source or start the point changes."""
     name, point_work = base_point(key), work / key
     data = domain_shift_data.prepare_data(point_work, quick=False)
+    if data[target_name].start == domain_shift_data.TRAINED_SOURCE:
+        data[target_name] = dataclasses.replace(
+            data[target_name], start=str(shared_start(work, data[target_name]))
+        )
     if name in TRAIN_SPLIT_SOURCE:
         data[target_name] = dataclasses.replace(
             data[target_name], source=domain_shift_data.generalist_train_source(point_work)
@@ -186,6 +191,14 @@ def point_data(work: Path, target_name: str, key: str) -> dict[str, domain_shift
             data[target_name], start=str(first_round_model(work, target_name, name))
         )
     return data
+
+
+def shared_start(work: Path, target: domain_shift_data.Target) -> Path:
+    """The start a target trains here (tissue's source model), trained once in work/source at seed 0 and shared
+    by every point and seed: a seed varies the adaptation, not its start, as with the shipped generalist."""
+    source_work = work / "source"
+    domain_shift.train_source(source_work, target, domain_shift.BUDGET)
+    return Path(domain_shift_data.start_checkpoint(source_work, target))
 
 
 def score_point(point_work: Path, data: dict, target_name: str) -> tuple[dict, dict]:

@@ -124,6 +124,20 @@ def train_py(
     return time.perf_counter() - started
 
 
+def train_source(work: Path, target: Target, overrides: list[str]) -> float:
+    """Train (or resume) the start of a TRAINED_SOURCE target, alone on every core, as the run work/runs/source
+    (its checkpoint: domain_shift_data.start_checkpoint); returns its wall seconds."""
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    return train_py(
+        work / "runs" / "source",
+        target.adapt,
+        target.source,
+        [*overrides, *SOURCE_TRAINING, "stages=[preseg]"],
+        os.cpu_count() or 1,
+        work / "logs" / "source.log",
+    )
+
+
 def adapt(
     work: Path,
     data: dict[str, Target],
@@ -143,14 +157,7 @@ def adapt(
     seconds = {}
     trained = [t for t in targets if data[t].start == TRAINED_SOURCE]
     if trained:
-        seconds["source"] = train_py(
-            runs / "source",
-            data[trained[0]].adapt,
-            data[trained[0]].source,
-            [*budget, *SOURCE_TRAINING, *extra, "stages=[preseg]"],
-            os.cpu_count() or 1,
-            logs / "source.log",
-        )
+        seconds["source"] = train_source(work, data[trained[0]], [*budget, *extra])
     adapt_stages = "stages=[preseg,sizes,styles,stylegen,masks,synthetic,segmenter]"
 
     def target_runs(name: str) -> dict[str, float]:
