@@ -75,6 +75,10 @@ POINTS = {
         "pix2pix's masks",
         [*MORE, "stylegen.missed_nuclei=nuclei"],
     ),
+    "more_pairs_separated": (
+        "more_pairs_missed_as_nuclei, with touching nuclei parted by a background line in pix2pix's masks",
+        [*MORE, "stylegen.missed_nuclei=nuclei", "stylegen.separate_nuclei=true"],
+    ),
     "more_pairs_clean_source": (
         "more_pairs_missed_as_nuclei (the CPU profile's pairs) with the generalist's train split as the annotated "
         "source (for source_regression.py)",

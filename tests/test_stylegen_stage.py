@@ -1,4 +1,5 @@
-"""The stylegen stage's ignore masks: the nuclei a pre-segmentation missed, found by the classical segmentation."""
+"""The stylegen stage's masks: the nuclei a pre-segmentation missed, found by the classical segmentation, and
+touching nuclei parted for the generator."""
 
 import shutil
 
@@ -8,7 +9,7 @@ import pytest
 from nucleaizer import io, pipeline, simulate
 from nucleaizer.errors import UserError
 from nucleaizer.pipeline import preseg
-from nucleaizer.pipeline.stylegen import training_masks, unlabelled_nuclei
+from nucleaizer.pipeline.stylegen import generator_mask, training_masks, unlabelled_nuclei
 from nucleaizer.run_folder import RunFolder
 from tests.helpers.configs import compose_demo_train
 from tests.helpers.threads import one_thread  # noqa: F401 (autouse fixture)
@@ -21,20 +22,20 @@ def test_unlabelled_nuclei_are_the_missed_ones_and_never_a_labelled_pixel():
     kept = np.where(np.isin(labels, missed_ids), 0, labels)
     missed = np.isin(labels, missed_ids)
 
-    found = unlabelled_nuclei(image, kept)
+    found = unlabelled_nuclei(image, kept) > 0
     assert not (found & (kept > 0)).any()
     # most pixels of the missed nuclei, little else
     assert (found & missed).sum() > 0.7 * missed.sum()
     assert (found & (labels == 0)).sum() < 0.3 * found.sum()
     # complete labels leave (almost) nothing to ignore
-    assert unlabelled_nuclei(image, labels).sum() < 0.05 * missed.sum()
+    assert (unlabelled_nuclei(image, labels) > 0).sum() < 0.05 * missed.sum()
 
 
 def test_missed_nuclei_are_background_ignored_or_added_to_the_masks():
     image, labels = simulate.sample("fluorescence", size=160, diameter_px=14, density=0.3, seed=3)
     kept = np.where(np.isin(labels, np.unique(labels)[1::2]), 0, labels)  # every second nucleus missed
     pairs = [("a", image, kept)]
-    missed = unlabelled_nuclei(image, kept)
+    missed = unlabelled_nuclei(image, kept) > 0
 
     masks, ignore, share = training_masks(pairs, "background")
     np.testing.assert_array_equal(masks[0], kept > 0)
@@ -46,6 +47,31 @@ def test_missed_nuclei_are_background_ignored_or_added_to_the_masks():
     masks, ignore, share = training_masks(pairs, "nuclei")
     np.testing.assert_array_equal(masks[0], (kept > 0) | missed)
     assert ignore is None and share == missed.mean()
+
+
+def test_touching_nuclei_are_parted_in_the_generator_mask_and_nothing_else_changes():
+    labels = np.zeros((12, 16), np.int32)
+    labels[2:8, 2:8] = 1
+    labels[2:8, 8:13] = 2  # touches nucleus 1 along column 7 | 8
+    labels[9:11, 2:4] = 3  # alone
+    np.testing.assert_array_equal(generator_mask(labels, separate=False), labels > 0)
+    parted = generator_mask(labels, separate=True)
+    assert not parted[2:8, 7:9].any()  # the line where 1 and 2 touch is background
+    expected = labels > 0
+    expected[2:8, 7:9] = False
+    np.testing.assert_array_equal(parted, expected)  # edges against the background and lone nuclei are kept
+
+
+def test_missed_nuclei_added_to_the_masks_are_parted_from_the_labelled_ones():
+    image, labels = simulate.sample("fluorescence", size=160, diameter_px=14, density=0.5, seed=4)
+    kept = np.where(np.isin(labels, np.unique(labels)[1::2]), 0, labels)
+    (joined,), _, _ = training_masks([("a", image, kept)], "nuclei")
+    (parted,), _, _ = training_masks([("a", image, kept)], "nuclei", separate=True)
+    assert parted.sum() < joined.sum() and not (parted & ~joined).any()
+    # a labelled nucleus and a missed one never share an edge in the parted mask
+    missed = unlabelled_nuclei(image, kept) > 0
+    labelled_edge = (kept > 0) & parted
+    assert not (np.roll(labelled_edge, 1, axis=1) & missed & parted).any()
 
 
 def test_the_stage_leaves_the_nuclei_the_preseg_missed_out_of_pix2pix(tmp_path):

@@ -5,7 +5,9 @@ AUTOstyle's pairs come from the pre-segmentation, which misses nuclei; in its ma
 the generator learns to paint nuclei where a mask says background. ``stylegen.missed_nuclei`` decides what
 the pairs do with them, as the classical segmentation finds them (``unlabelled_nuclei``): ``background`` (the
 paper: nothing), ``ignore`` (left out of pix2pix's losses) or ``nuclei`` (added to the masks). GTstyle's
-labels are complete and are used as they are.
+labels are complete and are used as they are. A binary mask merges touching nuclei into one blob, which the
+generator then paints without the boundaries between them; ``stylegen.separate_nuclei`` parts them by a
+background line (``generator_mask``), here and where the ``synthetic`` stage renders its masks.
 
 Its outputs: ``style_<k>.pt`` (found by ``model_file``) and ``style_<k>_samples.png`` (real | mask |
 synthetic). A model already written is kept when an interrupted run resumes.
@@ -33,8 +35,8 @@ def model_file(run: RunFolder, style: int) -> Path:
 
 
 def unlabelled_nuclei(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Nuclei the labels miss, as the classical segmentation (Otsu + watershed) finds them: bool (H, W), the
-    pixels of its objects that lie mostly (over half their area) outside the labelled nuclei, less those."""
+    """Nuclei the labels miss, as the classical segmentation (Otsu + watershed) finds them: a label image (H, W)
+    of its objects that lie mostly (over half their area) outside the labelled nuclei, less those pixels."""
     from nucleaizer.baseline import segment_classical
 
     found = segment_classical(image)
@@ -43,22 +45,40 @@ def unlabelled_nuclei(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     inside = np.bincount(found[labelled].ravel(), minlength=area.size)
     missed = inside <= area // 2
     missed[0] = False
-    return missed[found] & ~labelled
+    return np.where(missed[found] & ~labelled, found, 0)
+
+
+def generator_mask(labels: np.ndarray, separate: bool) -> np.ndarray:
+    """The binary mask pix2pix sees for a label image (H, W): its nuclei, and with ``separate`` the pixels where
+    two nuclei touch (a 4-neighbour with another label) turned background, so that touching nuclei stay apart
+    and the generator learns to draw the boundary between them."""
+    mask = labels > 0
+    if not separate:
+        return mask
+    padded = np.pad(labels, 1, mode="edge")
+    centre = padded[1:-1, 1:-1]
+    for neighbour in (padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]):
+        mask &= (neighbour == centre) | (neighbour == 0)
+    return mask
 
 
 def training_masks(
-    pairs: list[tuple], missed_nuclei: str
+    pairs: list[tuple], missed_nuclei: str, separate: bool = False
 ) -> tuple[list[np.ndarray], list[np.ndarray] | None, float | None]:
-    """A style's pix2pix masks (bool (H, W) per (name, image, labels) pair), its ignore masks or None, and the
-    share of pixels the missed nuclei cover (None with ``background``, where they are not looked for)."""
-    masks = [labels > 0 for _, _, labels in pairs]
+    """A style's pix2pix masks (bool (H, W) per (name, image, labels) pair; ``generator_mask``), its ignore masks
+    or None, and the share of pixels the missed nuclei cover (None with ``background``, where they are not
+    looked for)."""
     if missed_nuclei == "background":
-        return masks, None, None
+        return [generator_mask(labels, separate) for _, _, labels in pairs], None, None
     missed = [unlabelled_nuclei(image, labels) for _, image, labels in pairs]
-    share = float(np.mean([m.mean() for m in missed]))
+    share = float(np.mean([(extra > 0).mean() for extra in missed]))
     if missed_nuclei == "ignore":
-        return masks, missed, share
-    return [mask | extra for mask, extra in zip(masks, missed, strict=True)], None, share
+        return [generator_mask(labels, separate) for _, _, labels in pairs], [m > 0 for m in missed], share
+    added = [
+        np.where(extra > 0, extra.astype(np.int64) + int(labels.max()), labels)
+        for (_, _, labels), extra in zip(pairs, missed, strict=True)
+    ]
+    return [generator_mask(labels, separate) for labels in added], None, share
 
 
 def run(ctx: Context, out: Path, summary: dict) -> None:
@@ -72,7 +92,7 @@ def run(ctx: Context, out: Path, summary: dict) -> None:
         model_path = out / f"style_{style}.pt"
         if model_path.exists():  # finished before an interruption (written atomically)
             continue
-        masks, ignore, missed_share = training_masks(pairs, missed_nuclei)
+        masks, ignore, missed_share = training_masks(pairs, missed_nuclei, cfg.separate_nuclei)
         model = train_style(
             [image for _, image, _ in pairs],
             masks,

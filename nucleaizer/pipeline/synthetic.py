@@ -33,7 +33,8 @@ def run(ctx: Context, out: Path, summary: dict) -> None:
         model = load_style(stylegen.model_file(ctx.run, style), device=device_of(ctx.cfg))
         label_files = sorted(style_dir.glob("*.png"))
         label_images = [io.read_labels(f) for f in label_files]
-        images = render_masks(model, [labels > 0 for labels in label_images], **plain(cfg.render))
+        generator_masks = [stylegen.generator_mask(labels, cfg.separate_nuclei) for labels in label_images]
+        images = render_masks(model, generator_masks, **plain(cfg.render))
         for label_file, labels, image in zip(label_files, label_images, images, strict=True):
             name = f"{style_dir.name}_{label_file.stem}"
             io.write_image(out / "images" / f"{name}.png", image)
