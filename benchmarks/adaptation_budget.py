@@ -183,9 +183,7 @@ def point_data(work: Path, target_name: str, key: str) -> dict[str, domain_shift
     name, point_work = base_point(key), work / key
     data = domain_shift_data.prepare_data(point_work, quick=False)
     if data[target_name].start == domain_shift_data.TRAINED_SOURCE:
-        data[target_name] = dataclasses.replace(
-            data[target_name], start=str(shared_start(work, data[target_name]))
-        )
+        data[target_name] = dataclasses.replace(data[target_name], start=str(shared_start(work, target_name)))
     if name in TRAIN_SPLIT_SOURCE:
         data[target_name] = dataclasses.replace(
             data[target_name], source=domain_shift_data.generalist_train_source(point_work)
@@ -197,10 +195,12 @@ def point_data(work: Path, target_name: str, key: str) -> dict[str, domain_shift
     return data
 
 
-def shared_start(work: Path, target: domain_shift_data.Target) -> Path:
+def shared_start(work: Path, target_name: str) -> Path:
     """The start a target trains here (tissue's source model), trained once in work/source at seed 0 and shared
-    by every point and seed: a seed varies the adaptation, not its start, as with the shipped generalist."""
+    by every point and seed: a seed varies the adaptation, not its start, as with the shipped generalist. Its
+    data are linked in work/source too: the run's fingerprint holds their paths."""
     source_work = work / "source"
+    target = domain_shift_data.prepare_data(source_work, quick=False)[target_name]
     domain_shift.train_source(source_work, target, domain_shift.BUDGET)
     return Path(domain_shift_data.start_checkpoint(source_work, target))
 
