@@ -30,7 +30,7 @@ def covered(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """bool per label id (index 0 = background, always False): over half of the nucleus lies in ``mask``."""
     area = np.bincount(labels.ravel())
     inside = np.bincount(labels[mask].ravel(), minlength=area.size)
-    result = (inside > area // 2) & (area > 0)
+    result = inside > area // 2
     result[0] = False
     return result
 
