@@ -79,6 +79,11 @@ POINTS = {
         "more_pairs_missed_as_nuclei, with touching nuclei parted by a background line in pix2pix's masks",
         [*MORE, "stylegen.missed_nuclei=nuclei", "stylegen.separate_nuclei=true"],
     ),
+    "more_pairs_counted": (
+        "more_pairs_missed_as_nuclei, with the synthetic layouts (density, touching, sizes) measured on the missed "
+        "nuclei too",
+        [*MORE, "stylegen.missed_nuclei=nuclei", "masks.count_missed_nuclei=true"],
+    ),
     "more_pairs_clean_source": (
         "more_pairs_missed_as_nuclei (the CPU profile's pairs) with the generalist's train split as the annotated "
         "source (for source_regression.py)",

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from nucleaizer import io, simulate
+from nucleaizer.errors import UserError
 
 log = logging.getLogger(__name__)
 
 SOURCE_STYLE = "fluorescence"
-TARGET_STYLE = "he"
 
 
 def _write_domain(
@@ -41,17 +41,37 @@ def make_demo(
     source_diameter_px: float = 30,
     target_diameter_px: float = 36,
     seed: int = 0,
+    target_style: str = "he",
 ) -> Path:
     """Write the demo experiment under ``folder`` once: ``source/{images,labels}`` and ``target/{images,labels}``.
 
-    An existing, complete demo folder is left as it is. Returns ``folder``.
+    ``target_style``: the target's look, one of ``simulate.STYLES`` other than the source's fluorescence. An
+    existing, complete demo folder written with the same settings is left as it is; one written with other
+    settings is an error (its runs' results belong to those images). Returns ``folder``.
     """
+    if target_style not in simulate.STYLES or target_style == SOURCE_STYLE:
+        looks = ", ".join(s for s in simulate.STYLES if s != SOURCE_STYLE)
+        raise UserError(f"target.demo.target_style {target_style!r}: one of {looks}")
     folder = Path(folder)
+    settings = (
+        f"n_source={n_source} n_target={n_target} image_size={image_size} source_diameter_px={source_diameter_px} "
+        f"target_diameter_px={target_diameter_px} seed={seed} target_style={target_style}\n"
+    )
     done_marker = folder / ".complete"
     if done_marker.exists():
+        if done_marker.read_text() != settings:
+            raise UserError(
+                f"{folder} holds a demo written with other settings ({done_marker.read_text().strip()}); "
+                "give the run another run_dir"
+            )
         return folder
+    log.info("simulating the demo experiment (%s target) in %s", target_style, folder)
+    _write_domain(folder / "source", SOURCE_STYLE, n_source, image_size, source_diameter_px, seed)
+    _write_domain(folder / "target", target_style, n_target, image_size, target_diameter_px, seed + 1)
+    done_marker.write_text(settings)
+    return folder
     log.info("simulating the demo experiment in %s", folder)
     _write_domain(folder / "source", SOURCE_STYLE, n_source, image_size, source_diameter_px, seed)
-    _write_domain(folder / "target", TARGET_STYLE, n_target, image_size, target_diameter_px, seed + 1)
+    _write_domain(folder / "target", target_style, n_target, image_size, target_diameter_px, seed + 1)
     done_marker.write_text(f"n_source={n_source} n_target={n_target} image_size={image_size} seed={seed}\n")
     return folder

@@ -1,4 +1,5 @@
-"""Procedural nucleus images with exact labels, in three looks: fluorescence, brightfield and H&E-like tissue.
+"""Procedural nucleus images with exact labels, in five looks: fluorescence, brightfield, H&E-like tissue, dim noisy
+fluorescence and a two-colour fluorescence composite.
 
 Used by the demo experiment and by tests that need realistic-looking data without downloads. Everything is
 vectorised and deterministic for a seed.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-STYLES = ("fluorescence", "brightfield", "he")
+STYLES = ("fluorescence", "brightfield", "he", "dim", "two_colour")
 
 
 def random_labels(
@@ -63,6 +64,9 @@ def render(labels: np.ndarray, style: str, rng: np.random.Generator) -> np.ndarr
     fluorescence: bright textured nuclei on a dark noisy background, grey.
     brightfield: slightly dark nuclei with a bright rim on a mid-grey uneven background, grey.
     he: dark purple (haematoxylin) nuclei on a bright pink (eosin) textured background.
+    dim: faint nuclei under uneven illumination and strong camera noise (a short exposure), grey.
+    two_colour: green nuclei (a nuclear reporter) on a magenta textured counterstain of about the same brightness,
+    each nucleus a little darker than its surroundings by its own random amount.
     """
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; choose one of {STYLES}")
@@ -87,6 +91,17 @@ def render(labels: np.ndarray, style: str, rng: np.random.Generator) -> np.ndarr
             + 0.03 * rng.standard_normal(shape)
         )
         rgb = np.repeat(grey[..., None], 3, axis=2)
+    elif style == "dim":
+        illumination = 0.75 + 0.25 * _smooth_noise(shape, 60, rng)
+        grey = 0.1 + 0.15 * soft * per_object * illumination + 0.06 * rng.standard_normal(shape)
+        rgb = np.repeat(grey[..., None], 3, axis=2)
+    elif style == "two_colour":
+        counterstain = np.array([0.75, 0.45, 0.70])
+        reporter = np.array([0.45, 0.70, 0.50])
+        grain = 0.85 + 0.15 * (0.5 + 0.5 * _smooth_noise(shape, 2.0, rng))[..., None]
+        darker = rng.uniform(0.0, 0.15, labels.max() + 1)[labels][..., None]
+        rgb = counterstain * grain * (1 - soft[..., None]) + (reporter * grain - darker) * soft[..., None]
+        rgb = rgb + 0.03 * rng.standard_normal((*shape, 3))
     else:
         eosin = np.array([0.93, 0.62, 0.75])
         haematoxylin = np.array([0.30, 0.15, 0.45])

@@ -1,9 +1,11 @@
 """The demo experiment: annotated source, differently stained target, written once."""
 
 import numpy as np
+import pytest
 
 from nucleaizer import io
 from nucleaizer.demo import make_demo
+from nucleaizer.errors import UserError
 
 
 def test_demo_has_two_domains_of_different_look(tmp_path):
@@ -24,3 +26,20 @@ def test_demo_is_written_once(tmp_path):
     stamp = (folder / "source" / "images").stat().st_mtime_ns
     make_demo(folder, n_source=2, n_target=2, image_size=64, seed=0)
     assert (folder / "source" / "images").stat().st_mtime_ns == stamp
+
+
+def test_demo_target_look_is_chosen(tmp_path):
+    folder = make_demo(tmp_path / "demo", n_source=1, n_target=1, image_size=64, seed=0, target_style="two_colour")
+    he = make_demo(tmp_path / "he", n_source=1, n_target=1, image_size=64, seed=0)
+    image = io.list_samples(folder / "target")[0].read_image()
+    he_image = io.list_samples(he / "target")[0].read_image()
+    # the two-colour target is green-and-magenta, the H&E-like one pink-and-purple: different mean colours
+    assert np.abs(image.reshape(-1, 3).mean(axis=0) - he_image.reshape(-1, 3).mean(axis=0)).max() > 10
+    with pytest.raises(UserError, match="fluorescence"):
+        make_demo(tmp_path / "bad", target_style="fluorescence")
+
+
+def test_demo_folder_of_other_settings_is_refused(tmp_path):
+    folder = make_demo(tmp_path / "demo", n_source=1, n_target=1, image_size=64, seed=0)
+    with pytest.raises(UserError, match="other settings"):
+        make_demo(folder, n_source=1, n_target=1, image_size=64, seed=0, target_style="dim")

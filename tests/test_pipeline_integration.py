@@ -101,7 +101,9 @@ def test_every_stage_writes_its_results_and_the_report(finished_run):
     ]
     assert set(report["scores"]) == {"gtstyle", "nostyle"}
     assert 0 <= report["scores"]["gtstyle"]["dsb"] <= 1
+    assert 0 <= report["preseg_scores"]["dsb"] <= 1  # the start's own score on the target, before fine-tuning
     assert (finished_run / "report.md").read_text().startswith("# Run report: demo")
+    assert "| pre-segmentation (before fine-tuning) |" in (finished_run / "report.md").read_text()
     n_synthetic = len(list((finished_run / "synthetic" / "images").glob("*.png")))
     assert n_synthetic == report["stages"]["synthetic"]["summary"]["pairs"] > 0
     bundle = json.loads((finished_run / "model" / "bundle.json").read_text())

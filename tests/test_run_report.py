@@ -34,3 +34,17 @@ def test_advice_names_the_styles_whose_synthetic_images_look_fake():
     lines = advice("auto", {}, {0: {"c2st_accuracy": 0.97}, 1: {"c2st_accuracy": 0.7}})
     assert "style(s) 0 " in lines[-1]
     assert "stylegen.train.budget.max_steps" in lines[-1]
+
+
+def test_advice_says_when_the_start_model_beats_every_fine_tuned_variant():
+    lines = advice("auto", scores(autostyle=0.30, nostyle=0.28), {}, {"dsb": 0.35}, "generalist")
+    assert "+0.050 DSB above every fine-tuned variant" in lines[-1]
+    assert "infer.py model=generalist" in lines[-1]
+    # a bare .pt is no model infer.py can take: only the budget advice remains
+    lines = advice("auto", scores(autostyle=0.30, nostyle=0.28), {}, {"dsb": 0.35}, "/models/start.pt")
+    assert "infer.py" not in lines[-1] and "more budget" in lines[-1]
+
+
+def test_advice_is_silent_about_a_start_model_that_fine_tuning_beat():
+    lines = advice("auto", scores(autostyle=0.30, nostyle=0.28), {}, {"dsb": 0.295}, "generalist")
+    assert not any("pre-segmentation" in line for line in lines)

@@ -104,3 +104,34 @@ def test_the_stage_leaves_the_nuclei_the_preseg_missed_out_of_pix2pix(tmp_path):
     given = shutil.copytree(labels_folder, tmp_path / "labels")
     report = pipeline.run(config("stages=[styles,stylegen]", "style=gt", f"target.labels={given}"))
     assert report["stages"]["stylegen"]["summary"]["missed_share"] == {"0": None}
+
+
+def test_synthetic_layouts_count_the_nuclei_the_preseg_missed_when_asked(tmp_path):
+    def config(*overrides):
+        return compose_demo_train(
+            tmp_path,
+            "profile=tiny",
+            "style=auto",
+            "preseg.method=classical",
+            "size.diameter_px=30",
+            "target.demo.n_target=4",
+            "target.demo.image_size=96",
+            "masks.n_per_style=6",
+            "masks.size=128",
+            *overrides,
+        )
+
+    pipeline.run(config("stages=[preseg,sizes,styles]"))
+    # a pre-segmentation that missed every second nucleus the classical segmentation finds
+    run = RunFolder(tmp_path / "run")
+    for path in sorted(preseg.labels_folder(run).glob("*.png")):
+        labels = io.read_labels(path)
+        io.write_labels(path, np.where(labels % 2 == 0, 0, labels))
+    pipeline.run(config("stages=[stylegen]"))
+
+    def nuclei_per_mask(count_missed: bool) -> float:
+        pipeline.run(config("stages=[masks]", f"masks.count_missed_nuclei={count_missed}"))
+        masks = sorted((run.path("masks") / "style_0").glob("*.png"))
+        return float(np.mean([len(np.unique(io.read_labels(path))) - 1 for path in masks]))
+
+    assert nuclei_per_mask(True) > 1.4 * nuclei_per_mask(False)

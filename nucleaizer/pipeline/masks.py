@@ -1,5 +1,8 @@
 """Stage ``masks``: synthetic label images per style that imitate its sizes, shapes and density, composed
-from real nucleus shapes (the mask_db database) and simulated ones.
+from real nucleus shapes (the mask_db database) and simulated ones. The style's statistics come from its
+pre-segmentation (its labels with style=gt), and with ``masks.count_missed_nuclei`` also from the nuclei the
+pre-segmentation missed (``stylegen.unlabelled_nuclei``), so that a pre-segmentation that finds half the nuclei
+does not make the synthetic layouts half as dense.
 
 Its outputs: ``style_<k>/NNN.png`` label images (listed by ``style_folders``), ``style_<k>_montage.png``
 (real above, generated below) and, when masks.database is null, ``nuclei.sqlite`` built from train.datasets.
@@ -17,6 +20,7 @@ from nucleaizer.errors import UserError
 from nucleaizer.pipeline import styles
 from nucleaizer.pipeline.common import plain, source_samples
 from nucleaizer.pipeline.context import Context, Stage
+from nucleaizer.pipeline.stylegen import unlabelled_nuclei, with_nuclei
 from nucleaizer.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -30,6 +34,7 @@ PIPELINE_KEYS = (
     "large_diameter_px",
     "size",
     "min_area",
+    "count_missed_nuclei",
     "seed",
 )
 
@@ -72,6 +77,8 @@ def run(ctx: Context, out: Path, summary: dict) -> None:
     with mask_database(ctx, out) as database:
         for style, pairs in sorted(styles.pairs_by_style(ctx).items()):
             real = [labels for _, _, labels in pairs]
+            if cfg.count_missed_nuclei and ctx.cfg.style != "gt":
+                real = [with_nuclei(labels, unlabelled_nuclei(image, labels)) for _, image, labels in pairs]
             stats = style_statistics(real, min_area=cfg.min_area)
             if stats.objects["area"].size == 0:
                 log.warning(

@@ -1,5 +1,6 @@
 """Stage ``segmenter``: fine-tune Mask R-CNN from the pre-segmentation model on the annotated source plus,
-for a style variant, the synthetic pairs; segment the target with it and score it on target.labels if given.
+for a style variant, the synthetic pairs; segment the target with it and score it on target.labels if given,
+beside the pre-segmentation itself (what the start model, or the classical method, found before any fine-tuning).
 
 Its outputs per variant (style, then those of ``compare``): ``<variant>.pt`` (found by ``checkpoint``),
 ``<variant>/labels/`` (the target's segmentation) and ``<variant>/`` training logs. A variant whose model
@@ -102,6 +103,13 @@ def run(ctx: Context, out: Path, summary: dict) -> None:
         if scored is not None:
             scores[STYLE_NAMES[variant]] = scored
     summary.update(variants=variants(cfg), scores=scores)
+    presegmented = {
+        name: io.read_labels(path)
+        for name, path in io.files_by_stem(preseg.labels_folder(ctx.run), io.LABEL_SUFFIXES).items()
+    }
+    start = score_target(ctx, presegmented)
+    if start is not None:
+        summary["preseg_scores"] = start
 
 
 STAGE = Stage(

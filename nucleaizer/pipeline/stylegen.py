@@ -48,6 +48,12 @@ def unlabelled_nuclei(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.where(missed[found] & ~labelled, found, 0)
 
 
+def with_nuclei(labels: np.ndarray, extra: np.ndarray) -> np.ndarray:
+    """A label image (H, W) with the objects of ``extra`` (a label image outside ``labels``' nuclei) added after
+    its own ids."""
+    return np.where(extra > 0, extra.astype(np.int64) + int(labels.max()), labels)
+
+
 def generator_mask(labels: np.ndarray, separate: bool) -> np.ndarray:
     """The binary mask pix2pix sees for a label image (H, W): its nuclei, and with ``separate`` the pixels where
     two nuclei touch (a 4-neighbour with another label) turned background, so that touching nuclei stay apart
@@ -74,10 +80,7 @@ def training_masks(
     share = float(np.mean([(extra > 0).mean() for extra in missed]))
     if missed_nuclei == "ignore":
         return [generator_mask(labels, separate) for _, _, labels in pairs], [m > 0 for m in missed], share
-    added = [
-        np.where(extra > 0, extra.astype(np.int64) + int(labels.max()), labels)
-        for (_, _, labels), extra in zip(pairs, missed, strict=True)
-    ]
+    added = [with_nuclei(labels, extra) for (_, _, labels), extra in zip(pairs, missed, strict=True)]
     return [generator_mask(labels, separate) for labels in added], None, share
 
 
