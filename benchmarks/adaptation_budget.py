@@ -293,7 +293,8 @@ def markdown(report: dict) -> str:
     if preseg:
         lines += [
             f"The start's pre-segmentation of the target (what AUTOstyle's styles, pix2pix pairs and mask sizes "
-            f"come from; the same in every first-round point): DSB {preseg['dsb']:.3f}, recall {preseg['recall']:.2f} and "
+            f"come from; the same in every first-round point from this work folder's start, while a start trained "
+            f"again on another machine differs, as the start column shows): DSB {preseg['dsb']:.3f}, recall {preseg['recall']:.2f} and "
             f"precision {preseg['precision']:.2f} at IoU 0.5 ({preseg['objects']} objects for "
             f"{preseg['labelled']} labelled nuclei). GTstyle learns the same styles from the labels instead.",
             "",
