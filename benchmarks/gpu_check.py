@@ -62,7 +62,7 @@ def environment(device: str) -> dict:
 def simulated_pairs(count: int, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return [
         simulate.sample(
-            simulate.STYLES[i % len(simulate.STYLES)], size=size, diameter_px=40, density=0.3, seed=i
+            simulate.DSB_LOOKS[i % len(simulate.DSB_LOOKS)], size=size, diameter_px=40, density=0.3, seed=i
         )
         for i in range(count)
     ]

@@ -10,7 +10,7 @@ Baselines measured in the same run on the same features: the old code's rule (k 
 keeping the smallest within-cluster distance, which always means the largest k), and our rule with every
 feature column weighted the same (no feature-family weights).
 
-Procedural: ``--trials`` random sets of simulate.STYLES images (random size, nucleus diameter, density), each
+Procedural: ``--trials`` random sets of simulate.DSB_LOOKS images (random size, nucleus diameter, density), each
 clustered with the default and with unweighted features; counted are the sets where a style mixes two looks.
 
 Usage: python -m benchmarks.styles [--quick]. Writes benchmarks/results/styles.json and .md.
@@ -122,7 +122,7 @@ def procedural_trials(trials: int, features: FeatureSettings, clustering: Cluste
         rng = np.random.default_rng(trial)
         per_look = int(rng.integers(4, 12))
         vectors, looks = [], []
-        for look in simulate.STYLES:
+        for look in simulate.DSB_LOOKS:
             for _ in range(per_look):
                 image, _ = simulate.sample(
                     look,

@@ -1,7 +1,8 @@
 """The built-in demo experiment: an annotated source domain and a differently stained, unlabelled target.
 
-The source looks like fluorescence microscopy (bright nuclei on a dark background); the target looks like
-H&E-stained tissue (dark purple nuclei on a bright pink textured background) with somewhat larger nuclei.
+The source looks like fluorescence microscopy (bright nuclei on a dark background); the target, with somewhat
+larger nuclei, has another of ``simulate.STYLES``' looks: by default H&E-stained tissue (dark purple nuclei on a
+bright pink textured background).
 Target labels are written too, but only for scoring at the end: the pipeline never trains on them unless
 asked to (style=gt).
 """
@@ -19,6 +20,8 @@ from nucleaizer.errors import UserError
 log = logging.getLogger(__name__)
 
 SOURCE_STYLE = "fluorescence"
+# what a demo folder written before its marker recorded every setting was made with
+LEGACY_SETTINGS = {"source_diameter_px": "30", "target_diameter_px": "36", "target_style": "he"}
 
 
 def _write_domain(
@@ -53,13 +56,20 @@ def make_demo(
         looks = ", ".join(s for s in simulate.STYLES if s != SOURCE_STYLE)
         raise UserError(f"target.demo.target_style {target_style!r}: one of {looks}")
     folder = Path(folder)
-    settings = (
-        f"n_source={n_source} n_target={n_target} image_size={image_size} source_diameter_px={source_diameter_px} "
-        f"target_diameter_px={target_diameter_px} seed={seed} target_style={target_style}\n"
-    )
+    settings = {
+        "n_source": n_source,
+        "n_target": n_target,
+        "image_size": image_size,
+        "source_diameter_px": source_diameter_px,
+        "target_diameter_px": target_diameter_px,
+        "seed": seed,
+        "target_style": target_style,
+    }
+    written = " ".join(f"{key}={value}" for key, value in settings.items())
     done_marker = folder / ".complete"
     if done_marker.exists():
-        if done_marker.read_text() != settings:
+        recorded = {**LEGACY_SETTINGS, **dict(pair.split("=", 1) for pair in done_marker.read_text().split())}
+        if recorded != {key: str(value) for key, value in settings.items()}:
             raise UserError(
                 f"{folder} holds a demo written with other settings ({done_marker.read_text().strip()}); "
                 "give the run another run_dir"
@@ -68,7 +78,7 @@ def make_demo(
     log.info("simulating the demo experiment (%s target) in %s", target_style, folder)
     _write_domain(folder / "source", SOURCE_STYLE, n_source, image_size, source_diameter_px, seed)
     _write_domain(folder / "target", target_style, n_target, image_size, target_diameter_px, seed + 1)
-    done_marker.write_text(settings)
+    done_marker.write_text(written + "\n")
     return folder
     log.info("simulating the demo experiment in %s", folder)
     _write_domain(folder / "source", SOURCE_STYLE, n_source, image_size, source_diameter_px, seed)

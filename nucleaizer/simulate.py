@@ -11,6 +11,9 @@ import numpy as np
 from scipy import ndimage
 
 STYLES = ("fluorescence", "brightfield", "he", "dim", "two_colour")
+# the three looks of the DSB image types (fluorescence, bright-field, tissue) that tests and the style
+# benchmark use; dim and two_colour are harder variants for the demo's target
+DSB_LOOKS = STYLES[:3]
 
 
 def random_labels(

@@ -43,3 +43,12 @@ def test_demo_folder_of_other_settings_is_refused(tmp_path):
     folder = make_demo(tmp_path / "demo", n_source=1, n_target=1, image_size=64, seed=0)
     with pytest.raises(UserError, match="other settings"):
         make_demo(folder, n_source=1, n_target=1, image_size=64, seed=0, target_style="dim")
+
+
+def test_demo_folder_of_an_earlier_version_is_kept(tmp_path):
+    folder = make_demo(tmp_path / "demo", n_source=1, n_target=1, image_size=64, seed=0)
+    # the marker of a demo written before the target look and diameters were recorded
+    (folder / ".complete").write_text("n_source=1 n_target=1 image_size=64 seed=0\n")
+    assert make_demo(folder, n_source=1, n_target=1, image_size=64, seed=0) == folder
+    with pytest.raises(UserError, match="other settings"):
+        make_demo(folder, n_source=1, n_target=1, image_size=64, seed=0, target_style="dim")

@@ -29,7 +29,7 @@ def infer(*args):
 def dataset(tmp_path_factory):
     """Three simulated images (one per look) with labels, one of them 16-bit grey, one RGBA."""
     folder = tmp_path_factory.mktemp("data")
-    for index, style in enumerate(simulate.STYLES):
+    for index, style in enumerate(simulate.DSB_LOOKS):
         image, labels = simulate.sample(style, size=96, diameter_px=20, density=0.25, seed=index)
         (folder / "images").mkdir(exist_ok=True)
         if style == "fluorescence":
