@@ -29,7 +29,9 @@ def test_demo_is_written_once(tmp_path):
 
 
 def test_demo_target_look_is_chosen(tmp_path):
-    folder = make_demo(tmp_path / "demo", n_source=1, n_target=1, image_size=64, seed=0, target_style="two_colour")
+    folder = make_demo(
+        tmp_path / "demo", n_source=1, n_target=1, image_size=64, seed=0, target_style="two_colour"
+    )
     he = make_demo(tmp_path / "he", n_source=1, n_target=1, image_size=64, seed=0)
     image = io.list_samples(folder / "target")[0].read_image()
     he_image = io.list_samples(he / "target")[0].read_image()

@@ -25,7 +25,9 @@ def one_line(summary: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (dict, list))) or "-"
 
 
-def start_advice(chosen: str, scores: dict, preseg_scores: dict | None, preseg_model: str | None) -> list[str]:
+def start_advice(
+    chosen: str, scores: dict, preseg_scores: dict | None, preseg_model: str | None
+) -> list[str]:
     """A sentence when the pre-segmentation scores above every fine-tuned variant: fine-tuning did not help."""
     if not preseg_scores or chosen not in scores:
         return []
