@@ -103,13 +103,12 @@ def run(ctx: Context, out: Path, summary: dict) -> None:
         if scored is not None:
             scores[STYLE_NAMES[variant]] = scored
     summary.update(variants=variants(cfg), scores=scores)
-    presegmented = {
-        name: io.read_labels(path)
-        for name, path in io.files_by_stem(preseg.labels_folder(ctx.run), io.LABEL_SUFFIXES).items()
-    }
-    start = score_target(ctx, presegmented)
-    if start is not None:
-        summary["preseg_scores"] = start
+    if scores:  # there are target labels: score the pre-segmentation beside the variants
+        presegmented = {
+            name: io.read_labels(path)
+            for name, path in io.files_by_stem(preseg.labels_folder(ctx.run), io.LABEL_SUFFIXES).items()
+        }
+        summary["preseg_scores"] = score_target(ctx, presegmented)
 
 
 STAGE = Stage(
