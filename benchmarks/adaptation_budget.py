@@ -89,6 +89,11 @@ POINTS = {
         "source (for source_regression.py)",
         [*MORE, "stylegen.missed_nuclei=nuclei"],
     ),
+    "more_pairs_preseg065": (
+        "more_pairs, with the pre-segmentation's detection score threshold at 0.65 (the start's own: 0.8): more "
+        "of the target's nuclei in pix2pix's pairs, at more false detections",
+        [*MORE, "preseg.score_thresh=0.65"],
+    ),
     "more_pairs_round2": (
         "more_pairs again, from more_pairs' AUTOstyle model: it pre-segments the target, and both variants start "
         "from it (a second round)",
@@ -97,6 +102,8 @@ POINTS = {
 }
 # point -> the point whose AUTOstyle model it starts from (instead of the target's start)
 SECOND_ROUND = {"more_pairs_round2": "more_pairs"}
+# points whose pre-segmentation is not the start's own (recorded per point)
+OWN_PRESEG = {*SECOND_ROUND, "more_pairs_preseg065"}
 # points whose annotated source is the generalist's train split (not all of dsb2018_train): fine-tuning never sees
 # the held-out images benchmarks/source_regression.py scores
 TRAIN_SPLIT_SOURCE = {"more_pairs_clean_source"}
@@ -177,7 +184,7 @@ def run_point(work: Path, target_name: str, key: str, threads: int, styles: tupl
         "stage_seconds": run["stage_seconds"],
         "median_size_error": evaluation["median_size_error"],
     }
-    if name in SECOND_ROUND:
+    if name in OWN_PRESEG:
         point["preseg"] = preseg_quality(point_work, target_name, data[target_name])
     (point_work / "point.json").write_text(json.dumps(point, indent=2) + "\n")
     return point
@@ -263,7 +270,7 @@ def start_preseg_quality(work: Path, target_name: str) -> dict | None:
     start alone); None before any of them has pre-segmented."""
     for labels in sorted(work.glob(f"*/runs/{target_name}_auto/preseg/labels")):
         point_work = labels.parents[3]
-        if point_work.name not in SECOND_ROUND:
+        if base_point(point_work.name) not in OWN_PRESEG:
             target = domain_shift_data.prepare_data(point_work, quick=False)[target_name]
             return preseg_quality(point_work, target_name, target)
     return None

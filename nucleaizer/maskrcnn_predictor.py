@@ -114,7 +114,8 @@ class MaskRCNNPredictor:
     order: the soft masks thresholded at ``mask_threshold`` exactly as torchvision's ``model(images)``
     would give them, cut to each object's box (see :func:`predict_instances`); empty masks are dropped.
     ``grid_px`` tells the tiling (nucleaizer.infer.tiling) to start tiles on the network's feature grid.
-    It predicts with a copy of ``model`` made for inference (:func:`inference_copy`).
+    It predicts with a copy of ``model`` made for inference (:func:`inference_copy`); ``score_threshold``, when
+    given, replaces the model's own detection score threshold in that copy.
     """
 
     grid_px = FEATURE_GRID_PX
@@ -125,15 +126,19 @@ class MaskRCNNPredictor:
         device: str | torch.device = "cpu",
         batch_size: int = 4,
         mask_threshold: float = 0.5,
+        score_threshold: float | None = None,
     ):
         self.device = torch.device(device)
         self.model = inference_copy(model, self.device)
+        if score_threshold is not None:
+            self.model.roi_heads.score_thresh = float(score_threshold)
         self.batch_size = int(batch_size)
         self.mask_threshold = float(mask_threshold)
 
     @classmethod
     def from_file(cls, path: str | Path, device: str | torch.device = "cpu", **settings) -> MaskRCNNPredictor:
-        """The predictor of a segmenter file (save_segmenter's); settings: batch_size, mask_threshold."""
+        """The predictor of a segmenter file (save_segmenter's); settings: batch_size, mask_threshold,
+        score_threshold."""
         return cls(load_segmenter(path, device=device)[0], device=device, **settings)
 
     @torch.inference_mode()
