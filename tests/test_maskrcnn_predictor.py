@@ -8,8 +8,9 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 from nucleaizer import simulate
 from nucleaizer.data import image_to_tensor
 from nucleaizer.instances import Instances, paint_instances
-from nucleaizer.maskrcnn import build_maskrcnn
+from nucleaizer.maskrcnn import build_maskrcnn, load_segmenter
 from nucleaizer.maskrcnn_predictor import MaskRCNNPredictor, detections_to_instances
+from nucleaizer.models import DEFAULT_MODEL, segmenter_file
 from tests.helpers.networks import arch
 
 # a narrow random-init CPU model; score threshold 0 so that it has detections
@@ -95,6 +96,19 @@ def test_empty_output_tile():
         assert len(instances) == 0 and instances.boxes.shape == (0, 4)
     empty = detections_to_instances(torch.zeros(0, 4), torch.zeros(0, 1, 28, 28), torch.zeros(0), (32, 32))
     assert len(empty) == 0
+
+
+def test_a_score_threshold_keeps_the_detections_above_it_and_leaves_the_model_alone():
+    model, _ = load_segmenter(segmenter_file(DEFAULT_MODEL))  # trained: its scores spread
+    own = model.roi_heads.score_thresh
+    tile = simulate.sample("he", 160, 40, 0.3, seed=2)[0]
+    everything = MaskRCNNPredictor(model, score_threshold=0.01)([tile])[0]
+    threshold = float(np.median(everything.scores))
+    kept = MaskRCNNPredictor(model, score_threshold=threshold)([tile])[0]
+    above = everything.scores > threshold
+    assert 0 < above.sum() < len(everything), "the test needs detections on both sides"
+    assert_same_instances(kept, everything.select(np.flatnonzero(above)))
+    assert model.roi_heads.score_thresh == own
 
 
 @pytest.mark.parametrize(

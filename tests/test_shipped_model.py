@@ -106,6 +106,23 @@ def test_train_py_pre_segments_with_the_shipped_model_by_default(tmp_path):
     assert len(sizes) == 1 + 3
 
 
+def test_the_pre_segmentation_detects_at_its_own_score_threshold(tmp_path):
+    """preseg.score_thresh replaces the model's own (0.8) for the pre-segmentation: lower finds more objects."""
+    from nucleaizer import pipeline
+
+    objects = {}
+    for threshold in ("null", "0.05"):
+        cfg = compose_train(
+            tmp_path / threshold,
+            "preseg.checkpoint=generalist",
+            "preseg.method=model",
+            f"preseg.score_thresh={threshold}",
+            "stages=[preseg]",
+        )
+        objects[threshold] = pipeline.run(cfg)["stages"]["preseg"]["summary"]["objects"]
+    assert 0 < objects["null"] < objects["0.05"]
+
+
 def test_a_preseg_model_of_another_network_is_refused_before_any_stage(tmp_path):
     from nucleaizer import pipeline
 
