@@ -232,8 +232,11 @@ def rescore_point(work: Path, target_name: str, key: str) -> dict:
     if not done.is_file():
         raise SystemExit(f"--rescore: budget point {key} has no finished record at {done}")
     point = json.loads(done.read_text())
-    scores, _ = score_point(work / key, point_data(work, target_name, key), target_name)
+    data = point_data(work, target_name, key)
+    scores, _ = score_point(work / key, data, target_name)
     point.update(dsb={method: s["dsb"] for method, s in scores.items()}, scores=scores)
+    if base_point(key) in OWN_PRESEG:
+        point["preseg"] = preseg_quality(work / key, target_name, data[target_name])
     done.write_text(json.dumps(point, indent=2) + "\n")
     return point
 
@@ -253,15 +256,33 @@ def preseg_quality(point_work: Path, target_name: str, target: domain_shift_data
     come from) against their labels: DSB, and recall and precision of its objects at IoU 0.5."""
     from nucleaizer.evaluate import evaluate_folders
 
-    found = evaluate_folders(
-        point_work / "runs" / f"{target_name}_auto" / "preseg" / "labels", target.adapt / "labels"
-    )
+    preseg = point_work / "runs" / f"{target_name}_auto" / "preseg" / "labels"
+    found = evaluate_folders(preseg, target.adapt / "labels")
     return {
         "dsb": round(found["dsb"], 4),
         "recall": round(found["matched"] / found["n_gt"], 3),
         "precision": round(found["matched"] / found["n_pred"], 3),
         "objects": found["n_pred"],
         "labelled": found["n_gt"],
+        **pixel_coverage(preseg, target.adapt / "labels"),
+    }
+
+
+def pixel_coverage(preseg: Path, labels: Path) -> dict:
+    """How much of the labelled nuclei's pixels the pre-segmentation's objects cover, and the share of the
+    pixels each marks as nuclei (over all images)."""
+    from nucleaizer import io
+
+    covered = labelled = marked = pixels = 0
+    for truth_file in sorted(labels.iterdir()):
+        truth = io.read_labels(truth_file) > 0
+        found = io.read_labels(preseg / f"{truth_file.stem}.png") > 0
+        covered += int((truth & found).sum())
+        labelled, marked, pixels = labelled + int(truth.sum()), marked + int(found.sum()), pixels + truth.size
+    return {
+        "labelled_pixels_covered": round(covered / labelled, 3),
+        "marked_share": round(marked / pixels, 4),
+        "labelled_share": round(labelled / pixels, 4),
     }
 
 
@@ -301,9 +322,9 @@ def markdown(report: dict) -> str:
         lines += [
             f"The start's pre-segmentation of the target (what AUTOstyle's styles, pix2pix pairs and mask sizes "
             f"come from; the same in every first-round point from this work folder's start, while a start trained "
-            f"again on another machine differs, as the start column shows): DSB {preseg['dsb']:.3f}, recall {preseg['recall']:.2f} and "
-            f"precision {preseg['precision']:.2f} at IoU 0.5 ({preseg['objects']} objects for "
-            f"{preseg['labelled']} labelled nuclei). GTstyle learns the same styles from the labels instead.",
+            f"again on another machine differs, as the start column shows): DSB {preseg['dsb']:.3f}, "
+            f"{preseg_words(preseg)} at IoU 0.5 ({preseg['objects']} objects for {preseg['labelled']} labelled "
+            "nuclei). GTstyle learns the same styles from the labels instead.",
             "",
         ]
     lines += [
@@ -317,7 +338,7 @@ def markdown(report: dict) -> str:
         seen = round(p["finetune_steps"] * 2 * (p["synthetic_share"] or 0))
         what = POINTS[base_point(name)][0] + (f" (seed {seed_of(name)})" if seed_of(name) else "")
         if "preseg" in p:
-            what += f"; its pre-segmentation: recall {p['preseg']['recall']:.2f}, precision {p['preseg']['precision']:.2f}"
+            what += "; its pre-segmentation: " + preseg_words(p["preseg"])
         lines.append(
             f"| {name} | {what} | {d.get('source_only', float('nan')):.3f} | {d['nostyle']:.3f} | "
             f"{d['autostyle']:.3f} | {gt} | {d['classical_baseline']:.3f} | {p['gain']:+.3f} | {p['finetune_steps']} | "
@@ -325,6 +346,16 @@ def markdown(report: dict) -> str:
             f"{p.get('commit')}{', ' + p['platform'] if 'platform' in p else ''} |"
         )
     return "\n".join(lines + seed_lines(report["points"])) + "\n"
+
+
+def preseg_words(preseg: dict) -> str:
+    words = f"recall {preseg['recall']:.2f}, precision {preseg['precision']:.2f}"
+    if "labelled_pixels_covered" in preseg:
+        words += (
+            f", {preseg['labelled_pixels_covered']:.0%} of the labelled nuclei's pixels covered, "
+            f"{preseg['marked_share']:.1%} of all pixels marked (labels: {preseg['labelled_share']:.1%})"
+        )
+    return words
 
 
 def seed_summary(points: dict) -> dict:
