@@ -94,6 +94,16 @@ POINTS = {
         "of the target's nuclei in pix2pix's pairs, at more false detections",
         [*MORE, "preseg.score_thresh=0.65"],
     ),
+    "more_pairs_pairs_from_labels": (
+        "more_pairs, with pix2pix taught by the target's labels instead of the pre-segmentation (the synthetic "
+        "layouts still measured on it): what complete pairs would give",
+        [*MORE, "stylegen.masks_from=labels"],
+    ),
+    "more_pairs_layouts_from_labels": (
+        "more_pairs, with the synthetic layouts measured on the target's labels instead of the pre-segmentation "
+        "(pix2pix still taught by it): what true densities, sizes and touching would give",
+        [*MORE, "masks.layouts_from=labels"],
+    ),
     "more_pairs_round2": (
         "more_pairs again, from more_pairs' AUTOstyle model: it pre-segments the target, and both variants start "
         "from it (a second round)",
@@ -104,6 +114,8 @@ POINTS = {
 SECOND_ROUND = {"more_pairs_round2": "more_pairs"}
 # points whose pre-segmentation is not the start's own (recorded per point)
 OWN_PRESEG = {*SECOND_ROUND, "more_pairs_preseg065"}
+# points that take a part of AUTOstyle from the target's labels (ablations): their runs are given target.labels
+FROM_LABELS = {"more_pairs_pairs_from_labels", "more_pairs_layouts_from_labels"}
 # points whose annotated source is the generalist's train split (not all of dsb2018_train): fine-tuning never sees
 # the held-out images benchmarks/source_regression.py scores
 TRAIN_SPLIT_SOURCE = {"more_pairs_clean_source"}
@@ -159,8 +171,9 @@ def run_point(work: Path, target_name: str, key: str, threads: int, styles: tupl
     if earlier.get("overrides") == overrides and all(SCORED_AS[s] in earlier["dsb"] for s in styles):
         return earlier
     data = point_data(work, target_name, key)
+    labels = [f"target.labels={data[target_name].adapt / 'labels'}"] if name in FROM_LABELS else []
     seconds = domain_shift.adapt(
-        point_work, data, [target_name], domain_shift.BUDGET, overrides, 1, threads, styles=styles
+        point_work, data, [target_name], domain_shift.BUDGET, [*overrides, *labels], 1, threads, styles=styles
     )
     scores, evaluation = score_point(point_work, data, target_name)
     run = domain_shift_scoring.run_diagnostics(point_work, [target_name])[f"{target_name}_auto"]

@@ -104,9 +104,18 @@ def test_the_stage_leaves_the_nuclei_the_preseg_missed_out_of_pix2pix(tmp_path):
     given = shutil.copytree(labels_folder, tmp_path / "labels")
     report = pipeline.run(config("stages=[styles,stylegen]", "style=gt", f"target.labels={given}"))
     assert report["stages"]["stylegen"]["summary"]["missed_share"] == {"0": None}
+    # nor in AUTOstyle's pairs taught by the target's labels (the ablation), which needs them
+    with pytest.raises(UserError, match="target.labels"):
+        pipeline.run(config("stages=[styles,stylegen]", "stylegen.masks_from=labels", "target.labels=null"))
+    with pytest.raises(UserError, match="stylegen.masks_from"):
+        pipeline.run(config("stages=[styles,stylegen]", "stylegen.masks_from=gt", f"target.labels={given}"))
+    report = pipeline.run(
+        config("stages=[styles,stylegen]", "stylegen.masks_from=labels", f"target.labels={given}")
+    )
+    assert report["stages"]["stylegen"]["summary"]["missed_share"] == {"0": None}
 
 
-def test_synthetic_layouts_count_the_nuclei_the_preseg_missed_when_asked(tmp_path):
+def test_synthetic_layouts_count_the_nuclei_the_preseg_missed_or_come_from_the_labels_when_asked(tmp_path):
     def config(*overrides):
         return compose_demo_train(
             tmp_path,
@@ -129,9 +138,12 @@ def test_synthetic_layouts_count_the_nuclei_the_preseg_missed_when_asked(tmp_pat
         io.write_labels(path, np.where(labels % 2 == 0, 0, labels))
     pipeline.run(config("stages=[stylegen]"))
 
-    def nuclei_per_mask(count_missed: bool) -> float:
-        pipeline.run(config("stages=[masks]", f"masks.count_missed_nuclei={count_missed}"))
+    def nuclei_per_mask(*overrides: str) -> float:
+        pipeline.run(config("stages=[masks]", *overrides))
         masks = sorted((run.path("masks") / "style_0").glob("*.png"))
         return float(np.mean([len(np.unique(io.read_labels(path))) - 1 for path in masks]))
 
-    assert nuclei_per_mask(True) > 1.4 * nuclei_per_mask(False)
+    halved = nuclei_per_mask("masks.count_missed_nuclei=false")
+    assert nuclei_per_mask("masks.count_missed_nuclei=true") > 1.4 * halved
+    # the ablation that measures the layouts on the target's labels (the demo's, complete) instead
+    assert nuclei_per_mask("masks.layouts_from=labels") > 1.4 * halved

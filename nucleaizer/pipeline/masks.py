@@ -1,6 +1,6 @@
 """Stage ``masks``: synthetic label images per style that imitate its sizes, shapes and density, composed
 from real nucleus shapes (the mask_db database) and simulated ones. The style's statistics come from its
-pre-segmentation (its labels with style=gt), and with ``masks.count_missed_nuclei`` also from the nuclei the
+pre-segmentation (the target's labels with style=gt or ``masks.layouts_from=labels``), and with ``masks.count_missed_nuclei`` also from the nuclei the
 pre-segmentation missed (``stylegen.unlabelled_nuclei``), so that a pre-segmentation that finds half the nuclei
 does not make the synthetic layouts half as dense.
 
@@ -35,6 +35,7 @@ PIPELINE_KEYS = (
     "size",
     "min_area",
     "count_missed_nuclei",
+    "layouts_from",
     "seed",
 )
 
@@ -73,11 +74,12 @@ def run(ctx: Context, out: Path, summary: dict) -> None:
 
     cfg = ctx.cfg.masks
     composer_options = {k: v for k, v in plain(cfg).items() if k not in PIPELINE_KEYS}
+    from_labels = styles.teaches_from_labels(ctx, cfg.layouts_from, "masks.layouts_from")
     counts = {}
     with mask_database(ctx, out) as database:
-        for style, pairs in sorted(styles.pairs_by_style(ctx).items()):
+        for style, pairs in sorted(styles.pairs_by_style(ctx, from_labels).items()):
             real = [labels for _, _, labels in pairs]
-            if cfg.count_missed_nuclei and ctx.cfg.style != "gt":
+            if cfg.count_missed_nuclei and not from_labels:
                 real = [with_nuclei(labels, unlabelled_nuclei(image, labels)) for _, image, labels in pairs]
             stats = style_statistics(real, min_area=cfg.min_area)
             if stats.objects["area"].size == 0:

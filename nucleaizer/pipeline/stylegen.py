@@ -5,7 +5,9 @@ AUTOstyle's pairs come from the pre-segmentation, which misses nuclei; in its ma
 the generator learns to paint nuclei where a mask says background. ``stylegen.missed_nuclei`` decides what
 the pairs do with them, as the classical segmentation finds them (``unlabelled_nuclei``): ``background`` (the
 paper: nothing), ``ignore`` (left out of pix2pix's losses) or ``nuclei`` (added to the masks). GTstyle's
-labels are complete and are used as they are. A binary mask merges touching nuclei into one blob, which the
+labels are complete and are used as they are; so are the target's labels in AUTOstyle's pairs with
+``stylegen.masks_from=labels`` (an ablation: pix2pix taught by complete masks, the rest of AUTOstyle as it
+is). A binary mask merges touching nuclei into one blob, which the
 generator then paints without the boundaries between them; ``stylegen.separate_nuclei`` parts them by a
 background line (``generator_mask``), here and where the ``synthetic`` stage renders its masks.
 
@@ -88,10 +90,11 @@ def run(ctx: Context, out: Path, summary: dict) -> None:
     from stylegen import render_masks, sample_grid, save_style, train_style
 
     cfg = ctx.cfg.stylegen
-    missed_nuclei = "background" if ctx.cfg.style == "gt" else cfg.missed_nuclei
+    from_labels = styles.teaches_from_labels(ctx, cfg.masks_from, "stylegen.masks_from")
+    missed_nuclei = "background" if from_labels else cfg.missed_nuclei
     if missed_nuclei not in MISSED_NUCLEI:
         raise UserError(f"stylegen.missed_nuclei={missed_nuclei!r} is not one of {list(MISSED_NUCLEI)}")
-    for style, pairs in sorted(styles.pairs_by_style(ctx).items()):
+    for style, pairs in sorted(styles.pairs_by_style(ctx, from_labels).items()):
         model_path = out / f"style_{style}.pt"
         if model_path.exists():  # finished before an interruption (written atomically)
             continue
