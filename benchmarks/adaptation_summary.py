@@ -31,7 +31,8 @@ TARGETS = {
     "nih3t3": "nih3t3 fluorescence, 18 images adapted unlabelled and scored; start: the shipped generalist",
 }
 METHODS = ("source_only", "nostyle", "autostyle", "gtstyle", "classical_baseline")
-GAIN_GOAL = 0.05  # AUTOstyle - NOstyle, target DSB (the issue's goal)
+GAIN_GOAL = 0.05  # AUTOstyle - NOstyle, target DSB (the issue's goal, on the two tissue targets)
+GOAL_TARGETS = ("tissue", "cpm15")
 
 
 def studies() -> dict:
@@ -64,7 +65,7 @@ def mean_gain(study: dict, point: str) -> tuple[float, str]:
 
 
 def goal_lines(target: str, study: dict) -> list[str]:
-    """The target's figures against the goals: the best gain without labels (over seeds where measured), whether
+    """The target's figures against the goals (the gain's on ``GOAL_TARGETS``): the best gain without labels (over seeds where measured), whether
     its AUTOstyle beats Otsu + watershed, GTstyle against AUTOstyle where both ran, and the label ablations
     beside the points from the same start (same start DSB) that take everything from the pre-segmentation."""
     records = study["points"]
@@ -73,9 +74,11 @@ def goal_lines(target: str, study: dict) -> list[str]:
     best = max(label_free, key=lambda key: mean_gain(study, key)[0])
     gain, measured = mean_gain(study, best)
     dsb = records[best]["dsb"]
+    verdict = (
+        ("met" if gain >= GAIN_GOAL else "missed") if target in GOAL_TARGETS else "not set for this target"
+    )
     lines = [
-        f"- `{target}`: best gain without labels `{best}` {measured}: goal +{GAIN_GOAL:.2f} "
-        f"{'met' if gain >= GAIN_GOAL else 'missed'}; its AUTOstyle {dsb['autostyle']:.3f} against Otsu + "
+        f"- `{target}`: best gain without labels `{best}` {measured}: goal +{GAIN_GOAL:.2f} {verdict}; its AUTOstyle {dsb['autostyle']:.3f} against Otsu + "
         f"watershed {dsb['classical_baseline']:.3f} ({'above' if dsb['autostyle'] > dsb['classical_baseline'] else 'not above'})."
     ]
     with_gt = [key for key in seed0 if "gtstyle" in records[key]["dsb"]]
@@ -85,7 +88,7 @@ def goal_lines(target: str, study: dict) -> list[str]:
             f"against AUTOstyle {records[key]['dsb']['autostyle']:.3f}"
             for key in with_gt
         ]
-        lines.append(f"  - GTstyle, the same run with a perfect teacher: {'; '.join(cells)}.")
+        lines.append(f"  - GTstyle (styles, pairs and layouts from the labels): {'; '.join(cells)}.")
     for ablation in sorted(FROM_LABELS & set(seed0)):
         start = records[ablation]["dsb"]["source_only"]
         same_start = [key for key in label_free if records[key]["dsb"]["source_only"] == start]

@@ -41,3 +41,9 @@ def test_a_gain_at_the_goal_over_seeds_is_met_and_an_autostyle_under_otsu_is_sai
     assert "AUTOstyle 0.160 against Otsu + watershed 0.150 (above)" in line
     study["points"]["more_pairs"] = record(0.2, 0.05, 0.10)
     assert "(not above)" in goal_lines("cpm15", study)[0]
+
+
+def test_the_gain_goal_is_judged_on_the_tissue_targets_only():
+    study = {"points": {"more_pairs": record(0.6, 0.6, 0.7)}}
+    assert "goal +0.05 met" in goal_lines("cpm15", study)[0]
+    assert "goal +0.05 not set for this target" in goal_lines("nih3t3", study)[0]
