@@ -99,7 +99,7 @@ def goal_lines(target: str, study: dict) -> list[str]:
             else "no label-free point"
         )
         lines.append(
-            f"  - `{ablation}` ({POINTS[ablation][0].split(':')[0]}): gain {records[ablation]['gain']:+.3f}, "
+            f"  - `{ablation}` ({POINTS[ablation][0].split(':')[0]}): gain {mean_gain(study, ablation)[1]}, "
             f"from the same start (DSB {start:.3f}) {beside}."
         )
     return lines
