@@ -29,8 +29,8 @@ def test_the_best_label_free_gain_is_judged_over_seeds_and_the_label_ablations_b
     assert "goal +0.05 missed" in lines[0] and "(above)" in lines[0]
     assert "`more_pairs` GTstyle 0.330 (gain +0.090)" in lines[1]
     assert (
-        "gain +0.150 +- 0.010 over 2 seeds, from the same start (DSB 0.230) +0.020 to +0.040 over 2 label-free points"
-        in lines[2]
+        "gain +0.150 +- 0.010 over 2 seeds; from the same start (DSB 0.230) +0.020 to +0.040 over 2 "
+        "label-free points at seed 0" in lines[2]
     )
     assert len(lines) == 3
 
