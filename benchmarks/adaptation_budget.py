@@ -104,6 +104,11 @@ POINTS = {
         "(pix2pix still taught by it): what true densities, sizes and touching would give",
         [*MORE, "masks.layouts_from=labels"],
     ),
+    "more_pairs_start2400": (
+        "more_pairs, from a start trained 3x longer on the same source (2,400 steps instead of 800; a target whose "
+        "start is trained here): does a stronger start, with a better pre-segmentation, raise the gain?",
+        MORE,
+    ),
     "more_pairs_round2": (
         "more_pairs again, from more_pairs' AUTOstyle model: it pre-segments the target, and both variants start "
         "from it (a second round)",
@@ -112,8 +117,11 @@ POINTS = {
 }
 # point -> the point whose AUTOstyle model it starts from (instead of the target's start)
 SECOND_ROUND = {"more_pairs_round2": "more_pairs"}
+# point -> the training steps of its own start, where the target's start is trained here (tissue; the others'
+# domain_shift.SOURCE_STEPS)
+LONGER_START = {"more_pairs_start2400": 2400}
 # points whose pre-segmentation is not the start's own (recorded per point)
-OWN_PRESEG = {*SECOND_ROUND, "more_pairs_preseg065"}
+OWN_PRESEG = {*SECOND_ROUND, "more_pairs_preseg065", *LONGER_START}
 # points that take a part of AUTOstyle from the target's labels (ablations): their runs are given target.labels
 FROM_LABELS = {"more_pairs_pairs_from_labels", "more_pairs_layouts_from_labels"}
 # points whose annotated source is the generalist's train split (not all of dsb2018_train): fine-tuning never sees
@@ -208,7 +216,14 @@ def point_data(work: Path, target_name: str, key: str) -> dict[str, domain_shift
     name, point_work = base_point(key), work / key
     data = domain_shift_data.prepare_data(point_work, quick=False)
     if data[target_name].start == domain_shift_data.TRAINED_SOURCE:
-        data[target_name] = dataclasses.replace(data[target_name], start=str(shared_start(work, target_name)))
+        steps = LONGER_START.get(name, domain_shift.SOURCE_STEPS)
+        data[target_name] = dataclasses.replace(
+            data[target_name], start=str(shared_start(work, target_name, steps))
+        )
+    elif name in LONGER_START:
+        raise SystemExit(
+            f"budget point {name} trains its own start: only for a target whose start is trained here"
+        )
     if name in TRAIN_SPLIT_SOURCE:
         data[target_name] = dataclasses.replace(
             data[target_name], source=domain_shift_data.generalist_train_source(point_work)
@@ -220,13 +235,14 @@ def point_data(work: Path, target_name: str, key: str) -> dict[str, domain_shift
     return data
 
 
-def shared_start(work: Path, target_name: str) -> Path:
-    """The start a target trains here (tissue's source model), trained once in work/source at seed 0 and shared
-    by every point and seed: a seed varies the adaptation, not its start, as with the shipped generalist. Its
-    data are linked in work/source too: the run's fingerprint holds their paths."""
-    source_work = work / "source"
+def shared_start(work: Path, target_name: str, steps: int = domain_shift.SOURCE_STEPS) -> Path:
+    """The start a target trains here (tissue's source model) for ``steps`` steps, trained once in work/source
+    (work/source_<steps> for another length) at seed 0 and shared by every point and seed: a seed varies the
+    adaptation, not its start, as with the shipped generalist. Its data are linked there too: the run's
+    fingerprint holds their paths."""
+    source_work = work / ("source" if steps == domain_shift.SOURCE_STEPS else f"source_{steps}")
     target = domain_shift_data.prepare_data(source_work, quick=False)[target_name]
-    domain_shift.train_source(source_work, target, domain_shift.BUDGET)
+    domain_shift.train_source(source_work, target, domain_shift.BUDGET, steps)
     return Path(domain_shift_data.start_checkpoint(source_work, target))
 
 
