@@ -388,7 +388,8 @@ def preseg_words(preseg: dict) -> str:
 
 
 def seed_summary(points: dict) -> dict:
-    """point -> mean and spread over its seeds (points run at two seeds or more): NOstyle, AUTOstyle, gain."""
+    """point -> mean and spread over its seeds (points run at two seeds or more): NOstyle, AUTOstyle, gain, and
+    GTstyle's gain over NOstyle where GTstyle ran at two seeds or more."""
     groups: dict[str, list[dict]] = {}
     for key, p in points.items():
         groups.setdefault(base_point(key), []).append(p)
@@ -405,6 +406,15 @@ def seed_summary(points: dict) -> dict:
             "gain_sd": round(statistics.stdev(gains), 4),
             "gains": gains,
         }
+        gt_gains = [
+            round(p["dsb"]["gtstyle"] - p["dsb"]["nostyle"], 4) for p in records if "gtstyle" in p["dsb"]
+        ]
+        if len(gt_gains) >= 2:
+            summary[name].update(
+                gt_gain=round(statistics.mean(gt_gains), 4),
+                gt_gain_sd=round(statistics.stdev(gt_gains), 4),
+                gt_gains=gt_gains,
+            )
     return summary
 
 
@@ -416,13 +426,14 @@ def seed_lines(points: dict) -> list[str]:
         "",
         "Over seeds (every record of the point; the seed changes styles, pix2pix, masks and fine-tuning):",
         "",
-        "| point | seeds | NOstyle | AUTOstyle | gain, mean +- sd | gains |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| point | seeds | NOstyle | AUTOstyle | gain, mean +- sd | gains | GTstyle gain, mean +- sd (seeds) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, s in summary.items():
+        gt = f"{s['gt_gain']:+.3f} +- {s['gt_gain_sd']:.3f} ({len(s['gt_gains'])})" if "gt_gain" in s else "-"
         lines.append(
             f"| {name} | {s['seeds']} | {s['nostyle']:.3f} | {s['autostyle']:.3f} | "
-            f"{s['gain']:+.3f} +- {s['gain_sd']:.3f} | {', '.join(f'{g:+.3f}' for g in s['gains'])} |"
+            f"{s['gain']:+.3f} +- {s['gain_sd']:.3f} | {', '.join(f'{g:+.3f}' for g in s['gains'])} | {gt} |"
         )
     return lines
 

@@ -65,6 +65,14 @@ def mean_gain(study: dict, point: str) -> tuple[float, str]:
     return study["points"][point]["gain"], f"{study['points'][point]['gain']:+.3f}, one seed"
 
 
+def gt_over_seeds(study: dict, point: str) -> str:
+    """``; over N seeds +x +- y`` where GTstyle ran at several seeds of the point, else nothing."""
+    seeds = study.get("over_seeds", {}).get(point, {})
+    if "gt_gain" not in seeds:
+        return ""
+    return f"; over {len(seeds['gt_gains'])} seeds {seeds['gt_gain']:+.3f} +- {seeds['gt_gain_sd']:.3f}"
+
+
 def goal_lines(target: str, study: dict) -> list[str]:
     """The target's figures against the goals (the gain goal on ``GOAL_TARGETS``): the best gain without labels
     (over seeds where measured), whether its AUTOstyle beats Otsu + watershed, GTstyle against AUTOstyle where
@@ -85,7 +93,7 @@ def goal_lines(target: str, study: dict) -> list[str]:
         f"AUTOstyle {dsb['autostyle']:.3f} against Otsu + watershed {dsb['classical_baseline']:.3f} ({above})."
     ]
     gt_cells = [
-        f"`{key}` GTstyle {d['gtstyle']:.3f} (gain {d['gtstyle'] - d['nostyle']:+.3f}) "
+        f"`{key}` GTstyle {d['gtstyle']:.3f} (gain {d['gtstyle'] - d['nostyle']:+.3f}{gt_over_seeds(study, key)}) "
         f"against AUTOstyle {d['autostyle']:.3f}"
         for key, d in ((key, r["dsb"]) for key, r in seed0.items())
         if "gtstyle" in d

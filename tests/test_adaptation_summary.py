@@ -1,5 +1,6 @@
 """benchmarks/adaptation_summary.py: the goals section weighs every point of a study against the goals."""
 
+from benchmarks.adaptation_budget import seed_summary
 from benchmarks.adaptation_summary import goal_lines
 
 
@@ -51,3 +52,19 @@ def test_the_gain_goal_is_judged_on_the_tissue_targets_only():
     study = {"points": {"more_pairs": record(0.6, 0.6, 0.7)}}
     assert "goal +0.05 met" in goal_lines("cpm15", study)[0]
     assert "goal +0.05 not set for this target" in goal_lines("nih3t3", study)[0]
+
+
+def test_gtstyle_is_given_over_seeds_where_it_ran_at_several():
+    points = {
+        "more_pairs": record(0.22, 0.24, 0.26, gtstyle=0.30),
+        "more_pairs_seed1": record(0.22, 0.25, 0.27, gtstyle=0.27),
+        "more_pairs_ignore": record(0.22, 0.24, 0.25, gtstyle=0.28),
+        "more_pairs_ignore_seed1": record(0.22, 0.24, 0.25),
+    }
+    study = {"points": points, "over_seeds": seed_summary(points)}
+    (_, gt_line) = goal_lines("tissue", study)
+    assert (
+        "`more_pairs` GTstyle 0.300 (gain +0.060; over 2 seeds +0.040 +- 0.028) against AUTOstyle 0.260"
+        in gt_line
+    )
+    assert "`more_pairs_ignore` GTstyle 0.280 (gain +0.040) against AUTOstyle 0.250" in gt_line
