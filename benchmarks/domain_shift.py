@@ -87,6 +87,8 @@ SOURCE_STEPS_PER_EPOCH = 200
 
 def source_training(steps: int = SOURCE_STEPS) -> list[str]:
     """The overrides that train the tissue target's source model for ``steps`` steps (a multiple of 200)."""
+    if steps % SOURCE_STEPS_PER_EPOCH:
+        raise ValueError(f"source model steps {steps}: not a multiple of {SOURCE_STEPS_PER_EPOCH}")
     return [
         "preseg.checkpoint=null",
         "segmenter.train.max_val_images=20",
