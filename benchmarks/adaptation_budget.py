@@ -84,6 +84,11 @@ POINTS = {
         "nuclei too",
         [*MORE, "stylegen.missed_nuclei=nuclei", "masks.count_missed_nuclei=true"],
     ),
+    "more_pairs_layouts_counted": (
+        "more_pairs, with the synthetic layouts measured on the missed nuclei too (classical objects outside the "
+        "pre-segmentation's nuclei; pix2pix's pairs as in more_pairs): layouts_from_labels without the labels",
+        [*MORE, "masks.count_missed_nuclei=true"],
+    ),
     "more_pairs_clean_source": (
         "more_pairs_missed_as_nuclei (the CPU profile's pairs) with the generalist's train split as the annotated "
         "source (for source_regression.py)",
