@@ -99,6 +99,11 @@ POINTS = {
         "of the target's nuclei in pix2pix's pairs, at more false detections",
         [*MORE, "preseg.score_thresh=0.65"],
     ),
+    "more_pairs_preseg090_missed_as_nuclei": (
+        "more_pairs_missed_as_nuclei, with the pre-segmentation's detection score threshold at 0.9: fewer false "
+        "nuclei in pix2pix's pairs, the ones it then misses stood in for by the classical objects",
+        [*MORE, "preseg.score_thresh=0.9", "stylegen.missed_nuclei=nuclei"],
+    ),
     "more_pairs_pairs_from_labels": (
         "more_pairs, with pix2pix taught by the target's labels instead of the pre-segmentation (the synthetic "
         "layouts still measured on it): what complete pairs would give",
@@ -126,7 +131,7 @@ SECOND_ROUND = {"more_pairs_round2": "more_pairs"}
 # domain_shift.SOURCE_STEPS)
 LONGER_START = {"more_pairs_start2400": 2400}
 # points whose pre-segmentation is not the start's own (recorded per point)
-OWN_PRESEG = {*SECOND_ROUND, "more_pairs_preseg065", *LONGER_START}
+OWN_PRESEG = {*SECOND_ROUND, "more_pairs_preseg065", "more_pairs_preseg090_missed_as_nuclei", *LONGER_START}
 # points that take a part of AUTOstyle from the target's labels (ablations): their runs are given target.labels
 FROM_LABELS = {"more_pairs_pairs_from_labels", "more_pairs_layouts_from_labels"}
 # points whose annotated source is the generalist's train split (not all of dsb2018_train): fine-tuning never sees
