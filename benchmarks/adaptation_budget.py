@@ -130,8 +130,12 @@ SECOND_ROUND = {"more_pairs_round2": "more_pairs"}
 # point -> the training steps of its own start, where the target's start is trained here (tissue; the others'
 # domain_shift.SOURCE_STEPS)
 LONGER_START = {"more_pairs_start2400": 2400}
-# points whose pre-segmentation is not the start's own (recorded per point)
-OWN_PRESEG = {*SECOND_ROUND, "more_pairs_preseg065", "more_pairs_preseg090_missed_as_nuclei", *LONGER_START}
+# points whose pre-segmentation is not the start's own (recorded per point): another start, or preseg settings
+OWN_PRESEG = {
+    *SECOND_ROUND,
+    *LONGER_START,
+    *(name for name, (_, overrides) in POINTS.items() if any(o.startswith("preseg.") for o in overrides)),
+}
 # points that take a part of AUTOstyle from the target's labels (ablations): their runs are given target.labels
 FROM_LABELS = {"more_pairs_pairs_from_labels", "more_pairs_layouts_from_labels"}
 # points whose annotated source is the generalist's train split (not all of dsb2018_train): fine-tuning never sees
