@@ -94,6 +94,11 @@ POINTS = {
         "source (for source_regression.py)",
         [*MORE, "stylegen.missed_nuclei=nuclei"],
     ),
+    "more_pairs_clean_source_tta": (
+        "more_pairs_clean_source, with the pre-segmentation voting over the 8 flips and rotations (preseg.tta): "
+        "a more precise teacher for pix2pix's pairs",
+        [*MORE, "stylegen.missed_nuclei=nuclei", "preseg.tta=true"],
+    ),
     "more_pairs_preseg065": (
         "more_pairs, with the pre-segmentation's detection score threshold at 0.65 (the start's own: 0.8): more "
         "of the target's nuclei in pix2pix's pairs, at more false detections",
@@ -140,7 +145,7 @@ OWN_PRESEG = {
 FROM_LABELS = {"more_pairs_pairs_from_labels", "more_pairs_layouts_from_labels"}
 # points whose annotated source is the generalist's train split (not all of dsb2018_train): fine-tuning never sees
 # the held-out images benchmarks/source_regression.py scores
-TRAIN_SPLIT_SOURCE = {"more_pairs_clean_source"}
+TRAIN_SPLIT_SOURCE = {"more_pairs_clean_source", "more_pairs_clean_source_tta"}
 # a point run with another seed (styles, pix2pix, masks, fine-tuning): --seeds; its folder and record are
 # "<point>_seed<k>"
 SEEDED = re.compile(r"^(?P<point>.+)_seed(?P<seed>[1-9][0-9]*)$")

@@ -80,8 +80,3 @@ def make_demo(
     _write_domain(folder / "target", target_style, n_target, image_size, target_diameter_px, seed + 1)
     done_marker.write_text(written + "\n")
     return folder
-    log.info("simulating the demo experiment in %s", folder)
-    _write_domain(folder / "source", SOURCE_STYLE, n_source, image_size, source_diameter_px, seed)
-    _write_domain(folder / "target", target_style, n_target, image_size, target_diameter_px, seed + 1)
-    done_marker.write_text(f"n_source={n_source} n_target={n_target} image_size={image_size} seed={seed}\n")
-    return folder

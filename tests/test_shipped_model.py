@@ -123,6 +123,42 @@ def test_the_pre_segmentation_detects_at_its_own_score_threshold(tmp_path):
     assert 0 < objects["null"] < objects["0.05"]
 
 
+def test_the_pre_segmentation_votes_over_flips_and_rotations_with_tta(tmp_path):
+    """preseg.tta=true: the stage writes the eight views' vote (NucleusSegmenter with every TTA transform), not the
+    single view's labels."""
+    import numpy as np
+
+    from nucleaizer import io, pipeline
+    from nucleaizer.baseline import ClassicalPredictor
+    from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter
+    from nucleaizer.infer.tta import TRANSFORMS
+    from nucleaizer.maskrcnn_predictor import MaskRCNNPredictor
+    from nucleaizer.size import SizeRule
+
+    written = {}
+    for tta in ("false", "true"):
+        cfg = compose_train(
+            tmp_path / tta,
+            "preseg.checkpoint=generalist",
+            "preseg.method=model",
+            "preseg.score_thresh=0.3",
+            f"preseg.tta={tta}",
+            "stages=[preseg]",
+        )
+        pipeline.run(cfg)
+        folder = tmp_path / tta / "run" / "preseg" / "labels"
+        written[tta] = {f.name: io.read_labels(f) for f in sorted(folder.glob("*.png"))}
+    predictor = MaskRCNNPredictor.from_file(segmenter_file("generalist"), score_threshold=0.3)
+    voting = NucleusSegmenter(
+        predictor, size=SizeRule(), tta_transforms=tuple(TRANSFORMS), size_guess=ClassicalPredictor()
+    )
+    images = sorted((tmp_path / "true" / "run" / "demo_data" / "target" / "images").glob("*.png"))
+    assert [f.name for f in images] == list(written["true"])
+    for image in images:
+        assert np.array_equal(written["true"][image.name], voting.segment(io.read_image(image)))
+    assert any(not np.array_equal(written["true"][n], written["false"][n]) for n in written["true"])
+
+
 def test_a_preseg_model_of_another_network_is_refused_before_any_stage(tmp_path):
     from nucleaizer import pipeline
 

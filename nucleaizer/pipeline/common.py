@@ -80,20 +80,28 @@ def segment_folder(
     out: Path,
     diameters: dict[str, float] | None = None,
     score_threshold: float | None = None,
+    tta: bool = False,
 ) -> dict[str, np.ndarray]:
     """Segment ``samples`` with a segmenter checkpoint; labels go to ``out/<stem>.png`` and are returned.
 
     diameters: nucleus diameter per image stem; None lets the model estimate it in a first pass.
     score_threshold: the detection score threshold; None keeps the checkpoint's own.
+    tta: vote over the eight flips and 90-degree rotations (nucleaizer.infer.tta).
     """
     from nucleaizer.baseline import ClassicalPredictor
     from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter
+    from nucleaizer.infer.tta import TRANSFORMS
     from nucleaizer.maskrcnn_predictor import MaskRCNNPredictor
 
     predictor = MaskRCNNPredictor.from_file(
         checkpoint, device=device_of(cfg), score_threshold=score_threshold
     )
-    segmenter = NucleusSegmenter(predictor, size=size_rule(cfg), size_guess=ClassicalPredictor())
+    segmenter = NucleusSegmenter(
+        predictor,
+        size=size_rule(cfg),
+        tta_transforms=tuple(TRANSFORMS) if tta else (),
+        size_guess=ClassicalPredictor(),
+    )
     return write_segmentations(
         cfg,
         samples,

@@ -64,6 +64,7 @@ def run(ctx: Context, out: Path, summary: dict) -> None:
             out / "labels",
             diameters={s.name: cfg.size.diameter_px for s in samples} if cfg.size.diameter_px else None,
             score_threshold=cfg.preseg.score_thresh,
+            tta=cfg.preseg.tta,
         )
     summary.update(
         method=cfg.preseg.method, images=len(labels), objects=int(sum(lab.max() for lab in labels.values()))
