@@ -114,6 +114,12 @@ POINTS = {
         "layouts still measured on it): what complete pairs would give",
         [*MORE, "stylegen.masks_from=labels"],
     ),
+    "more_pairs_pairs_from_found_labels": (
+        "more_pairs, with pix2pix taught by the target's labelled nuclei that the start's pre-segmentation found "
+        "(IoU >= 0.5; the others background, as in the paper's pairs): the labels' outlines without false "
+        "nuclei, at the pre-segmentation's recall",
+        [*MORE, "stylegen.masks_from=labels"],
+    ),
     "more_pairs_layouts_from_labels": (
         "more_pairs, with the synthetic layouts measured on the target's labels instead of the pre-segmentation "
         "(pix2pix still taught by it): what true densities, sizes and touching would give",
@@ -142,7 +148,13 @@ OWN_PRESEG = {
     *(name for name, (_, overrides) in POINTS.items() if any(o.startswith("preseg.") for o in overrides)),
 }
 # points that take a part of AUTOstyle from the target's labels (ablations): their runs are given target.labels
-FROM_LABELS = {"more_pairs_pairs_from_labels", "more_pairs_layouts_from_labels"}
+FROM_LABELS = {
+    "more_pairs_pairs_from_labels",
+    "more_pairs_pairs_from_found_labels",
+    "more_pairs_layouts_from_labels",
+}
+# label ablations given only the labelled nuclei the start's pre-segmentation found (found_labels)
+FOUND_LABELS = {"more_pairs_pairs_from_found_labels"}
 # points whose annotated source is the generalist's train split (not all of dsb2018_train): fine-tuning never sees
 # the held-out images benchmarks/source_regression.py scores
 TRAIN_SPLIT_SOURCE = {"more_pairs_clean_source", "more_pairs_clean_source_tta"}
@@ -198,7 +210,12 @@ def run_point(work: Path, target_name: str, key: str, threads: int, styles: tupl
     if earlier.get("overrides") == overrides and all(SCORED_AS[s] in earlier["dsb"] for s in styles):
         return earlier
     data = point_data(work, target_name, key)
-    labels = [f"target.labels={data[target_name].adapt / 'labels'}"] if name in FROM_LABELS else []
+    given = (
+        found_labels(point_work, data[target_name])
+        if name in FOUND_LABELS
+        else data[target_name].adapt / "labels"
+    )
+    labels = [f"target.labels={given}"] if name in FROM_LABELS else []
     seconds = domain_shift.adapt(
         point_work, data, [target_name], domain_shift.BUDGET, [*overrides, *labels], 1, threads, styles=styles
     )
@@ -263,6 +280,42 @@ def shared_start(work: Path, target_name: str, steps: int = domain_shift.SOURCE_
     target = domain_shift_data.prepare_data(source_work, quick=False)[target_name]
     domain_shift.train_source(source_work, target, domain_shift.BUDGET, steps)
     return Path(domain_shift_data.start_checkpoint(source_work, target))
+
+
+def found_labels(point_work: Path, target: domain_shift_data.Target, match_iou: float = 0.5) -> Path:
+    """point_work/found_labels: the target's labels with only the nuclei the start's pre-segmentation finds (an
+    object of it at IoU >= ``match_iou``), each image pre-segmented as the preseg stage does (the start's own score
+    threshold, its size pass); written once."""
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from nucleaizer import io, metrics
+    from nucleaizer.config_files import CONF_DIR
+    from nucleaizer.models import segmenter_file
+    from nucleaizer.pipeline.common import segment_folder
+
+    out = point_work / "found_labels"
+    done = out / ".complete"
+    if done.is_file():
+        return out
+    cfg = OmegaConf.load(CONF_DIR / "train.yaml")
+    cfg.trainer = {"accelerator": "cpu"}
+    preseg = segment_folder(
+        cfg,
+        segmenter_file(domain_shift_data.start_checkpoint(point_work, target)),
+        io.list_samples(target.adapt / "images"),
+        point_work / "found_labels_preseg",
+    )
+    for stem, found in preseg.items():
+        truth = io.read_labels(target.adapt / "labels" / f"{stem}.png")
+        table = metrics.overlaps(truth, found)
+        ids = np.unique(truth[truth > 0])
+        io.write_labels(
+            out / f"{stem}.png",
+            np.where(np.isin(truth, ids[table.pair_gt[table.iou >= match_iou]]), truth, 0),
+        )
+    done.write_text("")
+    return out
 
 
 def score_point(point_work: Path, data: dict, target_name: str) -> tuple[dict, dict]:
