@@ -1,6 +1,6 @@
 """The built-in demo end to end, as a user runs it: wall time, CPU time, stage times and the target scores.
 
-    python -m benchmarks.demo [--looks he,two_colour,dim] [--work DIR] [--threads N]
+    python -m benchmarks.demo [--looks he,two_colour,dim,brightfield] [--work DIR] [--threads N]
 
 Runs ``python train.py +target=demo`` (W&B off) in a fresh run folder under ``--work``, once per simulated target
 look (``target.demo.target_style``; the first is the demo's own), and writes benchmarks/results/demo.{json,md}:
@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
         "--looks",
-        default="he,two_colour,dim",
+        default="he,two_colour,dim,brightfield",
         help="comma-separated simulated target looks (nucleaizer.simulate.STYLES), the demo's own first",
     )
     args = parser.parse_args()
