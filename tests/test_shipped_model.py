@@ -106,20 +106,24 @@ def test_train_py_pre_segments_with_the_shipped_model_by_default(tmp_path):
     assert len(sizes) == 1 + 3
 
 
-def test_the_pre_segmentation_detects_at_its_own_score_threshold(tmp_path):
-    """preseg.score_thresh replaces the model's own (0.8) for the pre-segmentation: lower finds more objects."""
+def pre_segment_with_the_shipped_model(folder, *overrides) -> dict:
+    """The preseg stage alone, with the shipped model, on the tiny demo target in ``folder``: its summary."""
     from nucleaizer import pipeline
 
-    objects = {}
-    for threshold in ("null", "0.05"):
-        cfg = compose_train(
-            tmp_path / threshold,
-            "preseg.checkpoint=generalist",
-            "preseg.method=model",
-            f"preseg.score_thresh={threshold}",
-            "stages=[preseg]",
-        )
-        objects[threshold] = pipeline.run(cfg)["stages"]["preseg"]["summary"]["objects"]
+    cfg = compose_train(
+        folder, "preseg.checkpoint=generalist", "preseg.method=model", "stages=[preseg]", *overrides
+    )
+    return pipeline.run(cfg)["stages"]["preseg"]["summary"]
+
+
+def test_the_pre_segmentation_detects_at_its_own_score_threshold(tmp_path):
+    """preseg.score_thresh replaces the model's own (0.8) for the pre-segmentation: lower finds more objects."""
+    objects = {
+        threshold: pre_segment_with_the_shipped_model(
+            tmp_path / threshold, f"preseg.score_thresh={threshold}"
+        )["objects"]
+        for threshold in ("null", "0.05")
+    }
     assert 0 < objects["null"] < objects["0.05"]
 
 
@@ -128,7 +132,7 @@ def test_the_pre_segmentation_votes_over_flips_and_rotations_with_tta(tmp_path):
     single view's labels."""
     import numpy as np
 
-    from nucleaizer import io, pipeline
+    from nucleaizer import io
     from nucleaizer.baseline import ClassicalPredictor
     from nucleaizer.infer.nucleus_segmenter import NucleusSegmenter
     from nucleaizer.infer.tta import TRANSFORMS
@@ -137,15 +141,7 @@ def test_the_pre_segmentation_votes_over_flips_and_rotations_with_tta(tmp_path):
 
     written = {}
     for tta in ("false", "true"):
-        cfg = compose_train(
-            tmp_path / tta,
-            "preseg.checkpoint=generalist",
-            "preseg.method=model",
-            "preseg.score_thresh=0.3",
-            f"preseg.tta={tta}",
-            "stages=[preseg]",
-        )
-        pipeline.run(cfg)
+        pre_segment_with_the_shipped_model(tmp_path / tta, "preseg.score_thresh=0.3", f"preseg.tta={tta}")
         folder = tmp_path / tta / "run" / "preseg" / "labels"
         written[tta] = {f.name: io.read_labels(f) for f in sorted(folder.glob("*.png"))}
     predictor = MaskRCNNPredictor.from_file(segmenter_file("generalist"), score_threshold=0.3)
