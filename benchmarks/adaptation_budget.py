@@ -179,16 +179,19 @@ def seed_of(key: str) -> int:
     return int(seeded["seed"]) if seeded else 0
 
 
-def finetune_budget(overrides: list[str]) -> tuple[int, float]:
-    """Fine-tuning steps and synthetic share of a point, from train.py's config composed with its overrides."""
+def point_config(overrides: list[str]):
+    """train.py's config of a point's adaptation run: domain_shift's budget with the point's overrides."""
     from hydra import compose, initialize_config_dir
 
     from nucleaizer.config_files import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        config = compose(
-            "train", [*domain_shift.BUDGET, *domain_shift.ADAPT_ONLY, *overrides]
-        ).segmenter.train
+        return compose("train", [*domain_shift.BUDGET, *domain_shift.ADAPT_ONLY, *overrides])
+
+
+def finetune_budget(overrides: list[str]) -> tuple[int, float]:
+    """Fine-tuning steps and synthetic share of a point, from train.py's config composed with its overrides."""
+    config = point_config(overrides).segmenter.train
     epochs = sum(stage.epochs for stage in config.finetune_stages)
     return int(epochs * config.steps_per_epoch), float(config.synthetic_share)
 
@@ -210,12 +213,14 @@ def run_point(work: Path, target_name: str, key: str, threads: int, styles: tupl
     if earlier.get("overrides") == overrides and all(SCORED_AS[s] in earlier["dsb"] for s in styles):
         return earlier
     data = point_data(work, target_name, key)
-    given = (
-        found_labels(point_work, data[target_name])
-        if name in FOUND_LABELS
-        else data[target_name].adapt / "labels"
-    )
-    labels = [f"target.labels={given}"] if name in FROM_LABELS else []
+    labels = []
+    if name in FROM_LABELS:
+        given = (
+            found_labels(point_work, data[target_name], overrides)
+            if name in FOUND_LABELS
+            else data[target_name].adapt / "labels"
+        )
+        labels = [f"target.labels={given}"]
     seconds = domain_shift.adapt(
         point_work, data, [target_name], domain_shift.BUDGET, [*overrides, *labels], 1, threads, styles=styles
     )
@@ -282,15 +287,15 @@ def shared_start(work: Path, target_name: str, steps: int = domain_shift.SOURCE_
     return Path(domain_shift_data.start_checkpoint(source_work, target))
 
 
-def found_labels(point_work: Path, target: domain_shift_data.Target, match_iou: float = 0.5) -> Path:
+def found_labels(
+    point_work: Path, target: domain_shift_data.Target, overrides: list[str], match_iou: float = 0.5
+) -> Path:
     """point_work/found_labels: the target's labels with only the nuclei the start's pre-segmentation finds (an
-    object of it at IoU >= ``match_iou``), each image pre-segmented as the preseg stage does (the start's own score
-    threshold, its size pass); written once."""
+    object of it at IoU >= ``match_iou``), each image pre-segmented as the point's preseg stage does (its config
+    composed with ``overrides``: score threshold, TTA, size pass); written once."""
     import numpy as np
-    from omegaconf import OmegaConf
 
     from nucleaizer import io, metrics
-    from nucleaizer.config_files import CONF_DIR
     from nucleaizer.models import segmenter_file
     from nucleaizer.pipeline.common import segment_folder
 
@@ -298,13 +303,14 @@ def found_labels(point_work: Path, target: domain_shift_data.Target, match_iou: 
     done = out / ".complete"
     if done.is_file():
         return out
-    cfg = OmegaConf.load(CONF_DIR / "train.yaml")
-    cfg.trainer = {"accelerator": "cpu"}
+    cfg = point_config(overrides)
     preseg = segment_folder(
         cfg,
         segmenter_file(domain_shift_data.start_checkpoint(point_work, target)),
         io.list_samples(target.adapt / "images"),
         point_work / "found_labels_preseg",
+        score_threshold=cfg.preseg.score_thresh,
+        tta=cfg.preseg.tta,
     )
     for stem, found in preseg.items():
         truth = io.read_labels(target.adapt / "labels" / f"{stem}.png")
